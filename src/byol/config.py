@@ -1,0 +1,158 @@
+"""All settings of a pretraining run in one place: defaults < preset < config file < flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from byol.errors import ByolError
+
+
+@dataclass
+class Config:
+    # data
+    data: str | None = None  # a folder of images, or cifar10 / cifar100 / stl10 (torchvision)
+    test: str | None = None  # labelled folder for k-NN during and after training
+    image_size: int = 32
+    augment: str = "cifar"  # view distributions: cifar or imagenet (byol.data.views)
+    # networks
+    encoder: str = "resnet18"
+    width: float = 1.0
+    cifar_stem: bool = True
+    projector_hidden: int = 4096
+    projection_dim: int = 256
+    predictor_hidden: int = 4096
+    # optimisation
+    epochs: int = 100
+    minutes: float | None = None  # wall-clock budget for training; sets the step count
+    batch_size: int = 256
+    accumulate: int = 1  # micro-batches per optimiser step
+    optimizer: str = "lars"
+    lr: float = 0.2  # base rate, scaled by batch_size * accumulate / 256
+    weight_decay: float = 1.5e-6
+    momentum: float = 0.9
+    warmup_epochs: float = 10.0
+    predictor_lr_mult: float = 1.0
+    tau_base: float = 0.996
+    # runtime
+    precision: str = "auto"  # auto: bf16 where the hardware has it, else fp32
+    channels_last: bool = True
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0: torch's default
+    workers: int = 4  # loader processes, for streamed (large) images only
+    log_every: int = 10
+    checkpoint_every: int = 500  # optimiser steps
+    knn_every: int = 0  # epochs; 0: only at the end
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+
+    def validate(self) -> "Config":
+        checks = [
+            (self.batch_size >= 2, f"batch_size is {self.batch_size}: BatchNorm needs at least 2 images a batch"),
+            (self.accumulate >= 1, f"accumulate is {self.accumulate}: use 1 or more micro-batches per step"),
+            (self.lr > 0, f"lr is {self.lr}: the learning rate must be positive"),
+            (self.weight_decay >= 0, f"weight_decay is {self.weight_decay}: use 0 or more"),
+            (0 <= self.tau_base <= 1, f"tau_base is {self.tau_base}: it must lie in [0, 1]"),
+            (self.epochs >= 1, f"epochs is {self.epochs}: train for at least 1 epoch"),
+            (self.minutes is None or self.minutes > 0, f"minutes is {self.minutes}: give a positive budget"),
+            (self.width > 0, f"width is {self.width}: the width multiplier must be positive"),
+            (self.image_size >= 8, f"image_size is {self.image_size}: use 8 pixels or more"),
+            (self.warmup_epochs >= 0, f"warmup_epochs is {self.warmup_epochs}: use 0 or more"),
+            (self.predictor_lr_mult > 0, f"predictor_lr_mult is {self.predictor_lr_mult}: it must be positive"),
+            (self.knn_k >= 1, f"knn_k is {self.knn_k}: use 1 or more neighbours"),
+            (self.knn_temperature > 0, f"knn_temperature is {self.knn_temperature}: it must be positive"),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision is {self.precision!r}: choose auto, fp32, bf16 or fp16"),
+            (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be 1 or more"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ByolError(f"invalid config: {message}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES = typing.get_type_hints(Config)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check one value against the field's type; ints are accepted for floats."""
+    expected = FIELD_TYPES[key]
+    allowed = typing.get_args(expected) or (expected,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is not float and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+    names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)
+    raise ByolError(f"config key {key!r} must be {names}, got {value!r}")
+
+
+def apply(config: Config, values: dict[str, Any], source: str) -> Config:
+    """Override `config` with `values`, refusing unknown keys with a suggestion."""
+    known = [f.name for f in fields(Config)]
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see `byol presets` for the keys"
+            raise ByolError(f"unknown config key {key!r} in {source}: {hint}")
+        setattr(config, key, _coerce(key, value))
+    return config
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("byol.presets").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    if name not in preset_names():
+        raise ByolError(f"unknown preset {name!r}: choose one of {', '.join(preset_names())}")
+    return resources.files("byol.presets").joinpath(f"{name}.yaml").read_text()
+
+
+def _yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ByolError(f"{source} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ByolError(f"{source} must be a mapping of config keys to values")
+    return values
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` from `--set`, the value read as YAML (so 0.5 is a number, null is None)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ByolError(f"--set {text!r}: write it as key=value, e.g. --set knn_every=5")
+    return key.strip(), yaml.safe_load(value)
+
+
+def resolve(preset: str | None = None, config_file: str | None = None,
+            overrides: dict[str, Any] | None = None) -> Config:
+    config = Config()
+    if preset:
+        apply(config, _yaml_mapping(preset_text(preset), f"preset {preset}"), f"preset {preset}")
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ByolError(f"config file {path} does not exist: pass a YAML file of config keys")
+        apply(config, _yaml_mapping(path.read_text(), str(path)), str(path))
+    apply(config, overrides or {}, "the command line")
+    return config.validate()
+
+
+def save(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,255 @@
+"""Finding and decoding images: ImageFolder trees, flat folders, torchvision datasets.
+
+Small images (the training size at most `IN_MEMORY_MAX_SIZE`) are decoded once
+into one uint8 tensor, cached on disk, so an epoch never touches a JPEG. Larger
+images are streamed through loader workers, which cut the two crops per image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from byol.errors import ByolError
+from byol.train.checkpoint import atomic_save, safe_load
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IN_MEMORY_MAX_SIZE = 64
+NAMED_DATASETS = ("cifar10", "cifar100", "stl10")
+UNLABELLED = -1
+
+
+@dataclass
+class ImageFiles:
+    """The image files under a folder, with class labels when it is an ImageFolder tree."""
+
+    root: Path
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.classes)
+
+
+@dataclass
+class ImageTensor:
+    """A decoded dataset: uint8 images (N, 3, S, S), labels (-1 when unlabelled)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.classes)
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        found.extend(Path(dirpath) / name for name in sorted(filenames) if _is_image(name))
+    return found
+
+
+def scan_folder(root: str | Path) -> ImageFiles:
+    """List images; class sub-folders and no loose images at the top means labelled."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ByolError(f"data folder {root} does not exist: pass an existing folder of images")
+    if not root.is_dir():
+        raise ByolError(f"{root} is not a folder: pass a folder of images (class sub-folders optional)")
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except PermissionError:
+        raise ByolError(f"data folder {root} cannot be read: check its permissions") from None
+    subdirs = [e for e in entries if e.is_dir()]
+    loose = [e for e in entries if e.is_file() and _is_image(e.name)]
+    files, labels, classes = [], [], []
+    if subdirs and not loose:
+        for entry in subdirs:
+            images = _images_under(Path(entry.path))
+            if images:
+                labels.extend([len(classes)] * len(images))
+                classes.append(entry.name)
+                files.extend(images)
+    else:
+        files = _images_under(root)
+        labels = [UNLABELLED] * len(files)
+    if not files:
+        raise ByolError(
+            f"no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) found under {root}: "
+            "pass a folder that contains images, directly or in class sub-folders"
+        )
+    return ImageFiles(root, files, labels, classes)
+
+
+def open_rgb(path: Path) -> Image.Image | None:
+    """The image as RGB, or None if it cannot be decoded (skipped and counted by callers)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
+            if img.mode == "I;16" or img.mode.startswith("I;16"):
+                scaled = (np.asarray(img, dtype=np.float32) / 257.0).round().astype(np.uint8)
+                return Image.fromarray(scaled).convert("RGB")
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def resize_square(img: Image.Image, size: int) -> Image.Image:
+    """Shorter side to `size`, then the centred square: keeps the aspect ratio."""
+    if img.size != (size, size):
+        scale = size / min(img.size)
+        w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
+        left, top = (w - size) // 2, (h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return img
+
+
+def _decode_square(args: tuple[Path, int]) -> np.ndarray | None:
+    path, size = args
+    img = open_rgb(path)
+    return None if img is None else np.asarray(resize_square(img, size))
+
+
+def _cache_key(listing: ImageFiles, size: int) -> str:
+    digest = hashlib.sha256(f"{listing.root.resolve()}|{size}|{listing.classes}".encode())
+    for path in listing.files:
+        try:
+            stat = path.stat()
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}|unreadable\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BYOL_CACHE_DIR", Path.home() / ".cache" / "byol"))
+
+
+def decode_folder(root: str | Path, size: int, cache_dir: Path | None = None, workers: int = 0) -> ImageTensor:
+    """Every image under `root` as one uint8 tensor at size x size, cached on disk."""
+    listing = scan_folder(root)
+    cache_dir = cache_dir or default_cache_dir()
+    cache_file = cache_dir / f"images-{_cache_key(listing, size)}.pt"
+    if cache_file.exists():
+        cached = safe_load(cache_file)
+        return ImageTensor(cached["images"], cached["labels"], cached["classes"], cached["skipped"])
+    jobs = [(path, size) for path in listing.files]
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers > 1 and len(jobs) > 2000:
+        with ProcessPoolExecutor(workers) as pool:
+            decoded = list(pool.map(_decode_square, jobs, chunksize=512))
+    else:
+        decoded = [_decode_square(job) for job in jobs]
+    keep = [i for i, arr in enumerate(decoded) if arr is not None]
+    skipped = [str(listing.files[i]) for i, arr in enumerate(decoded) if arr is None]
+    if not keep:
+        raise ByolError(
+            f"none of the {len(jobs)} image files under {listing.root} could be decoded: "
+            "check that they are real images (not empty, truncated or of another format)"
+        )
+    images = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([listing.labels[i] for i in keep], dtype=torch.long)
+    data = ImageTensor(images, labels, listing.classes, skipped)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save(dict(images=images, labels=labels, classes=listing.classes, skipped=skipped), cache_file)
+    except OSError:
+        pass  # a read-only cache only costs the next run a decode
+    return data
+
+
+def load_named(spec: str, size: int, root: Path | None = None) -> ImageTensor:
+    """torchvision's CIFAR-10/100 and STL-10 by name ('cifar10', 'cifar10:test', 'stl10:unlabeled').
+
+    Downloads on first use into BYOL_DATA_DIR (default ~/.cache/byol/datasets).
+    """
+    import torchvision.datasets as tvd
+
+    name, _, split = spec.partition(":")
+    root = root or Path(os.environ.get("BYOL_DATA_DIR", default_cache_dir() / "datasets"))
+    try:
+        if name in ("cifar10", "cifar100"):
+            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+            ds = cls(str(root), train=split in ("", "train"), download=True)
+            images, labels, classes = torch.from_numpy(ds.data).permute(0, 3, 1, 2), ds.targets, ds.classes
+        else:
+            ds = tvd.STL10(str(root), split=split or "train+unlabeled", download=True)
+            images, labels, classes = torch.from_numpy(ds.data), ds.labels, ds.classes
+    except (OSError, RuntimeError) as err:
+        raise ByolError(
+            f"could not load {spec} from {root} ({err}): download it on a machine with internet "
+            "into BYOL_DATA_DIR, or pass a local image folder"
+        ) from None
+    if images.shape[-1] != size:
+        images = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
+                                                 antialias=True).round().clamp(0, 255).to(torch.uint8)
+    return ImageTensor(images.contiguous(), torch.as_tensor(labels, dtype=torch.long), list(classes))
+
+
+def is_named(spec: str) -> bool:
+    return spec.partition(":")[0] in NAMED_DATASETS and not Path(spec).exists()
+
+
+def load_images(spec: str, size: int, cache_dir: Path | None = None) -> ImageTensor:
+    """A dataset spec (a folder or a torchvision name) decoded into memory."""
+    return load_named(spec, size) if is_named(spec) else decode_folder(spec, size, cache_dir)
+
+
+class CroppedPairs(torch.utils.data.Dataset):
+    """Large images, streamed: each item is the two random crops of one image (uint8).
+
+    The crop and flip need the full-resolution image, so loader workers cut
+    them per image (torchvision's RandomResizedCrop, same distribution as the
+    batched path); the colour stage then runs batched on the training device.
+    Undecodable files yield None and are dropped by `collate_pairs`.
+    """
+
+    def __init__(self, listing: ImageFiles, specs: tuple) -> None:
+        from torchvision.transforms import v2
+
+        self.listing = listing
+        self.crops = [
+            v2.Compose([
+                v2.PILToTensor(),
+                v2.RandomResizedCrop(s.size, scale=s.crop_scale, ratio=s.crop_ratio, antialias=True),
+                v2.RandomHorizontalFlip(s.flip_p),
+            ])
+            for s in specs
+        ]
+
+    def __len__(self) -> int:
+        return len(self.listing.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        img = open_rgb(self.listing.files[index])
+        if img is None:
+            return None
+        return self.crops[0](img), self.crops[1](img)
+
+
+def collate_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+    good = [item for item in items if item is not None]
+    if not good:
+        return torch.empty(0), torch.empty(0), len(items)
+    return torch.stack([a for a, _ in good]), torch.stack([b for _, b in good]), len(items) - len(good)

@@ -1,0 +1,239 @@
+"""BYOL's two asymmetric view distributions, applied to whole batches at once.
+
+Every random parameter (crop box, flip, jitter factors and order, grayscale,
+blur sigma, solarisation) is drawn independently for each image, as in the
+paper; nothing is shared across a batch. All work is tensor arithmetic on the
+batch's device, with no per-image Python loop, so augmentation is never the
+bottleneck on a CPU. Colour operations follow torchvision's definitions
+(multiplicative brightness, contrast and saturation blended with the grey
+image, hue rotated in HSV) on values in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from byol.errors import ByolError
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """The distribution of one view. Probabilities are per image."""
+
+    size: int
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def blur_kernel(self) -> int:
+        """About 10% of the image side, odd (23 at 224, as in the paper)."""
+        return max(3, int(0.1 * self.size) // 2 * 2 + 1)
+
+
+def view_specs(preset: str, size: int) -> tuple[ViewSpec, ViewSpec]:
+    """The two view distributions of a named augmentation preset."""
+    if preset == "imagenet":
+        # Grill et al. 2020, Appendix B, Table 6: crop scale 0.08-1, flip 0.5, jitter
+        # 0.4/0.4/0.2/0.1 with p 0.8, grayscale 0.2, blur p 1.0 / 0.1, solarise 0 / 0.2.
+        base = ViewSpec(size=size)
+        return replace(base, blur_p=1.0), replace(base, blur_p=0.1, solarize_p=0.2)
+    if preset == "cifar":
+        # The common 32x32 adaptation (e.g. solo-learn's and lightly's CIFAR recipes):
+        # the paper's crop, flip, jitter, grayscale and solarisation, but no blur, which
+        # wipes out a 32-pixel image; CIFAR-10 channel statistics for normalisation.
+        base = ViewSpec(size=size, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+        return base, replace(base, solarize_p=0.2)
+    raise ByolError(f"unknown augmentation preset {preset!r}: choose 'cifar' or 'imagenet'")
+
+
+def _chance(p: float, n: int, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, device=device) < p
+
+
+def _uniform(low: float, high: float, n: int, device: torch.device) -> torch.Tensor:
+    return torch.empty(n, device=device).uniform_(low, high)
+
+
+def crop_boxes(
+    n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+    device: torch.device, tries: int = 10,
+) -> torch.Tensor:
+    """Per-image RandomResizedCrop boxes (x1, y1, x2, y2), torchvision's sampling rule.
+
+    Ten candidate boxes per image; the first that fits wins, and an image where
+    none fits gets torchvision's fallback (the largest centred box within the ratio).
+    """
+    area = height * width * torch.empty(n, tries, device=device).uniform_(*scale)
+    aspect = torch.exp(torch.empty(n, tries, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1])))
+    w = torch.sqrt(area * aspect).round()
+    h = torch.sqrt(area / aspect).round()
+    fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    first = fits.int().argmax(dim=1, keepdim=True)
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fallback_w, fallback_h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fallback_w, fallback_h = round(height * ratio[1]), height
+    else:
+        fallback_w, fallback_h = width, height
+    found = fits.any(dim=1)
+    w = torch.where(found, w, torch.full_like(w, fallback_w))
+    h = torch.where(found, h, torch.full_like(h, fallback_h))
+    top = torch.where(found, torch.floor(torch.rand(n, device=device) * (height - h + 1)), (height - h) // 2)
+    left = torch.where(found, torch.floor(torch.rand(n, device=device) * (width - w + 1)), (width - w) // 2)
+    return torch.stack([left, top, left + w, top + h], dim=1)
+
+
+def resized_crop_flip(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """Random resized crop and horizontal flip of a float batch, one box per image.
+
+    roi_align with adaptive sampling averages over each output pixel's footprint,
+    so large crops are downsampled without aliasing and small ones are bilinear.
+    """
+    n, _, height, width = images.shape
+    boxes = crop_boxes(n, height, width, spec.crop_scale, spec.crop_ratio, images.device)
+    rois = torch.cat([torch.arange(n, device=images.device, dtype=boxes.dtype)[:, None], boxes], dim=1)
+    out = roi_align(images, rois, output_size=spec.size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    flip = _chance(spec.flip_p, n, images.device)[:, None, None, None]
+    return torch.where(flip, out.flip(3), out)
+
+
+def grey(x: torch.Tensor) -> torch.Tensor:
+    weights = torch.tensor(GREY_WEIGHTS, device=x.device, dtype=x.dtype)
+    return torch.einsum("nchw,c->nhw", x, weights).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    f = factor[:, None, None, None]
+    return (f * x + (1 - f) * other).clamp_(0, 1)
+
+
+def _rotate_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Add `shift` (in turns) to the hue of each image, via HSV."""
+    r, g, b = x.unbind(1)
+    value, argmax = x.max(dim=1)
+    chroma = value - x.min(dim=1).values
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    hue_by_max = torch.stack([((g - b) / safe) % 6, (b - r) / safe + 2, (r - g) / safe + 4], dim=1)
+    hue = hue_by_max.gather(1, argmax.unsqueeze(1)).squeeze(1) / 6
+    hue = torch.where(chroma > 0, hue, torch.zeros_like(hue))
+    hue = (hue + shift[:, None, None]) % 1.0
+    saturation = torch.where(value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value))
+    # HSV -> RGB: channel n is V - V*S*clamp(min(k, 4 - k), 0, 1) with k = (n + 6H) mod 6.
+    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device)[None, :, None, None] + 6 * hue.unsqueeze(1)) % 6
+    return value.unsqueeze(1) * (1 - saturation.unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1))
+
+
+def color_jitter(x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """torchvision's ColorJitter with per-image factors and a per-image random order."""
+    n, device = x.shape[0], x.device
+    apply = _chance(spec.jitter_p, n, device)
+    factors = [
+        _uniform(1 - spec.brightness, 1 + spec.brightness, n, device),
+        _uniform(1 - spec.contrast, 1 + spec.contrast, n, device),
+        _uniform(1 - spec.saturation, 1 + spec.saturation, n, device),
+        _uniform(-spec.hue, spec.hue, n, device),
+    ]
+    ops = [
+        lambda v, f: (v * f[:, None, None, None]).clamp_(0, 1),
+        lambda v, f: _blend(v, grey(v).mean(dim=(2, 3), keepdim=True), f),
+        lambda v, f: _blend(v, grey(v), f),
+        _rotate_hue,
+    ]
+    position = torch.rand(n, len(ops), device=device).argsort(dim=1).argsort(dim=1)
+    for slot in range(len(ops)):
+        for op, factor, pos in zip(ops, factors, position.unbind(1)):
+            idx = (apply & (pos == slot)).nonzero().squeeze(1)
+            if idx.numel():
+                x[idx] = op(x[idx], factor[idx])
+    return x
+
+
+def gaussian_blur(x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """Separable Gaussian blur with a per-image sigma, reflect padding."""
+    idx = _chance(spec.blur_p, x.shape[0], x.device).nonzero().squeeze(1)
+    if not idx.numel():
+        return x
+    m, c, h, w = x[idx].shape
+    sigma = _uniform(*spec.blur_sigma, m, x.device)
+    radius = spec.blur_kernel // 2
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-(offsets[None, :] ** 2) / (2 * sigma[:, None] ** 2))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)
+    planes = F.pad(x[idx].reshape(1, m * c, h, w), (radius,) * 4, mode="reflect")
+    planes = F.conv2d(planes, kernel[:, None, None, :], groups=m * c)
+    planes = F.conv2d(planes, kernel[:, None, :, None], groups=m * c)
+    x[idx] = planes.reshape(m, c, h, w)
+    return x
+
+
+def colour_and_normalise(crops: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """Everything after the crop: jitter, grayscale, blur, solarise, normalise."""
+    n = crops.shape[0]
+    x = color_jitter(crops, spec)
+    to_grey = _chance(spec.grayscale_p, n, x.device)[:, None, None, None]
+    x = torch.where(to_grey, grey(x).expand_as(x), x)
+    x = gaussian_blur(x, spec)
+    solarise = _chance(spec.solarize_p, n, x.device)[:, None, None, None]
+    return normalise(torch.where(solarise & (x >= 0.5), 1 - x, x), spec)
+
+
+def normalise(x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    mean = torch.tensor(spec.mean, device=x.device)[None, :, None, None]
+    std = torch.tensor(spec.std, device=x.device)[None, :, None, None]
+    return (x - mean) / std
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+class TwoViews:
+    """Callable that turns a uint8 batch (N, 3, H, W) into BYOL's two float views."""
+
+    def __init__(self, first: ViewSpec, second: ViewSpec) -> None:
+        self.specs = (first, second)
+
+    @classmethod
+    def preset(cls, name: str, size: int) -> "TwoViews":
+        return cls(*view_specs(name, size))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_unit_float(images)
+        v1, v2 = (colour_and_normalise(resized_crop_flip(x, spec), spec) for spec in self.specs)
+        return v1, v2
+
+    @torch.no_grad()
+    def from_crops(self, crops_1: torch.Tensor, crops_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The colour stage alone, for batches whose crops were cut per image by loader workers."""
+        first, second = self.specs
+        return colour_and_normalise(to_unit_float(crops_1), first), colour_and_normalise(to_unit_float(crops_2), second)
+
+
+def eval_transform(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """Evaluation input: no augmentation, only scaling to [0, 1] and normalisation."""
+    return normalise(to_unit_float(images), spec)

@@ -1,0 +1,51 @@
+"""Getting a trained encoder back out of a run folder or checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from byol import config as cfg
+from byol.config import Config
+from byol.errors import ByolError
+from byol.nets.encoders import build_encoder
+from byol.train.checkpoint import safe_load
+
+ENCODER_PREFIX = "online.encoder."
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """load_state_dict(strict=True), with a one-line message naming what differs."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                if k in state and state[k].shape != v.shape]
+    if missing or unexpected or reshaped:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(reshaped)} of another shape (e.g. {reshaped[0]})" if reshaped else ""]
+        raise ByolError(f"{source} does not match this encoder: keys {', '.join(p for p in parts if p)}; "
+                        "it was written for another encoder, width or stem")
+    module.load_state_dict(state, strict=True)
+
+
+def load_run_encoder(path: Path, random_init: bool = False) -> tuple[nn.Module, Config, Path]:
+    """The online encoder of a run (folder or checkpoint.pt), its config and the checkpoint path.
+
+    With random_init, the same architecture with fresh weights: the baseline every
+    pretrained result is read against.
+    """
+    checkpoint = path / "checkpoint.pt" if path.is_dir() else path
+    state = safe_load(checkpoint)
+    if not isinstance(state, dict) or state.get("format") != "byol-checkpoint-1":
+        raise ByolError(f"{checkpoint} is not a byol checkpoint: pass the checkpoint.pt of a byol run folder")
+    config = cfg.apply(Config(), state["config"], str(checkpoint))
+    torch.manual_seed(config.seed)
+    encoder = build_encoder(config.encoder, config.width, config.cifar_stem)
+    if not random_init:
+        weights = {k[len(ENCODER_PREFIX):]: v for k, v in state["learner"].items() if k.startswith(ENCODER_PREFIX)}
+        load_weights(encoder, weights, checkpoint)
+    return encoder.eval(), config, checkpoint

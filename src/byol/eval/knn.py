@@ -1,0 +1,62 @@
+"""Weighted k-NN classification on frozen features (Wu et al. 2018's protocol)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module, images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 512, device: torch.device | str = "cpu", progress: str | None = None,
+) -> torch.Tensor:
+    """L2-normalised features of uint8 images, encoder in eval mode, on the CPU in fp32."""
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    try:
+        for start in tqdm(range(0, len(images), batch_size), desc=progress, disable=progress is None,
+                          leave=False, unit="batch"):
+            batch = transform(images[start:start + batch_size].to(device))
+            out.append(F.normalize(encoder(batch).float(), dim=1).cpu())
+    finally:
+        encoder.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def knn_predict(
+    train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,
+    num_classes: int, k: int = 200, temperature: float = 0.1, chunk: int = 1024,
+) -> torch.Tensor:
+    """Class scores (queries, classes): each of the k most similar training samples
+    votes for its class with weight exp(cosine / temperature)."""
+    k = min(k, len(train_features))
+    scores = []
+    for start in range(0, len(query_features), chunk):
+        similarity = query_features[start:start + chunk] @ train_features.T
+        top_sim, top_idx = similarity.topk(k, dim=1)
+        votes = torch.zeros(len(top_sim), num_classes)
+        votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Top-k accuracies in percent, keyed 'top1', 'top5'."""
+    ranked = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices
+    hits = ranked == labels[:, None]
+    return {f"top{k}": 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+
+
+def knn_accuracy(
+    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+    test_labels: torch.Tensor, num_classes: int, k: int = 200, temperature: float = 0.1,
+) -> dict[str, float]:
+    scores = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature)
+    return topk_accuracy(scores, test_labels)

@@ -1,0 +1,82 @@
+"""Backbones that map a batch of images to a batch of feature vectors."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from byol.errors import ByolError
+
+RESNETS = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+
+
+class ScaledResNet(ResNet):
+    """torchvision's ResNet with every channel count multiplied by `width`.
+
+    Parameter names are torchvision's, so at width 1 the weights load with
+    `strict=True` into `torchvision.models.resnetXX()` (its `fc` aside). The
+    `cifar` stem is the usual adaptation to 32x32 inputs: a 3x3 stride-1 first
+    convolution and no max pool, so the last stage still sees 4x4 maps.
+    """
+
+    def __init__(self, name: str, width: float = 1.0, cifar_stem: bool = False) -> None:
+        nn.Module.__init__(self)
+        block, layers = RESNETS[name]
+        planes = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes, self.dilation, self.groups, self.base_width = planes[0], 1, 1, 64
+        if cifar_stem:
+            self.conv1 = nn.Conv2d(3, planes[0], 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, planes[0], 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(planes[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(block, planes[0], layers[0])
+        self.layer2 = self._make_layer(block, planes[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Identity()
+        self.feature_dim = planes[3] * block.expansion
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+def build_encoder(name: str, width: float = 1.0, cifar_stem: bool = False) -> nn.Module:
+    """A built-in encoder by name; its output size is `encoder.feature_dim`."""
+    if name not in RESNETS:
+        raise ByolError(f"unknown encoder {name!r}: choose one of {', '.join(RESNETS)}")
+    return ScaledResNet(name, width=width, cifar_stem=cifar_stem)
+
+
+@torch.no_grad()
+def feature_dim(encoder: nn.Module, image_size: int) -> int:
+    """Output size of any encoder, found with an eval-mode forward.
+
+    Eval mode matters: a training-mode forward would move BatchNorm's running
+    statistics before training has started.
+    """
+    known = getattr(encoder, "feature_dim", None)
+    if isinstance(known, int):
+        return known
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        device = next(encoder.parameters()).device
+        out = encoder(torch.zeros(2, 3, image_size, image_size, device=device))
+    finally:
+        encoder.train(was_training)
+    if out.ndim != 2:
+        raise ByolError(
+            f"the encoder returns a tensor of shape {tuple(out.shape)}; it must return "
+            "one feature vector per image, shape (batch, features): add a pooling and flatten"
+        )
+    return out.shape[1]

@@ -1,0 +1,47 @@
+"""Writing and reading checkpoints: atomic writes, loads that never unpickle code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byol.errors import ByolError
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A crash or Ctrl-C at any moment leaves either the old file or the new one, never half.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_load(path: str | Path) -> Any:
+    """torch.load with weights_only=True: tensors and plain containers only, no code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ByolError(f"checkpoint {path} does not exist: pass a checkpoint file or a run folder")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ByolError(
+            f"refused to load {path}: it holds pickled objects beyond tensors and plain data "
+            f"({str(err).splitlines()[0][:160]}); only load checkpoints written by byol"
+        ) from None
+    except (RuntimeError, EOFError) as err:
+        raise ByolError(f"{path} is not a readable checkpoint ({str(err).splitlines()[0][:160]})") from None

@@ -1,0 +1,295 @@
+"""The pretraining loop: data in, online network trained, target moved, run folder written."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from byol import config as cfg
+from byol.config import Config
+from byol.data import folders
+from byol.data.views import TwoViews, eval_transform
+from byol.errors import ByolError
+from byol.eval.knn import extract_features, knn_accuracy
+from byol.methods.byol import BYOL
+from byol.nets.encoders import build_encoder
+from byol.train.checkpoint import atomic_save
+from byol.train.optim import build_optimizer, param_groups, set_lr
+from byol.train.schedules import lr_at, scaled_lr, tau_at
+
+CHECKPOINT = "checkpoint.pt"
+ENCODER = "encoder.safetensors"
+METRICS = "metrics.jsonl"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ByolError("device cuda was asked for but no CUDA GPU is visible: use --device cpu")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 pays on a CPU only with native bf16 units (AVX512-BF16 or AMX); elsewhere it is
+    emulated and many times slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype the networks run in under autocast; None for plain fp32."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_bf16() else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_learner(config: Config) -> BYOL:
+    encoder = build_encoder(config.encoder, config.width, config.cifar_stem)
+    return BYOL(
+        encoder,
+        views=TwoViews.preset(config.augment, config.image_size),
+        image_size=config.image_size,
+        projector_hidden=config.projector_hidden,
+        projection_dim=config.projection_dim,
+        predictor_hidden=config.predictor_hidden,
+    )
+
+
+@dataclass
+class TrainData:
+    """Either decoded images in memory or a loader of per-image crops; yields view pairs."""
+
+    size: int
+    memory: folders.ImageTensor | None = None
+    loader: torch.utils.data.DataLoader | None = None
+    skipped: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.memory.images) if self.memory is not None else len(self.loader.dataset)
+
+    def view_batches(self, batch_size: int, views: TwoViews, device: torch.device) -> Iterator[tuple]:
+        """One epoch of (view_1, view_2) batches; the incomplete last batch is dropped."""
+        if self.memory is not None:
+            order = torch.randperm(len(self.memory.images))
+            for start in range(0, len(order) - batch_size + 1, batch_size):
+                yield views(self.memory.images[order[start:start + batch_size]].to(device, non_blocking=True))
+        else:
+            for crops_1, crops_2, _ in self.loader:
+                if len(crops_1) >= 2:
+                    yield views.from_crops(crops_1.to(device), crops_2.to(device))
+
+
+def load_train_data(config: Config, views: TwoViews) -> TrainData:
+    if config.image_size <= folders.IN_MEMORY_MAX_SIZE or folders.is_named(config.data):
+        memory = folders.load_images(config.data, config.image_size)
+        if len(memory.images) < config.batch_size * config.accumulate:
+            raise ByolError(
+                f"{config.data} has {len(memory.images)} usable images, fewer than one step's "
+                f"{config.batch_size * config.accumulate}: lower --batch-size or add images"
+            )
+        return TrainData(config.image_size, memory=memory, skipped=memory.skipped)
+    listing = folders.scan_folder(config.data)
+    loader = torch.utils.data.DataLoader(
+        folders.CroppedPairs(listing, views.specs), batch_size=config.batch_size, shuffle=True,
+        drop_last=True, num_workers=config.workers, collate_fn=folders.collate_pairs,
+        persistent_workers=config.workers > 0, pin_memory=torch.cuda.is_available(),
+    )
+    return TrainData(config.image_size, loader=loader, skipped=[])
+
+
+class KnnMonitor:
+    """k-NN top-1/top-5 of the online encoder: training images as the bank, --test as queries."""
+
+    def __init__(self, bank: folders.ImageTensor, queries: folders.ImageTensor, config: Config,
+                 views: TwoViews, device: torch.device) -> None:
+        if not bank.labelled or not queries.labelled:
+            raise ByolError("k-NN needs labelled data: --data and --test must both be ImageFolder trees "
+                            "(one sub-folder per class)")
+        if bank.classes != queries.classes:
+            raise ByolError(f"the test classes {queries.classes[:5]}... differ from the training classes "
+                            f"{bank.classes[:5]}...: use a test folder with the same class sub-folders")
+        self.bank, self.queries, self.config, self.device = bank, queries, config, device
+        self.transform = lambda x: eval_transform(x, views.specs[0])
+
+    def __call__(self, encoder: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, float]:
+        with autocast(self.device, dtype):
+            bank = extract_features(encoder, self.bank.images, self.transform, device=self.device, progress="k-NN bank")
+            queries = extract_features(encoder, self.queries.images, self.transform, device=self.device, progress="k-NN test")
+        return knn_accuracy(bank, self.bank.labels, queries, self.queries.labels, len(self.bank.classes),
+                            self.config.knn_k, self.config.knn_temperature)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+class StepBudget:
+    """How many optimiser steps the run has, from epochs or from a wall-clock budget.
+
+    With a budget, the count is estimated from the measured speed once the first
+    steps are past warm-up, so that the lr and tau schedules end when time does.
+    """
+
+    CALIBRATE_FROM, CALIBRATE_TO = 5, 25
+
+    def __init__(self, config: Config, steps_per_epoch: int) -> None:
+        self.epoch_steps = config.epochs * steps_per_epoch
+        self.seconds = config.minutes * 60 if config.minutes else None
+        self.total = self.epoch_steps
+        self._mark: float | None = None
+
+    def observe(self, step: int, elapsed: float) -> None:
+        if self.seconds is None:
+            return
+        if step == self.CALIBRATE_FROM:
+            self._mark = elapsed
+        elif step == self.CALIBRATE_TO and self._mark is not None:
+            per_step = (elapsed - self._mark) / (self.CALIBRATE_TO - self.CALIBRATE_FROM)
+            self.total = min(self.epoch_steps, max(step + 1, int(step + (self.seconds - elapsed) / per_step)))
+
+    def done(self, step: int, elapsed: float) -> bool:
+        return step >= self.total or (self.seconds is not None and elapsed >= self.seconds)
+
+
+def prepare_run_dir(out: Path) -> None:
+    if (out / CHECKPOINT).exists():
+        raise ByolError(f"{out} already holds a run (its {CHECKPOINT}): choose a new --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def save_checkpoint(out: Path, learner: BYOL, optimizer: torch.optim.Optimizer, config: Config,
+                    step: int, epoch: int) -> None:
+    atomic_save(dict(learner=learner.state_dict(), optimizer=optimizer.state_dict(), config=config.to_dict(),
+                     step=step, epoch=epoch, format="byol-checkpoint-1"), out / CHECKPOINT)
+
+
+def pretrain(config: Config, out: Path) -> dict:
+    """Run BYOL pretraining as `config` says and write everything to `out`."""
+    if not config.data:
+        raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
+    prepare_run_dir(out)
+    device = pick_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    dtype = autocast_dtype(config.precision, device)
+    seed_everything(config.seed)
+    cfg.save(config, out / "config.yaml")
+
+    learner = build_learner(config).to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    learner = learner.to(memory_format=memory_format)
+    data = load_train_data(config, learner.views)
+    if data.skipped:
+        (out / "skipped_files.txt").write_text("\n".join(data.skipped) + "\n")
+        tqdm.write(f"skipped {len(data.skipped)} undecodable image files (listed in {out / 'skipped_files.txt'})")
+    monitor = None
+    if config.test:
+        if data.memory is None:
+            raise ByolError("k-NN during pretraining needs images of at most "
+                            f"{folders.IN_MEMORY_MAX_SIZE} px; run `byol eval knn` after training instead")
+        monitor = KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config,
+                             learner.views, device)
+
+    global_batch = config.batch_size * config.accumulate
+    steps_per_epoch = len(data) // global_batch
+    budget = StepBudget(config, steps_per_epoch)
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    peak_lr = scaled_lr(config.lr, global_batch)
+    groups = param_groups({"online": learner.online, "predictor": learner.predictor}, config.weight_decay,
+                          {"predictor": config.predictor_lr_mult})
+    optimizer = build_optimizer(config.optimizer, groups, peak_lr, config.momentum)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    metrics = (out / METRICS).open("a")
+    log = lambda record: metrics.write(json.dumps(record) + "\n") or metrics.flush()  # noqa: E731
+    step, epoch, result = 0, 0, {}
+    bar = tqdm(total=budget.total, unit="step", desc="pretrain", dynamic_ncols=True, mininterval=1.0)
+    train_seconds, window_start, window_images = 0.0, time.perf_counter(), 0
+    try:
+        while not budget.done(step, train_seconds) and epoch < config.epochs:
+            micro = 0
+            for view_1, view_2 in data.view_batches(config.batch_size, learner.views, device):
+                tick = time.perf_counter()
+                view_1 = view_1.contiguous(memory_format=memory_format)
+                view_2 = view_2.contiguous(memory_format=memory_format)
+                with autocast(device, dtype):
+                    loss = learner.loss(view_1, view_2)
+                if not math.isfinite(loss.item()):
+                    raise ByolError(f"the loss became {loss.item()} at step {step}: lower --lr, or use "
+                                    "--precision fp32; the last checkpoint is kept")
+                scaler.scale(loss / config.accumulate).backward()
+                micro += 1
+                window_images += len(view_1)
+                if micro % config.accumulate:
+                    train_seconds += time.perf_counter() - tick
+                    continue
+                lr = lr_at(step, budget.total, warmup_steps, peak_lr)
+                tau = tau_at(step, budget.total, config.tau_base)
+                set_lr(optimizer, lr)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                learner.update_target(tau)
+                step += 1
+                train_seconds += time.perf_counter() - tick
+                budget.observe(step, train_seconds)
+                bar.total = budget.total
+                bar.update(1)
+                if step % config.log_every == 0:
+                    now = time.perf_counter()
+                    img_s = window_images / (now - window_start)
+                    window_start, window_images = now, 0
+                    log(dict(step=step, epoch=round(step / steps_per_epoch, 4), loss=loss.item(), lr=lr,
+                             tau=tau, img_s=round(img_s, 1), time_s=round(train_seconds, 2)))
+                    bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{img_s:.0f}", refresh=False)
+                if step % config.checkpoint_every == 0:
+                    save_checkpoint(out, learner, optimizer, config, step, epoch)
+                if budget.done(step, train_seconds):
+                    break
+            epoch += 1
+            save_checkpoint(out, learner, optimizer, config, step, epoch)
+            if monitor and config.knn_every and epoch % config.knn_every == 0 and not budget.done(step, train_seconds):
+                log(dict(step=step, epoch=epoch, time_s=round(train_seconds, 2),
+                         **{f"knn_{k}": v for k, v in monitor(learner.encoder, dtype).items()}))
+            window_start, window_images = time.perf_counter(), 0
+    except KeyboardInterrupt:
+        bar.close()
+        raise ByolError(f"interrupted at step {step}; the last checkpoint in {out} is intact") from None
+    bar.close()
+    save_checkpoint(out, learner, optimizer, config, step, epoch)
+    save_file({k: v.contiguous() for k, v in learner.encoder.state_dict().items()}, str(out / ENCODER))
+    result = dict(steps=step, epochs=round(step / steps_per_epoch, 3), train_seconds=round(train_seconds, 1),
+                  img_s=round(step * global_batch / max(train_seconds, 1e-9), 1))
+    if monitor:
+        knn = monitor(learner.encoder, dtype)
+        log(dict(step=step, epoch=result["epochs"], time_s=round(train_seconds, 2),
+                 **{f"knn_{k}": v for k, v in knn.items()}))
+        (out / "knn.json").write_text(json.dumps(knn, indent=1) + "\n")
+        result["knn"] = knn
+    metrics.close()
+    (out / "summary.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result

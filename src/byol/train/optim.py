@@ -1,0 +1,77 @@
+"""Optimisers: LARS as in the BYOL paper, plus SGD and AdamW, with shared parameter groups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from byol.errors import ByolError
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise adaptive rate scaling (You et al. 2017) as in BYOL's reference code.
+
+    Per tensor: g <- g + wd * w; g <- g * eta * |w| / |g|; v <- momentum * v + g;
+    w <- w - lr * v. Groups with `lars=False` (biases and normalisation
+    parameters) skip both the weight decay and the trust ratio.
+    """
+
+    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9,
+                 weight_decay: float = 0.0, eta: float = 1e-3) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars=True))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if group["lars"]:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    param_norm, update_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+                    trust = torch.where(
+                        (param_norm > 0) & (update_norm > 0), group["eta"] * param_norm / update_norm, 1.0
+                    )
+                    update = update * trust
+                state = self.state[p]
+                if "momentum" not in state:
+                    state["momentum"] = torch.zeros_like(p)
+                velocity = state["momentum"].mul_(group["momentum"]).add_(update)
+                p.add_(velocity, alpha=-group["lr"])
+
+
+def is_bias_or_norm(param: torch.Tensor) -> bool:
+    """Biases and BatchNorm/LayerNorm scales are the 1-D tensors; the paper exempts them."""
+    return param.ndim <= 1
+
+
+def param_groups(modules: dict[str, nn.Module], weight_decay: float,
+                 lr_mult: dict[str, float]) -> list[dict]:
+    """Groups by (module, exempt or not); `lr_mult` scales a module's learning rate."""
+    groups = []
+    for name, module in modules.items():
+        params = [p for p in module.parameters() if p.requires_grad]
+        for exempt in (False, True):
+            chosen = [p for p in params if is_bias_or_norm(p) == exempt]
+            if chosen:
+                groups.append(dict(params=chosen, weight_decay=0.0 if exempt else weight_decay,
+                                   lars=not exempt, lr_mult=lr_mult.get(name, 1.0), name=name))
+    return groups
+
+
+def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float) -> torch.optim.Optimizer:
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ByolError(f"unknown optimizer {name!r}: choose lars, sgd or adamw")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)

@@ -1,0 +1,119 @@
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from torchvision.transforms import RandomResizedCrop
+from torchvision.transforms.v2 import functional as TF
+
+from byol.data.views import (
+    ViewSpec, TwoViews, color_jitter, colour_and_normalise, crop_boxes, resized_crop_flip, view_specs,
+)
+
+NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))
+
+
+def test_every_image_in_a_batch_gets_its_own_random_parameters():
+    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    v1, v2 = TwoViews.preset("imagenet", 32)(image.expand(64, -1, -1, -1).contiguous())
+    for view in (v1, v2):
+        flat = view.flatten(1)
+        distinct = {tuple(row[:50].tolist()) for row in flat}
+        assert len(distinct) == 64  # same input image, 64 different views
+    boxes = crop_boxes(64, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3), torch.device("cpu"))
+    assert len({tuple(b.tolist()) for b in boxes}) > 50
+
+
+def test_crop_boxes_lie_inside_the_image_with_the_asked_scale_and_ratio():
+    boxes = crop_boxes(5000, 40, 30, (0.08, 1.0), (3 / 4, 4 / 3), torch.device("cpu"))
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 30).all() and (boxes[:, 3] <= 40).all()
+    area = w * h / (40 * 30)
+    assert area.min() >= 0.06 and area.max() <= 1.0  # 0.08 up to rounding to whole pixels
+    assert (w / h).min() >= 3 / 4 - 0.1 and (w / h).max() <= 4 / 3 + 0.1
+    # the same distribution as torchvision's per-image sampler, rejections and fallback included
+    reference = [RandomResizedCrop.get_params(torch.zeros(3, 40, 30), [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(5000)]
+    ref_area = torch.tensor([hh * ww / (40 * 30) for _, _, hh, ww in reference])
+    ref_ratio = torch.tensor([ww / hh for _, _, hh, ww in reference])
+    assert area.mean() == pytest.approx(ref_area.mean(), abs=0.015)
+    assert area.std() == pytest.approx(ref_area.std(), abs=0.015)
+    assert (w / h).mean() == pytest.approx(ref_ratio.mean(), abs=0.015)
+
+
+def test_full_image_box_reproduces_the_image_and_flip_mirrors_it():
+    x = torch.rand(2, 3, 8, 8)
+    spec = ViewSpec(size=8, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0)
+    torch.testing.assert_close(resized_crop_flip(x, spec), x)
+    torch.testing.assert_close(resized_crop_flip(x, replace(spec, flip_p=1.0)), x.flip(3))
+
+
+@pytest.mark.parametrize("which", ["brightness", "contrast", "saturation", "hue"])
+def test_each_colour_operation_matches_torchvision_per_image(which):
+    x = torch.rand(6, 3, 10, 10)
+    factors = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+    factors[which] = 0.4 if which != "hue" else 0.1
+    spec = ViewSpec(size=10, jitter_p=1.0, **factors)
+    torch.manual_seed(3)
+    ours = color_jitter(x.clone(), spec)
+    reference = getattr(TF, f"adjust_{which}")
+    # recover each image's factor by matching against torchvision over a fine grid
+    grid = torch.linspace(-0.1, 0.1, 401) if which == "hue" else torch.linspace(0.6, 1.4, 801)
+    for i in range(6):
+        errors = torch.stack([(reference(x[i], f.item()) - ours[i]).abs().max() for f in grid])
+        assert errors.min() < 2e-3, f"image {i}: no torchvision {which} factor reproduces it"
+    assert len({round(v, 4) for v in ours.mean(dim=(1, 2, 3)).tolist()}) == 6
+
+
+def _checkerboard(n: int) -> torch.Tensor:
+    board = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2
+    return (0.7 + 0.2 * board.float()).expand(n, 3, 16, 16).clone()  # every pixel >= 0.5
+
+
+def test_imagenet_view_one_is_always_blurred_and_never_solarised():
+    first, second = view_specs("imagenet", 16)
+    x = _checkerboard(400)
+    # sigma pinned to a visible range: at the preset's low end (0.1) a blur changes nothing
+    out = colour_and_normalise(x.clone(), replace(first, **{**NO_COLOUR, "blur_p": first.blur_p,
+                                                              "solarize_p": first.solarize_p}, blur_sigma=(1.0, 2.0)))
+    contrast = out.std(dim=(1, 2, 3))
+    assert (contrast < 0.9 * x.std(dim=(1, 2, 3))).all()  # every image blurred
+    assert (out.mean(dim=(1, 2, 3)) > 0.5).all()  # none solarised (it would drop below 0.5)
+
+
+def test_imagenet_view_two_blurs_and_solarises_at_its_rates():
+    first, second = view_specs("imagenet", 16)
+    x = _checkerboard(4000)
+    out = colour_and_normalise(x.clone(), replace(second, **{**NO_COLOUR, "blur_p": second.blur_p,
+                                                               "solarize_p": second.solarize_p}, blur_sigma=(1.0, 2.0)))
+    blurred = (out.std(dim=(1, 2, 3)) < 0.9 * x.std(dim=(1, 2, 3))).float().mean().item()
+    solarised = (out.mean(dim=(1, 2, 3)) < 0.5).float().mean().item()
+    assert blurred == pytest.approx(0.1, abs=0.025)
+    assert solarised == pytest.approx(0.2, abs=0.03)
+
+
+def test_cifar_preset_has_no_blur_and_solarises_only_view_two():
+    first, second = view_specs("cifar", 32)
+    assert first.blur_p == second.blur_p == 0.0
+    assert (first.solarize_p, second.solarize_p) == (0.0, 0.2)
+
+
+def test_views_have_the_asked_shape_dtype_and_range():
+    spec_mean, spec_std = torch.tensor(view_specs("cifar", 24)[0].mean), torch.tensor(view_specs("cifar", 24)[0].std)
+    v1, v2 = TwoViews.preset("cifar", 24)(torch.randint(0, 256, (8, 3, 40, 30), dtype=torch.uint8))
+    for view in (v1, v2):
+        assert view.shape == (8, 3, 24, 24) and view.dtype == torch.float32
+        unit = view * spec_std[None, :, None, None] + spec_mean[None, :, None, None]
+        assert unit.min() >= -1e-5 and unit.max() <= 1 + 1e-5
+
+
+def test_grayscale_probability_is_per_image():
+    spec = replace(ViewSpec(size=8), **{**NO_COLOUR, "grayscale_p": 0.2})
+    out = colour_and_normalise(torch.rand(5000, 3, 8, 8), spec)
+    grey = (out.std(dim=1).amax(dim=(1, 2)) < 1e-6).float().mean().item()
+    assert grey == pytest.approx(0.2, abs=0.02)
+
+
+def test_blur_kernel_is_about_a_tenth_of_the_image():
+    assert ViewSpec(size=224).blur_kernel == 23
+    assert ViewSpec(size=32).blur_kernel == 3
+    assert all(ViewSpec(size=s).blur_kernel % 2 == 1 for s in range(8, 300))

@@ -1,0 +1,87 @@
+import pytest
+import torch
+from torch import nn
+
+from byol.data.views import TwoViews
+from byol.methods.byol import BYOL, ema_update
+from byol.nets.encoders import build_encoder
+
+
+def tiny_learner(**kwargs) -> BYOL:
+    encoder = build_encoder("resnet18", width=1 / 16, cifar_stem=True)
+    return BYOL(encoder, image_size=16, projector_hidden=32, projection_dim=8, predictor_hidden=32, **kwargs)
+
+
+def test_target_starts_as_an_exact_copy_without_gradients():
+    learner = tiny_learner()
+    online, target = learner.online.state_dict(), learner.target.state_dict()
+    assert online.keys() == target.keys()
+    for key in online:
+        assert torch.equal(online[key], target[key])
+        assert online[key].data_ptr() != target[key].data_ptr()
+    assert not any(p.requires_grad for p in learner.target.parameters())
+    assert all(p.requires_grad for p in learner.trainable_parameters())
+
+
+def test_no_gradient_reaches_the_target_and_all_trainable_parameters_get_one():
+    learner = tiny_learner()
+    learner.loss(torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)).backward()
+    assert all(p.grad is None for p in learner.target.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.trainable_parameters())
+
+
+def test_one_target_update_moves_every_parameter_exactly_by_the_ema_rule():
+    learner = tiny_learner()
+    with torch.no_grad():
+        for p in learner.online.parameters():
+            p.add_(torch.randn_like(p))
+    before = {k: v.clone().double() for k, v in learner.target.named_parameters()}
+    online = {k: v.detach().double() for k, v in learner.online.named_parameters()}
+    tau = 0.9
+    learner.update_target(tau)
+    for name, param in learner.target.named_parameters():
+        expected = tau * before[name] + (1 - tau) * online[name]
+        torch.testing.assert_close(param.double(), expected, rtol=0, atol=1e-6)
+
+
+def test_target_buffers_are_copied_from_the_online_network():
+    learner = tiny_learner()
+    learner.loss(torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16))  # moves online running stats
+    learner.update_target(0.99)
+    for (name, t), (_, o) in zip(learner.target.named_buffers(), learner.online.named_buffers()):
+        assert torch.equal(t, o), name
+
+
+def test_tau_zero_makes_the_target_equal_the_online_network_and_tau_one_freezes_it():
+    learner = tiny_learner()
+    with torch.no_grad():
+        for p in learner.online.parameters():
+            p.mul_(2).add_(1)
+    frozen = {k: v.clone() for k, v in learner.target.state_dict().items() if "running" not in k}
+    learner.update_target(1.0)
+    for key, value in frozen.items():
+        assert torch.equal(learner.target.state_dict()[key], value)
+    learner.update_target(0.0)
+    for t, o in zip(learner.target.parameters(), learner.online.parameters()):
+        assert torch.equal(t, o)
+
+
+def test_forward_on_raw_images_uses_the_views():
+    learner = tiny_learner(views=TwoViews.preset("cifar", 16))
+    loss = learner(torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8))
+    assert loss.shape == () and 0 <= loss.item() <= 8
+
+
+def test_any_module_that_returns_vectors_is_an_encoder_and_its_size_is_found_in_eval_mode():
+    encoder = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    learner = BYOL(encoder, image_size=8, projector_hidden=16, projection_dim=4, predictor_hidden=16)
+    assert learner.online.projector[0].in_features == 6
+    assert encoder.training  # mode restored
+    assert encoder[1].num_batches_tracked.item() == 0  # no training-mode forward moved BatchNorm
+
+
+def test_an_encoder_that_returns_maps_gets_a_clear_error():
+    from byol.errors import ByolError
+
+    with pytest.raises(ByolError, match="one feature vector per image"):
+        BYOL(nn.Conv2d(3, 4, 3), image_size=8)

@@ -1,0 +1,33 @@
+import math
+
+import torch
+
+from byol.losses import byol_loss, regression_loss
+
+
+def test_regression_loss_is_two_minus_two_cosine_on_hand_made_vectors():
+    p = torch.tensor([[1.0, 0.0], [3.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    z = torch.tensor([[1.0, 0.0], [0.0, 5.0], [1.0, 0.0], [-1.0, 0.0]])
+    # cosines: 1, 0, 1/sqrt(2), -1; scale of either vector does not matter
+    expected = torch.tensor([0.0, 2.0, 2 - 2 / math.sqrt(2), 4.0])
+    torch.testing.assert_close(regression_loss(p, z), expected)
+
+
+def test_regression_loss_matches_cosine_similarity_on_random_vectors():
+    p, z = torch.randn(16, 8), torch.randn(16, 8)
+    torch.testing.assert_close(regression_loss(p, z), 2 - 2 * torch.nn.functional.cosine_similarity(p, z))
+
+
+def test_symmetric_loss_sums_both_directions_and_averages_over_the_batch():
+    p1, p2, z1, z2 = (torch.randn(8, 4) for _ in range(4))
+    expected = (regression_loss(p1, z2) + regression_loss(p2, z1)).mean()
+    torch.testing.assert_close(byol_loss(p1, p2, z1, z2), expected)
+    # a pair of orthogonal predictions costs 2 + 2 = 4, not the average 2
+    e1, e2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert byol_loss(e1, e1, e1, e2).item() == 2.0  # view 1 -> target 2 orthogonal (2), view 2 -> target 1 aligned (0)
+    assert byol_loss(e1, e2, e1, e2).item() == 4.0
+
+
+def test_loss_is_fp32_even_for_bf16_inputs():
+    p, z = torch.randn(4, 8).bfloat16(), torch.randn(4, 8).bfloat16()
+    assert regression_loss(p, z).dtype == torch.float32

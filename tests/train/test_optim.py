@@ -1,0 +1,52 @@
+import torch
+from torch import nn
+
+from byol.train.optim import LARS, build_optimizer, param_groups, set_lr
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+
+
+def test_groups_exempt_biases_and_norm_parameters_from_weight_decay_and_lars():
+    groups = param_groups({"online": model()}, weight_decay=0.1, lr_mult={})
+    decayed = [g for g in groups if g["lars"]]
+    exempt = [g for g in groups if not g["lars"]]
+    assert [p.shape for p in decayed[0]["params"]] == [torch.Size([3, 4])]
+    assert decayed[0]["weight_decay"] == 0.1
+    assert sorted(p.numel() for p in exempt[0]["params"]) == [3, 3, 3]  # linear bias, bn weight, bn bias
+    assert exempt[0]["weight_decay"] == 0.0
+
+
+def test_lars_step_matches_the_reference_rule_by_hand():
+    net = model()
+    groups = param_groups({"online": net}, weight_decay=0.5, lr_mult={})
+    opt = LARS(groups, lr=0.1, momentum=0.9, eta=1e-3)
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    weight, bias = net[0].weight, net[0].bias
+    w0, gw, b0, gb = weight.detach().clone(), weight.grad.clone(), bias.detach().clone(), bias.grad.clone()
+    opt.step()
+    update = gw + 0.5 * w0
+    trust = 1e-3 * w0.norm() / update.norm()
+    torch.testing.assert_close(weight.detach(), w0 - 0.1 * trust * update)
+    torch.testing.assert_close(bias.detach(), b0 - 0.1 * gb)  # no decay, no trust ratio
+    # second step: momentum accumulates the scaled update
+    weight.grad = gw.clone()
+    bias.grad = gb.clone()
+    w1 = weight.detach().clone()
+    opt.step()
+    update1 = gw + 0.5 * w1
+    velocity = 0.9 * (trust * update) + 1e-3 * w1.norm() / update1.norm() * update1
+    torch.testing.assert_close(weight.detach(), w1 - 0.1 * velocity)
+
+
+def test_predictor_learning_rate_multiplier_and_set_lr():
+    online, predictor = model(), model()
+    groups = param_groups({"online": online, "predictor": predictor}, 0.0, {"predictor": 10.0})
+    opt = build_optimizer("sgd", groups, lr=0.01, momentum=0.9)
+    set_lr(opt, 0.02)
+    rates = {(g["name"], g["lars"]): g["lr"] for g in opt.param_groups}
+    assert rates[("online", True)] == 0.02 and rates[("predictor", True)] == 0.2
+    assert isinstance(build_optimizer("adamw", groups, 1e-3, 0.9), torch.optim.AdamW)
