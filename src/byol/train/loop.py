@@ -61,6 +61,16 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def channels_last_is_safe(model: torch.nn.Module) -> bool:
+    """False where channels_last would hit a PyTorch 2.14 / oneDNN bug on AVX2 CPUs: the weight
+    gradient of a 1x1 stride-2 convolution with fewer than 8 input channels corrupts the heap
+    (the downsampling shortcut of a ResNet narrower than width 1/8)."""
+    return not any(
+        isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < 8
+        for m in model.modules()
+    )
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -200,7 +210,11 @@ def pretrain(config: Config, out: Path) -> dict:
     cfg.save(config, out / "config.yaml")
 
     learner = build_learner(config).to(device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    channels_last = config.channels_last and (device.type == "cuda" or channels_last_is_safe(learner))
+    if config.channels_last and not channels_last:
+        tqdm.write("channels_last is off for this encoder: under 8 channels in a strided 1x1 convolution, "
+                   "where PyTorch's CPU kernel is unsafe")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     learner = learner.to(memory_format=memory_format)
     data = load_train_data(config, learner.views)
     if data.skipped:

@@ -1,0 +1,91 @@
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from byol.data.folders import decode_folder, scan_folder
+from byol.errors import ByolError
+
+
+def write_image(path, size=(12, 12), colour=(200, 10, 10), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, colour if mode == "RGB" else colour[0]).save(path)
+
+
+def test_imagefolder_tree_gives_sorted_classes_and_labels(tmp_path):
+    for name in ("dog", "cat"):
+        for i in range(3):
+            write_image(tmp_path / name / f"{i}.png")
+    listing = scan_folder(tmp_path)
+    assert listing.classes == ["cat", "dog"]
+    assert listing.labels == [0, 0, 0, 1, 1, 1]
+
+
+def test_flat_or_nested_folder_without_class_layout_is_unlabelled(tmp_path):
+    write_image(tmp_path / "a.jpg")
+    write_image(tmp_path / "deep" / "er" / "b.png")
+    listing = scan_folder(tmp_path)
+    assert not listing.labelled and len(listing.files) == 2 and set(listing.labels) == {-1}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "nope", "does not exist"),
+    (lambda p: p, "no image files"),
+    (lambda p: (p / "notes.txt").write_text("x") and p, "no image files"),
+])
+def test_missing_or_empty_folders_get_clear_errors(tmp_path, make, message):
+    with pytest.raises(ByolError, match=message):
+        scan_folder(make(tmp_path))
+
+
+def test_undecodable_files_are_skipped_and_counted(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "a" / f"{i}.png")
+    (tmp_path / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (tmp_path / "a" / "empty.png").write_bytes(b"")
+    data = decode_folder(tmp_path, size=8)
+    assert data.images.shape == (3, 3, 8, 8) and data.images.dtype == torch.uint8
+    assert sorted(p.rsplit("/", 1)[1] for p in data.skipped) == ["broken.jpg", "empty.png"]
+
+
+def test_folder_with_no_decodable_image_is_an_error(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"garbage")
+    with pytest.raises(ByolError, match="none of the 1 image files"):
+        decode_folder(tmp_path, size=8)
+
+
+def test_odd_images_become_rgb_at_the_asked_size(tmp_path):
+    write_image(tmp_path / "grey.png", mode="L", colour=(90,))
+    Image.new("RGBA", (20, 10), (0, 0, 255, 255)).save(tmp_path / "alpha.png")
+    Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
+    data = decode_folder(tmp_path, size=8)
+    assert data.images.shape == (3, 3, 8, 8)
+    by_name = dict(zip(["alpha", "deep", "grey"], data.images))
+    assert by_name["grey"].float().std() == 0 and by_name["grey"][0, 0, 0] == 90
+    assert by_name["alpha"][:, 4, 4].tolist() == [0, 0, 255]
+    assert by_name["deep"].min() == 255
+
+
+def test_decoded_images_are_cached_and_the_cache_follows_file_changes(tmp_path, monkeypatch):
+    for i in range(2):
+        write_image(tmp_path / "imgs" / f"{i}.png", colour=(i * 100, 0, 0))
+    first = decode_folder(tmp_path / "imgs", size=8)
+    assert len(list(Path(os.environ["BYOL_CACHE_DIR"]).glob("images-*.pt"))) == 1
+    monkeypatch.setattr("byol.data.folders._decode_square", lambda job: pytest.fail("decoded again"))
+    torch.testing.assert_close(decode_folder(tmp_path / "imgs", size=8).images, first.images)
+    monkeypatch.undo()
+    write_image(tmp_path / "imgs" / "2.png")
+    assert len(decode_folder(tmp_path / "imgs", size=8).images) == 3
+
+
+def test_cifar_images_decode_exactly_as_pil_reads_them(cifar_root, tmp_path):
+    shutil.copytree(cifar_root / "test" / "cat", tmp_path / "cat", ignore=lambda d, names: sorted(names)[5:])
+    data = decode_folder(tmp_path, size=32)
+    first = sorted((tmp_path / "cat").iterdir())[0]
+    expected = torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(data.images[0], expected)
+    assert data.classes == ["cat"]

@@ -1,0 +1,64 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from byol.config import Config
+from byol.errors import ByolError
+from byol.eval.checkpoints import load_run_encoder
+from byol.train.checkpoint import atomic_save, safe_load
+from byol.train.loop import build_learner, save_checkpoint
+
+
+def write_run(tmp_path, **changes):
+    config = Config(width=1 / 16, projector_hidden=16, predictor_hidden=16, projection_dim=4, **changes)
+    learner = build_learner(config)
+    with torch.no_grad():
+        for p in learner.online.parameters():
+            p.add_(1.0)
+    save_checkpoint(tmp_path, learner, torch.optim.SGD(learner.trainable_parameters(), lr=0.1), config, 3, 1)
+    return learner
+
+
+def test_the_run_encoder_comes_back_exactly_and_random_init_is_fresh(tmp_path):
+    learner = write_run(tmp_path)
+    encoder, config, path = load_run_encoder(tmp_path)
+    assert path == tmp_path / "checkpoint.pt" and config.width == 1 / 16 and not encoder.training
+    for key, value in learner.encoder.state_dict().items():
+        assert torch.equal(encoder.state_dict()[key], value)
+    fresh, _, _ = load_run_encoder(tmp_path, random_init=True)
+    assert not torch.equal(fresh.conv1.weight, learner.encoder.conv1.weight)
+
+
+def test_a_checkpoint_for_another_width_is_refused_naming_the_shapes(tmp_path):
+    write_run(tmp_path)
+    state = safe_load(tmp_path / "checkpoint.pt")
+    state["config"]["width"] = 1 / 8
+    atomic_save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ByolError, match=r"does not match this encoder: keys .* of another shape \(e\.g\. conv1\.weight"):
+        load_run_encoder(tmp_path)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"learner": Exploit()}, f)
+    torch.save({"learner": Exploit()}, tmp_path / "evil2.pt")
+    for name in ("evil.pt", "evil2.pt"):
+        with pytest.raises(ByolError, match="refused to load|not a readable checkpoint"):
+            safe_load(tmp_path / name)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
+    atomic_save({"a": torch.ones(2)}, tmp_path / "c.pt")
+    with pytest.raises((TypeError, AttributeError, pickle.PicklingError)):
+        atomic_save({"a": lambda: 0}, tmp_path / "c.pt")  # unpicklable: fails mid-write
+    assert torch.equal(safe_load(tmp_path / "c.pt")["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind

@@ -1,0 +1,28 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from byol.eval.knn import knn_accuracy, knn_predict, topk_accuracy
+
+
+def test_knn_votes_are_weighted_by_exp_similarity_over_temperature():
+    bank = F.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=1)
+    labels = torch.tensor([0, 1, 1])
+    query = torch.tensor([[1.0, 0.0]])
+    scores = knn_predict(bank, labels, query, num_classes=2, k=2, temperature=0.5)
+    # the two nearest: similarity 1 (class 0) and 0.8 (class 1)
+    torch.testing.assert_close(scores, torch.tensor([[torch.exp(torch.tensor(2.0)), torch.exp(torch.tensor(1.6))]]))
+
+
+def test_knn_accuracy_is_perfect_on_separated_clusters_and_k_is_capped():
+    centres = F.normalize(torch.randn(5, 16), dim=1)
+    labels = torch.arange(5).repeat_interleave(20)
+    bank = F.normalize(centres[labels] + 0.05 * torch.randn(100, 16), dim=1)
+    result = knn_accuracy(bank, labels, centres, torch.arange(5), num_classes=5, k=500)
+    assert result == {"top1": 100.0, "top5": 100.0}
+
+
+def test_topk_accuracy_in_percent():
+    scores = torch.tensor([[0.1, 0.9, 0.0], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 1, 0])
+    assert topk_accuracy(scores, labels, ks=(1, 2)) == pytest.approx({"top1": 100 / 3, "top2": 200 / 3})
