@@ -10,8 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from byol import config as cfg
 from byol.errors import ByolError
 
@@ -80,17 +78,16 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_eval_knn(args: argparse.Namespace) -> int:
+    from byol.data.folders import load_images
+    from byol.data.views import TwoViews
     from byol.eval.checkpoints import load_run_encoder
     from byol.train.loop import KnnMonitor, autocast_dtype, pick_device
-    from byol.data.folders import load_images
 
     device = pick_device(args.device)
     encoder, config, checkpoint = load_run_encoder(args.checkpoint, random_init=args.random_init)
     config.knn_k = args.k or config.knn_k
     config.knn_temperature = args.temperature or config.knn_temperature
     config.validate()
-    from byol.data.views import TwoViews
-
     views = TwoViews.preset(config.augment, config.image_size)
     monitor = KnnMonitor(load_images(args.train, config.image_size), load_images(args.test, config.image_size),
                          config, views, device)

@@ -38,6 +38,7 @@ class Config:
     lr: float = 0.2  # base rate, scaled by batch_size * accumulate / 256
     weight_decay: float = 1.5e-6
     momentum: float = 0.9
+    lars_eta: float = 1e-3  # LARS trust coefficient (paper: 1e-3)
     warmup_epochs: float = 10.0
     predictor_lr_mult: float = 1.0
     tau_base: float = 0.996
@@ -67,6 +68,7 @@ class Config:
             (self.image_size >= 8, f"image_size is {self.image_size}: use 8 pixels or more"),
             (self.warmup_epochs >= 0, f"warmup_epochs is {self.warmup_epochs}: use 0 or more"),
             (self.predictor_lr_mult > 0, f"predictor_lr_mult is {self.predictor_lr_mult}: it must be positive"),
+            (self.lars_eta > 0, f"lars_eta is {self.lars_eta}: the trust coefficient must be positive"),
             (self.knn_k >= 1, f"knn_k is {self.knn_k}: use 1 or more neighbours"),
             (self.knn_temperature > 0, f"knn_temperature is {self.knn_temperature}: it must be positive"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision is {self.precision!r}: choose auto, fp32, bf16 or fp16"),

@@ -3,6 +3,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from byol.config import Config
@@ -52,10 +53,20 @@ def test_with_gradient_accumulation_the_schedules_count_optimiser_steps(small_ci
     # 256 images, 16 a micro-batch, 4 micro-batches a step: 4 optimiser steps an epoch
     assert result["steps"] == 8
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 9))
-    for record in records:
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 9))
+    for record in steps:
         assert record["tau"] == tau_at(record["step"] - 1, 8, 0.9)
-    assert records[-1]["tau"] < 1.0
+    assert steps[-1]["tau"] < 1.0
+
+
+def test_labelled_data_without_a_test_folder_is_monitored_on_a_held_out_tenth(small_cifar, tmp_path):
+    pretrain(tiny_config(small_cifar[0], epochs=1), tmp_path / "run")
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    knn = json.loads((tmp_path / "run" / "knn.json").read_text())
+    assert last["knn_top1"] == knn["top1"]
+    correct = knn["top1"] * 25 / 100  # 256 images: 25 held out as queries, so top-1 is a count of 25
+    assert correct == pytest.approx(round(correct), abs=1e-4)
 
 
 def test_a_time_budget_sets_the_step_count_from_measured_speed():
@@ -81,3 +92,19 @@ def test_channels_last_is_skipped_only_for_encoders_with_narrow_strided_shortcut
     assert not channels_last_is_safe(build_encoder("resnet18", width=1 / 16, cifar_stem=True))
     assert channels_last_is_safe(build_encoder("resnet18", width=1 / 8, cifar_stem=True))
     assert channels_last_is_safe(build_encoder("resnet50", width=1 / 16))  # bottleneck widens to 16 first
+
+
+def test_large_images_stream_through_loader_workers_and_train(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(20):
+        Image.effect_noise((96, 80), 40 + i).convert("RGB").save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    config = tiny_config(folder, image_size=72, augment="imagenet", batch_size=7, epochs=1, workers=0,
+                         cifar_stem=False, width=1 / 8)
+    result = pretrain(config, tmp_path / "run")
+    assert result["steps"] == 3  # 21 files, 7 a batch: every file is used once
+    assert result["skipped_files"] == 1  # broken.png
+    assert (tmp_path / "run" / "encoder.safetensors").exists()

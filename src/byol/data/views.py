@@ -59,9 +59,10 @@ def view_specs(preset: str, size: int) -> tuple[ViewSpec, ViewSpec]:
         base = ViewSpec(size=size)
         return replace(base, blur_p=1.0), replace(base, blur_p=0.1, solarize_p=0.2)
     if preset == "cifar":
-        # The common 32x32 adaptation (e.g. solo-learn's and lightly's CIFAR recipes):
-        # the paper's crop, flip, jitter, grayscale and solarisation, but no blur, which
-        # wipes out a 32-pixel image; CIFAR-10 channel statistics for normalisation.
+        # The common 32x32 adaptation, as solo-learn's
+        # scripts/pretrain/cifar/augmentations/asymmetric.yaml: the paper's crop, flip,
+        # jitter, grayscale and solarisation (0 / 0.2), but no blur on either view, since a
+        # 3-pixel kernel on a 32-pixel image only smears it; CIFAR-10 channel statistics.
         base = ViewSpec(size=size, mean=CIFAR10_MEAN, std=CIFAR10_STD)
         return base, replace(base, solarize_p=0.2)
     raise ByolError(f"unknown augmentation preset {preset!r}: choose 'cifar' or 'imagenet'")

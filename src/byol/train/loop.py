@@ -97,6 +97,7 @@ class TrainData:
     memory: folders.ImageTensor | None = None
     loader: torch.utils.data.DataLoader | None = None
     skipped: list[str] | None = None
+    stream_skips: int = 0  # undecodable files met by the loader (streamed images are not listed up front)
 
     def __len__(self) -> int:
         return len(self.memory.images) if self.memory is not None else len(self.loader.dataset)
@@ -108,7 +109,8 @@ class TrainData:
             for start in range(0, len(order) - batch_size + 1, batch_size):
                 yield views(self.memory.images[order[start:start + batch_size]].to(device, non_blocking=True))
         else:
-            for crops_1, crops_2, _ in self.loader:
+            for crops_1, crops_2, undecodable in self.loader:
+                self.stream_skips += undecodable
                 if len(crops_1) >= 2:
                     yield views.from_crops(crops_1.to(device), crops_2.to(device))
 
@@ -151,6 +153,23 @@ class KnnMonitor:
             queries = extract_features(encoder, self.queries.images, self.transform, device=self.device, progress="k-NN test")
         return knn_accuracy(bank, self.bank.labels, queries, self.queries.labels, len(self.bank.classes),
                             self.config.knn_k, self.config.knn_temperature)
+
+
+def knn_monitor(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> KnnMonitor | None:
+    """k-NN during training when there are labels: against --test, or else against a fixed
+    10% of the training images (an optimistic but cheap signal: pretraining saw them)."""
+    if config.test:
+        if data.memory is None:
+            raise ByolError("k-NN during pretraining needs images of at most "
+                            f"{folders.IN_MEMORY_MAX_SIZE} px; run `byol eval knn` after training instead")
+        return KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config, views, device)
+    if data.memory is None or not data.memory.labelled:
+        return None
+    order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed))
+    split = len(order) // 10
+    bank, queries = (folders.ImageTensor(data.memory.images[idx], data.memory.labels[idx], data.memory.classes)
+                     for idx in (order[split:], order[:split]))
+    return KnnMonitor(bank, queries, config, views, device)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -220,13 +239,7 @@ def pretrain(config: Config, out: Path) -> dict:
     if data.skipped:
         (out / "skipped_files.txt").write_text("\n".join(data.skipped) + "\n")
         tqdm.write(f"skipped {len(data.skipped)} undecodable image files (listed in {out / 'skipped_files.txt'})")
-    monitor = None
-    if config.test:
-        if data.memory is None:
-            raise ByolError("k-NN during pretraining needs images of at most "
-                            f"{folders.IN_MEMORY_MAX_SIZE} px; run `byol eval knn` after training instead")
-        monitor = KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config,
-                             learner.views, device)
+    monitor = knn_monitor(config, data, learner.views, device)
 
     global_batch = config.batch_size * config.accumulate
     steps_per_epoch = len(data) // global_batch
@@ -235,7 +248,7 @@ def pretrain(config: Config, out: Path) -> dict:
     peak_lr = scaled_lr(config.lr, global_batch)
     groups = param_groups({"online": learner.online, "predictor": learner.predictor}, config.weight_decay,
                           {"predictor": config.predictor_lr_mult})
-    optimizer = build_optimizer(config.optimizer, groups, peak_lr, config.momentum)
+    optimizer = build_optimizer(config.optimizer, groups, peak_lr, config.momentum, config.lars_eta)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     metrics = (out / METRICS).open("a")
@@ -297,7 +310,8 @@ def pretrain(config: Config, out: Path) -> dict:
     save_checkpoint(out, learner, optimizer, config, step, epoch)
     save_file({k: v.contiguous() for k, v in learner.encoder.state_dict().items()}, str(out / ENCODER))
     result = dict(steps=step, epochs=round(step / steps_per_epoch, 3), train_seconds=round(train_seconds, 1),
-                  img_s=round(step * global_batch / max(train_seconds, 1e-9), 1))
+                  img_s=round(step * global_batch / max(train_seconds, 1e-9), 1),
+                  skipped_files=len(data.skipped) + data.stream_skips)
     if monitor:
         knn = monitor(learner.encoder, dtype)
         log(dict(step=step, epoch=result["epochs"], time_s=round(train_seconds, 2),

@@ -62,9 +62,10 @@ def param_groups(modules: dict[str, nn.Module], weight_decay: float,
     return groups
 
 
-def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float) -> torch.optim.Optimizer:
+def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float,
+                    lars_eta: float = 1e-3) -> torch.optim.Optimizer:
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum)
+        return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adamw":
