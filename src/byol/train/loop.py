@@ -253,14 +253,15 @@ def pretrain(config: Config, out: Path) -> dict:
 
     metrics = (out / METRICS).open("a")
     log = lambda record: metrics.write(json.dumps(record) + "\n") or metrics.flush()  # noqa: E731
-    step, epoch, result = 0, 0, {}
+    step, epoch = 0, 0
     bar = tqdm(total=budget.total, unit="step", desc="pretrain", dynamic_ncols=True, mininterval=1.0)
-    train_seconds, window_start, window_images = 0.0, time.perf_counter(), 0
+    # training time counts everything (augmentation, data, checkpoints) except k-NN evaluation
+    train_seconds, clock = 0.0, time.perf_counter()
+    window_start, window_images = clock, 0
     try:
         while not budget.done(step, train_seconds) and epoch < config.epochs:
             micro = 0
             for view_1, view_2 in data.view_batches(config.batch_size, learner.views, device):
-                tick = time.perf_counter()
                 view_1 = view_1.contiguous(memory_format=memory_format)
                 view_2 = view_2.contiguous(memory_format=memory_format)
                 with autocast(device, dtype):
@@ -271,8 +272,9 @@ def pretrain(config: Config, out: Path) -> dict:
                 scaler.scale(loss / config.accumulate).backward()
                 micro += 1
                 window_images += len(view_1)
+                now = time.perf_counter()
+                train_seconds, clock = train_seconds + now - clock, now
                 if micro % config.accumulate:
-                    train_seconds += time.perf_counter() - tick
                     continue
                 lr = lr_at(step, budget.total, warmup_steps, peak_lr)
                 tau = tau_at(step, budget.total, config.tau_base)
@@ -282,7 +284,6 @@ def pretrain(config: Config, out: Path) -> dict:
                 optimizer.zero_grad(set_to_none=True)
                 learner.update_target(tau)
                 step += 1
-                train_seconds += time.perf_counter() - tick
                 budget.observe(step, train_seconds)
                 bar.total = budget.total
                 bar.update(1)
@@ -302,7 +303,8 @@ def pretrain(config: Config, out: Path) -> dict:
             if monitor and config.knn_every and epoch % config.knn_every == 0 and not budget.done(step, train_seconds):
                 log(dict(step=step, epoch=epoch, time_s=round(train_seconds, 2),
                          **{f"knn_{k}": v for k, v in monitor(learner.encoder, dtype).items()}))
-            window_start, window_images = time.perf_counter(), 0
+                clock = window_start = time.perf_counter()
+                window_images = 0
     except KeyboardInterrupt:
         bar.close()
         raise ByolError(f"interrupted at step {step}; the last checkpoint in {out} is intact") from None
