@@ -1,0 +1,38 @@
+import pytest
+import torch
+import torchvision
+
+from byol.errors import ByolError
+from byol.nets.encoders import build_encoder
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_width_one_weights_load_strictly_into_torchvision(name):
+    ours = build_encoder(name, width=1.0)
+    reference = getattr(torchvision.models, name)()
+    reference.fc = torch.nn.Identity()
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(reference.eval()(x), ours.eval()(x))
+
+
+@pytest.mark.parametrize("name, width, dim", [("resnet18", 0.25, 128), ("resnet34", 0.5, 256), ("resnet50", 0.125, 256)])
+def test_width_scales_every_stage_and_the_feature_size(name, width, dim):
+    encoder = build_encoder(name, width=width, cifar_stem=True)
+    assert encoder.feature_dim == dim
+    assert encoder(torch.randn(2, 3, 32, 32)).shape == (2, dim)
+    assert encoder.conv1.out_channels == round(64 * width)
+
+
+def test_cifar_stem_keeps_resolution_until_the_stages():
+    cifar, imagenet = build_encoder("resnet18", 0.25, cifar_stem=True), build_encoder("resnet18", 0.25)
+    assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1)
+    assert isinstance(cifar.maxpool, torch.nn.Identity)
+    stem = lambda e, x: e.maxpool(e.relu(e.bn1(e.conv1(x))))  # noqa: E731
+    x = torch.randn(1, 3, 32, 32)
+    assert stem(cifar, x).shape[-1] == 32 and stem(imagenet, x).shape[-1] == 8
+
+
+def test_unknown_encoder_is_a_clear_error():
+    with pytest.raises(ByolError, match="unknown encoder 'vgg': choose one of resnet18, resnet34, resnet50"):
+        build_encoder("vgg")
