@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,7 +94,6 @@ def build_learner(config: Config) -> BYOL:
 class TrainData:
     """Either decoded images in memory or a loader of per-image crops; yields view pairs."""
 
-    size: int
     memory: folders.ImageTensor | None = None
     loader: torch.utils.data.DataLoader | None = None
     skipped: list[str] | None = None
@@ -123,14 +123,14 @@ def load_train_data(config: Config, views: TwoViews) -> TrainData:
                 f"{config.data} has {len(memory.images)} usable images, fewer than one step's "
                 f"{config.batch_size * config.accumulate}: lower --batch-size or add images"
             )
-        return TrainData(config.image_size, memory=memory, skipped=memory.skipped)
+        return TrainData(memory=memory, skipped=memory.skipped)
     listing = folders.scan_folder(config.data)
     loader = torch.utils.data.DataLoader(
         folders.CroppedPairs(listing, views.specs), batch_size=config.batch_size, shuffle=True,
         drop_last=True, num_workers=config.workers, collate_fn=folders.collate_pairs,
         persistent_workers=config.workers > 0, pin_memory=torch.cuda.is_available(),
     )
-    return TrainData(config.image_size, loader=loader, skipped=[])
+    return TrainData(loader=loader, skipped=[])
 
 
 class KnnMonitor:
@@ -254,7 +254,8 @@ def pretrain(config: Config, out: Path) -> dict:
     metrics = (out / METRICS).open("a")
     log = lambda record: metrics.write(json.dumps(record) + "\n") or metrics.flush()  # noqa: E731
     step, epoch = 0, 0
-    bar = tqdm(total=budget.total, unit="step", desc="pretrain", dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=budget.total, unit="step", desc="pretrain", dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)  # a log gets a line every 30 s
     # training time counts everything (augmentation, data, checkpoints) except k-NN evaluation
     train_seconds, clock = 0.0, time.perf_counter()
     window_start, window_images = clock, 0
