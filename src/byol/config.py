@@ -31,6 +31,7 @@ class Config:
     predictor_hidden: int = 4096
     # optimisation
     epochs: int = 100
+    steps: int | None = None  # optimiser steps; when set, it replaces epochs as the run's length
     minutes: float | None = None  # wall-clock budget for training; sets the step count
     batch_size: int = 256
     accumulate: int = 1  # micro-batches per optimiser step
@@ -63,6 +64,7 @@ class Config:
             (self.weight_decay >= 0, f"weight_decay is {self.weight_decay}: use 0 or more"),
             (0 <= self.tau_base <= 1, f"tau_base is {self.tau_base}: it must lie in [0, 1]"),
             (self.epochs >= 1, f"epochs is {self.epochs}: train for at least 1 epoch"),
+            (self.steps is None or self.steps >= 1, f"steps is {self.steps}: train for at least 1 step"),
             (self.minutes is None or self.minutes > 0, f"minutes is {self.minutes}: give a positive budget"),
             (self.width > 0, f"width is {self.width}: the width multiplier must be positive"),
             (self.image_size >= 8, f"image_size is {self.image_size}: use 8 pixels or more"),

@@ -108,3 +108,10 @@ def test_large_images_stream_through_loader_workers_and_train(tmp_path):
     assert result["steps"] == 3  # 21 files, 7 a batch: every file is used once
     assert result["skipped_files"] == 1  # broken.png
     assert (tmp_path / "run" / "encoder.safetensors").exists()
+
+
+def test_a_fixed_step_count_replaces_epochs_and_can_span_epochs(small_cifar, tmp_path):
+    result = pretrain(tiny_config(small_cifar[0], steps=21, epochs=1), tmp_path / "run")
+    assert result["steps"] == 21 and result["epochs"] == round(21 / 16, 3)  # 16 steps an epoch
+    steps = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps[-1]["tau"] == tau_at(20, 21, 0.9)

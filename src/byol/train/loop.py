@@ -186,7 +186,7 @@ class StepBudget:
     CALIBRATE_FROM, CALIBRATE_TO = 5, 25
 
     def __init__(self, config: Config, steps_per_epoch: int) -> None:
-        self.epoch_steps = config.epochs * steps_per_epoch
+        self.epoch_steps = config.steps or config.epochs * steps_per_epoch
         self.seconds = config.minutes * 60 if config.minutes else None
         self.total = self.epoch_steps
         self._mark: float | None = None
@@ -260,8 +260,8 @@ def pretrain(config: Config, out: Path) -> dict:
     train_seconds, clock = 0.0, time.perf_counter()
     window_start, window_images = clock, 0
     try:
-        while not budget.done(step, train_seconds) and epoch < config.epochs:
-            micro = 0
+        while not budget.done(step, train_seconds):
+            micro, step_at_epoch_start = 0, step
             for view_1, view_2 in data.view_batches(config.batch_size, learner.views, device):
                 view_1 = view_1.contiguous(memory_format=memory_format)
                 view_2 = view_2.contiguous(memory_format=memory_format)
@@ -299,6 +299,9 @@ def pretrain(config: Config, out: Path) -> dict:
                     save_checkpoint(out, learner, optimizer, config, step, epoch)
                 if budget.done(step, train_seconds):
                     break
+            if step == step_at_epoch_start:
+                raise ByolError(f"an epoch of {config.data} gave no complete batch of {global_batch} images: "
+                                "lower --batch-size or add images")
             epoch += 1
             save_checkpoint(out, learner, optimizer, config, step, epoch)
             if monitor and config.knn_every and epoch % config.knn_every == 0 and not budget.done(step, train_seconds):

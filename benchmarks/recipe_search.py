@@ -1,0 +1,70 @@
+"""Why the cifar10-cpu preset is what it is: variants of it at an equal number of images seen.
+
+Each variant is the preset with a few keys overridden, run by `byol pretrain` for the same
+number of images (so a faster variant gets no extra data), then k-NN on the test split.
+Runs can go side by side (--parallel 2 --threads 1 on 2 cores); a fixed step count makes the
+result independent of how busy the machine is. Prints a Markdown table and writes JSON.
+
+    python benchmarks/recipe_search.py --data ../shared/datasets/cifar10 --out runs/recipe \
+        --parallel 2 --threads 1 --variants paper-tau,cifar10-cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# AdamW at an effective 2e-3 in every variant: the base rate is per 256 images.
+VARIANTS: dict[str, dict] = {
+    "paper-tau": dict(tau_base=0.99, predictor_lr_mult=1.0, batch_size=256, lr=0.002),
+    "fast-target-b256": dict(tau_base=0.95, predictor_lr_mult=10.0, batch_size=256, lr=0.002),
+    "cifar10-cpu": {},
+    "tau-0.9": dict(tau_base=0.9),
+}
+
+
+def run_variant(name: str, overrides: dict, args: argparse.Namespace) -> dict:
+    out = args.out / name
+    batch = overrides.get("batch_size", 64)
+    sets = {**overrides, "steps": args.images // batch, "minutes": None, "threads": args.threads}
+    command = [sys.executable, "-m", "byol", "pretrain", "--preset", "cifar10-cpu", "--data",
+               str(args.data / "train"), "--test", str(args.data / "test"), "--out", str(out)]
+    for key, value in sets.items():
+        command += ["--set", f"{key}={'null' if value is None else value}"]
+    if not (out / "summary.json").exists():
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    summary = json.loads((out / "summary.json").read_text())
+    return dict(variant=name, overrides=overrides, knn_top1=summary["knn"]["top1"], steps=summary["steps"],
+                epochs=summary["epochs"], train_seconds=summary["train_seconds"], img_s=summary["img_s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder with train/ and test/ ImageFolders")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variants", default="paper-tau,cifar10-cpu")
+    parser.add_argument("--images", type=int, default=64 * 2124, help="images seen by every variant")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}: choose from {list(VARIANTS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(args.parallel) as pool:
+        rows = list(pool.map(lambda n: run_variant(n, VARIANTS[n], args), names))
+    print("| variant | overrides of cifar10-cpu | k-NN top-1 | steps | epochs | train s | img/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['variant']} | {r['overrides'] or '-'} | {r['knn_top1']:.2f} | {r['steps']} | "
+              f"{r['epochs']:.2f} | {r['train_seconds']:.0f} | {r['img_s']:.0f} |")
+    (args.out / "recipe_search.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
