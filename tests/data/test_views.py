@@ -35,9 +35,9 @@ def test_crop_boxes_lie_inside_the_image_with_the_asked_scale_and_ratio():
     reference = [RandomResizedCrop.get_params(torch.zeros(3, 40, 30), [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(5000)]
     ref_area = torch.tensor([hh * ww / (40 * 30) for _, _, hh, ww in reference])
     ref_ratio = torch.tensor([ww / hh for _, _, hh, ww in reference])
-    assert area.mean() == pytest.approx(ref_area.mean(), abs=0.015)
-    assert area.std() == pytest.approx(ref_area.std(), abs=0.015)
-    assert (w / h).mean() == pytest.approx(ref_ratio.mean(), abs=0.015)
+    assert area.mean().item() == pytest.approx(ref_area.mean().item(), abs=0.015)
+    assert area.std().item() == pytest.approx(ref_area.std().item(), abs=0.015)
+    assert (w / h).mean().item() == pytest.approx(ref_ratio.mean().item(), abs=0.015)
 
 
 def test_full_image_box_reproduces_the_image_and_flip_mirrors_it():
