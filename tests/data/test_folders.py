@@ -62,9 +62,11 @@ def test_odd_images_become_rgb_at_the_asked_size(tmp_path):
     write_image(tmp_path / "grey.png", mode="L", colour=(90,))
     Image.new("RGBA", (20, 10), (0, 0, 255, 255)).save(tmp_path / "alpha.png")
     Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(np.full((6, 6), 257 * 100, dtype=np.int32), mode="I").save(tmp_path / "int.tif")
     data = decode_folder(tmp_path, size=8)
-    assert data.images.shape == (3, 3, 8, 8)
-    by_name = dict(zip(["alpha", "deep", "grey"], data.images))
+    assert data.images.shape == (4, 3, 8, 8)
+    by_name = dict(zip(["alpha", "deep", "grey", "int"], data.images))
+    assert by_name["int"].min() == by_name["int"].max() == 100
     assert by_name["grey"].float().std() == 0 and by_name["grey"][0, 0, 0] == 90
     assert by_name["alpha"][:, 4, 4].tolist() == [0, 0, 255]
     assert by_name["deep"].min() == 255

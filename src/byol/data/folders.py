@@ -106,8 +106,8 @@ def open_rgb(path: Path) -> Image.Image | None:
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 background = Image.new("RGBA", img.size, (255, 255, 255, 255))
                 return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
-            if img.mode == "I;16" or img.mode.startswith("I;16"):
-                scaled = (np.asarray(img, dtype=np.float32) / 257.0).round().astype(np.uint8)
+            if img.mode == "I" or img.mode.startswith("I;16"):  # 16-bit: scale, do not clip to white
+                scaled = (np.asarray(img, dtype=np.float32) / 257.0).clip(0, 255).round().astype(np.uint8)
                 return Image.fromarray(scaled).convert("RGB")
             return img.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
