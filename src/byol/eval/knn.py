@@ -7,21 +7,22 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from byol.progress import progress
 
 
 @torch.no_grad()
 def extract_features(
     encoder: nn.Module, images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int = 512, device: torch.device | str = "cpu", progress: str | None = None,
+    batch_size: int = 512, device: torch.device | str = "cpu", desc: str | None = None,
 ) -> torch.Tensor:
     """L2-normalised features of uint8 images, encoder in eval mode, on the CPU in fp32."""
     was_training = encoder.training
     encoder.eval()
     out = []
     try:
-        for start in tqdm(range(0, len(images), batch_size), desc=progress, disable=progress is None,
-                          leave=False, unit="batch"):
+        for start in progress(range(0, len(images), batch_size), desc=desc, disable=desc is None,
+                              leave=False, unit="batch"):
             batch = transform(images[start:start + batch_size].to(device))
             out.append(F.normalize(encoder(batch).float(), dim=1).cpu())
     finally:

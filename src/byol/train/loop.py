@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import random
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from byol.errors import ByolError
 from byol.eval.knn import extract_features, knn_accuracy
 from byol.methods.byol import BYOL
 from byol.nets.encoders import build_encoder
+from byol.progress import progress
 from byol.train.checkpoint import atomic_save
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.schedules import lr_at, scaled_lr, tau_at
@@ -149,8 +149,8 @@ class KnnMonitor:
 
     def __call__(self, encoder: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, float]:
         with autocast(self.device, dtype):
-            bank = extract_features(encoder, self.bank.images, self.transform, device=self.device, progress="k-NN bank")
-            queries = extract_features(encoder, self.queries.images, self.transform, device=self.device, progress="k-NN test")
+            bank = extract_features(encoder, self.bank.images, self.transform, device=self.device, desc="k-NN bank")
+            queries = extract_features(encoder, self.queries.images, self.transform, device=self.device, desc="k-NN test")
         return knn_accuracy(bank, self.bank.labels, queries, self.queries.labels, len(self.bank.classes),
                             self.config.knn_k, self.config.knn_temperature)
 
@@ -254,8 +254,7 @@ def pretrain(config: Config, out: Path) -> dict:
     metrics = (out / METRICS).open("a")
     log = lambda record: metrics.write(json.dumps(record) + "\n") or metrics.flush()  # noqa: E731
     step, epoch = 0, 0
-    bar = tqdm(total=budget.total, unit="step", desc="pretrain", dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)  # a log gets a line every 30 s
+    bar = progress(total=budget.total, unit="step", desc="pretrain")
     # training time counts everything (augmentation, data, checkpoints) except k-NN evaluation
     train_seconds, clock = 0.0, time.perf_counter()
     window_start, window_images = clock, 0
