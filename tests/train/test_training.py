@@ -69,21 +69,23 @@ def test_labelled_data_without_a_test_folder_is_monitored_on_a_held_out_tenth(sm
     assert correct == pytest.approx(round(correct), abs=1e-4)
 
 
-def test_a_time_budget_sets_the_step_count_from_measured_speed():
+def test_a_time_budget_sets_the_step_count_from_measured_speed_after_warm_up():
     budget = StepBudget(Config(epochs=100, minutes=1.0), steps_per_epoch=50)
     assert budget.total == 5000
-    budget.observe(5, elapsed=1.0)
-    budget.observe(25, elapsed=3.0)  # 0.1 s a step, 57 s left
-    assert budget.total == 25 + 570
+    budget.observe(20, elapsed=5.0)  # slow warm-up steps are left out
+    budget.observe(40, elapsed=7.0)  # 0.1 s a step, 53 s left
+    assert budget.total == 40 + 530
+    budget.observe(80, elapsed=13.0)  # slower now: 0.133 s a step since step 20, 47 s left
+    assert budget.total == 80 + int(47 / (8 / 60))
     assert not budget.done(100, elapsed=30.0)
-    assert budget.done(100, elapsed=60.0) and budget.done(595, elapsed=50.0)
+    assert budget.done(100, elapsed=60.0) and budget.done(budget.total, elapsed=50.0)
 
 
 def test_the_epoch_limit_caps_a_generous_time_budget():
-    budget = StepBudget(Config(epochs=2, minutes=60.0), steps_per_epoch=10)
-    budget.observe(5, elapsed=0.5)
-    budget.observe(25, elapsed=2.5)
-    assert budget.total == 20 and math.isclose(budget.seconds, 3600)
+    budget = StepBudget(Config(epochs=2, minutes=60.0), steps_per_epoch=30)
+    budget.observe(20, elapsed=0.5)
+    budget.observe(40, elapsed=2.5)
+    assert budget.total == 60 and math.isclose(budget.seconds, 3600)
 
 
 def test_channels_last_is_skipped_only_for_encoders_with_narrow_strided_shortcuts():

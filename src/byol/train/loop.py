@@ -177,28 +177,31 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 class StepBudget:
-    """How many optimiser steps the run has, from epochs or from a wall-clock budget.
+    """How many optimiser steps the run has, from epochs, a step count, or a wall-clock budget.
 
-    With a budget, the count is estimated from the measured speed once the first
-    steps are past warm-up, so that the lr and tau schedules end when time does.
+    With a budget, the count is estimated from the measured speed, leaving out the first
+    steps (warm-up of the kernels), and estimated again at steps 40, 80, 160, ... so that
+    the lr and tau schedules end when time does.
     """
 
-    CALIBRATE_FROM, CALIBRATE_TO = 5, 25
+    SKIP, FIRST_ESTIMATE = 20, 40
 
     def __init__(self, config: Config, steps_per_epoch: int) -> None:
         self.epoch_steps = config.steps or config.epochs * steps_per_epoch
         self.seconds = config.minutes * 60 if config.minutes else None
         self.total = self.epoch_steps
         self._mark: float | None = None
+        self._next_estimate = self.FIRST_ESTIMATE
 
     def observe(self, step: int, elapsed: float) -> None:
         if self.seconds is None:
             return
-        if step == self.CALIBRATE_FROM:
+        if step == self.SKIP:
             self._mark = elapsed
-        elif step == self.CALIBRATE_TO and self._mark is not None:
-            per_step = (elapsed - self._mark) / (self.CALIBRATE_TO - self.CALIBRATE_FROM)
+        elif step == self._next_estimate and self._mark is not None:
+            per_step = (elapsed - self._mark) / (step - self.SKIP)
             self.total = min(self.epoch_steps, max(step + 1, int(step + (self.seconds - elapsed) / per_step)))
+            self._next_estimate *= 2
 
     def done(self, step: int, elapsed: float) -> bool:
         return step >= self.total or (self.seconds is not None and elapsed >= self.seconds)
