@@ -52,6 +52,7 @@ class Config:
     workers: int = 4  # loader processes, for streamed (large) images only
     log_every: int = 10
     checkpoint_every: int = 500  # optimiser steps
+    collapse_every: int = 100  # optimiser steps between collapse statistics; 0: never
     knn_every: int = 0  # epochs; 0: only at the end
     knn_k: int = 200
     knn_temperature: float = 0.1
@@ -75,6 +76,7 @@ class Config:
             (self.knn_temperature > 0, f"knn_temperature is {self.knn_temperature}: it must be positive"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision is {self.precision!r}: choose auto, fp32, bf16 or fp16"),
             (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be 1 or more"),
+            (self.collapse_every >= 0, f"collapse_every is {self.collapse_every}: use 0 (off) or more"),
         ]
         for ok, message in checks:
             if not ok:

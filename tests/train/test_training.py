@@ -117,3 +117,32 @@ def test_a_fixed_step_count_replaces_epochs_and_can_span_epochs(small_cifar, tmp
     assert result["steps"] == 21 and result["epochs"] == round(21 / 16, 3)  # 16 steps an epoch
     steps = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert steps[-1]["tau"] == tau_at(20, 21, 0.9)
+
+
+def test_collapse_statistics_are_logged_and_do_not_change_the_run(small_cifar, tmp_path):
+    def records(name, every):
+        pretrain(tiny_config(small_cifar[0], epochs=1, collapse_every=every), tmp_path / name)
+        return [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    probed, plain = records("probed", 4), records("plain", 0)
+    stats = [r for r in probed if "proj_std" in r]
+    assert [r["step"] for r in stats] == [4, 8, 12, 16]
+    assert all(0 < r["proj_std"] <= 1.5 / math.sqrt(8) and 1 <= r["proj_rank"] <= 8 for r in stats)
+    assert [r["loss"] for r in probed if "loss" in r] == [r["loss"] for r in plain if "loss" in r]
+
+
+def test_the_probe_flags_a_collapsed_network(small_cifar):
+    from byol.train.loop import CollapseProbe, build_learner
+
+    config = tiny_config(small_cifar[0])
+    learner = build_learner(config)
+    images = decode_folder(small_cifar[0], size=32).images[:128]
+    probe = CollapseProbe(images, learner.views, torch.device("cpu"), seed=0)
+    random_init = probe(learner, None)  # measured: std 0.07, rank 3.5, uniformity -0.16 (d = 8)
+    with torch.no_grad():  # every input mapped to one vector
+        learner.online.projector[-1].weight.zero_()
+        learner.online.projector[-1].bias.fill_(1.0)
+    collapsed = probe(learner, None)
+    assert collapsed["proj_std"] < 1e-6 < 0.03 < random_init["proj_std"]
+    assert collapsed["uniformity"] == pytest.approx(0, abs=1e-6) and random_init["uniformity"] < -0.08
+    assert collapsed["proj_rank"] == pytest.approx(1.0, abs=1e-3) and random_init["proj_rank"] > 2

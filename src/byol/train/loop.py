@@ -21,6 +21,7 @@ from byol.config import Config
 from byol.data import folders
 from byol.data.views import TwoViews, eval_transform
 from byol.errors import ByolError
+from byol.eval.collapse import alignment, effective_rank, normalized_std, uniformity
 from byol.eval.knn import extract_features, knn_accuracy
 from byol.methods.byol import BYOL
 from byol.nets.encoders import build_encoder
@@ -172,6 +173,38 @@ def knn_monitor(config: Config, data: TrainData, views: TwoViews, device: torch.
     return KnnMonitor(bank, queries, config, views, device)
 
 
+class CollapseProbe:
+    """Collapse statistics of the online projections on one fixed pair of augmented views.
+
+    The views are drawn once, under a forked RNG so the training stream is untouched, and
+    the network runs in eval mode under no_grad, so probing changes nothing in the run.
+    """
+
+    def __init__(self, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.view_1, self.view_2 = views(images.to(device))
+
+    @torch.no_grad()
+    def __call__(self, learner: BYOL, dtype: torch.dtype | None) -> dict[str, float]:
+        was_training = learner.training
+        learner.eval()
+        try:
+            with autocast(self.view_1.device, dtype):
+                z_1, z_2 = learner.online(self.view_1).float(), learner.online(self.view_2).float()
+        finally:
+            learner.train(was_training)
+        return dict(proj_std=normalized_std(z_1), proj_rank=effective_rank(z_1),
+                    alignment=alignment(z_1, z_2), uniformity=uniformity(z_1))
+
+
+def collapse_probe(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> CollapseProbe | None:
+    if not config.collapse_every or data.memory is None:
+        return None
+    order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed + 1))
+    return CollapseProbe(data.memory.images[order[:512]], views, device, config.seed + 1)
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
@@ -243,6 +276,7 @@ def pretrain(config: Config, out: Path) -> dict:
         (out / "skipped_files.txt").write_text("\n".join(data.skipped) + "\n")
         tqdm.write(f"skipped {len(data.skipped)} undecodable image files (listed in {out / 'skipped_files.txt'})")
     monitor = knn_monitor(config, data, learner.views, device)
+    probe = collapse_probe(config, data, learner.views, device)
 
     global_batch = config.batch_size * config.accumulate
     steps_per_epoch = len(data) // global_batch
@@ -297,6 +331,8 @@ def pretrain(config: Config, out: Path) -> dict:
                     log(dict(step=step, epoch=round(step / steps_per_epoch, 4), loss=loss.item(), lr=lr,
                              tau=tau, img_s=round(img_s, 1), time_s=round(train_seconds, 2)))
                     bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{img_s:.0f}", refresh=False)
+                if probe and step % config.collapse_every == 0:
+                    log(dict(step=step, epoch=round(step / steps_per_epoch, 4), **probe(learner, dtype)))
                 if step % config.checkpoint_every == 0:
                     save_checkpoint(out, learner, optimizer, config, step, epoch)
                 if budget.done(step, train_seconds):
