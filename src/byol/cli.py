@@ -81,7 +81,8 @@ def run_eval_knn(args: argparse.Namespace) -> int:
     from byol.data.folders import load_images
     from byol.data.views import TwoViews
     from byol.eval.checkpoints import load_run_encoder
-    from byol.train.loop import KnnMonitor, autocast_dtype, pick_device
+    from byol.train.monitors import KnnMonitor
+    from byol.train.runtime import autocast_dtype, pick_device
 
     device = pick_device(args.device)
     encoder, config, checkpoint = load_run_encoder(args.checkpoint, random_init=args.random_init)

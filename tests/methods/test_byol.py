@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from byol.data.views import TwoViews
-from byol.methods.byol import BYOL, ema_update
+from byol.methods.byol import BYOL
 from byol.nets.encoders import build_encoder
 
 

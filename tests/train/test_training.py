@@ -89,7 +89,7 @@ def test_the_epoch_limit_caps_a_generous_time_budget():
 
 
 def test_channels_last_is_skipped_only_for_encoders_with_narrow_strided_shortcuts():
-    from byol.train.loop import channels_last_is_safe
+    from byol.train.runtime import channels_last_is_safe
 
     assert not channels_last_is_safe(build_encoder("resnet18", width=1 / 16, cifar_stem=True))
     assert channels_last_is_safe(build_encoder("resnet18", width=1 / 8, cifar_stem=True))
@@ -132,7 +132,8 @@ def test_collapse_statistics_are_logged_and_do_not_change_the_run(small_cifar, t
 
 
 def test_the_probe_flags_a_collapsed_network(small_cifar):
-    from byol.train.loop import CollapseProbe, build_learner
+    from byol.train.loop import build_learner
+    from byol.train.monitors import CollapseProbe
 
     config = tiny_config(small_cifar[0])
     learner = build_learner(config)

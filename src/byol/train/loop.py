@@ -2,81 +2,32 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import random
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from byol import config as cfg
 from byol.config import Config
-from byol.data import folders
-from byol.data.views import TwoViews, eval_transform
+from byol.data.views import TwoViews
 from byol.errors import ByolError
-from byol.eval.collapse import alignment, effective_rank, normalized_std, uniformity
-from byol.eval.knn import extract_features, knn_accuracy
 from byol.methods.byol import BYOL
 from byol.nets.encoders import build_encoder
 from byol.progress import progress
+from byol.train.batches import load_train_data
 from byol.train.checkpoint import atomic_save
+from byol.train.monitors import collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
+from byol.train.runtime import autocast, autocast_dtype, channels_last_is_safe, pick_device, seed_everything
 from byol.train.schedules import lr_at, scaled_lr, tau_at
 
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.safetensors"
 METRICS = "metrics.jsonl"
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ByolError("device cuda was asked for but no CUDA GPU is visible: use --device cpu")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """bf16 pays on a CPU only with native bf16 units (AVX512-BF16 or AMX); elsewhere it is
-    emulated and many times slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The dtype the networks run in under autocast; None for plain fp32."""
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "bf16" if cpu_has_bf16() else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def channels_last_is_safe(model: torch.nn.Module) -> bool:
-    """False where channels_last would hit a PyTorch 2.14 / oneDNN bug on AVX2 CPUs: the weight
-    gradient of a 1x1 stride-2 convolution with fewer than 8 input channels corrupts the heap
-    (the downsampling shortcut of a ResNet narrower than width 1/8)."""
-    return not any(
-        isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < 8
-        for m in model.modules()
-    )
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def build_learner(config: Config) -> BYOL:
@@ -89,124 +40,6 @@ def build_learner(config: Config) -> BYOL:
         projection_dim=config.projection_dim,
         predictor_hidden=config.predictor_hidden,
     )
-
-
-@dataclass
-class TrainData:
-    """Either decoded images in memory or a loader of per-image crops; yields view pairs."""
-
-    memory: folders.ImageTensor | None = None
-    loader: torch.utils.data.DataLoader | None = None
-    skipped: list[str] | None = None
-    stream_skips: int = 0  # undecodable files met by the loader (streamed images are not listed up front)
-
-    def __len__(self) -> int:
-        return len(self.memory.images) if self.memory is not None else len(self.loader.dataset)
-
-    def view_batches(self, batch_size: int, views: TwoViews, device: torch.device) -> Iterator[tuple]:
-        """One epoch of (view_1, view_2) batches; the incomplete last batch is dropped."""
-        if self.memory is not None:
-            order = torch.randperm(len(self.memory.images))
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                yield views(self.memory.images[order[start:start + batch_size]].to(device, non_blocking=True))
-        else:
-            for crops_1, crops_2, undecodable in self.loader:
-                self.stream_skips += undecodable
-                if len(crops_1) >= 2:
-                    yield views.from_crops(crops_1.to(device), crops_2.to(device))
-
-
-def load_train_data(config: Config, views: TwoViews) -> TrainData:
-    if config.image_size <= folders.IN_MEMORY_MAX_SIZE or folders.is_named(config.data):
-        memory = folders.load_images(config.data, config.image_size)
-        if len(memory.images) < config.batch_size * config.accumulate:
-            raise ByolError(
-                f"{config.data} has {len(memory.images)} usable images, fewer than one step's "
-                f"{config.batch_size * config.accumulate}: lower --batch-size or add images"
-            )
-        return TrainData(memory=memory, skipped=memory.skipped)
-    listing = folders.scan_folder(config.data)
-    loader = torch.utils.data.DataLoader(
-        folders.CroppedPairs(listing, views.specs), batch_size=config.batch_size, shuffle=True,
-        drop_last=True, num_workers=config.workers, collate_fn=folders.collate_pairs,
-        persistent_workers=config.workers > 0, pin_memory=torch.cuda.is_available(),
-    )
-    return TrainData(loader=loader, skipped=[])
-
-
-class KnnMonitor:
-    """k-NN top-1/top-5 of the online encoder: training images as the bank, --test as queries."""
-
-    def __init__(self, bank: folders.ImageTensor, queries: folders.ImageTensor, config: Config,
-                 views: TwoViews, device: torch.device) -> None:
-        if not bank.labelled or not queries.labelled:
-            raise ByolError("k-NN needs labelled data: --data and --test must both be ImageFolder trees "
-                            "(one sub-folder per class)")
-        if bank.classes != queries.classes:
-            raise ByolError(f"the test classes {queries.classes[:5]}... differ from the training classes "
-                            f"{bank.classes[:5]}...: use a test folder with the same class sub-folders")
-        self.bank, self.queries, self.config, self.device = bank, queries, config, device
-        self.transform = lambda x: eval_transform(x, views.specs[0])
-
-    def __call__(self, encoder: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, float]:
-        with autocast(self.device, dtype):
-            bank = extract_features(encoder, self.bank.images, self.transform, device=self.device, desc="k-NN bank")
-            queries = extract_features(encoder, self.queries.images, self.transform, device=self.device, desc="k-NN test")
-        return knn_accuracy(bank, self.bank.labels, queries, self.queries.labels, len(self.bank.classes),
-                            self.config.knn_k, self.config.knn_temperature)
-
-
-def knn_monitor(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> KnnMonitor | None:
-    """k-NN during training when there are labels: against --test, or else against a fixed
-    10% of the training images (an optimistic but cheap signal: pretraining saw them)."""
-    if config.test:
-        if data.memory is None:
-            raise ByolError("k-NN during pretraining needs images of at most "
-                            f"{folders.IN_MEMORY_MAX_SIZE} px; run `byol eval knn` after training instead")
-        return KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config, views, device)
-    if data.memory is None or not data.memory.labelled:
-        return None
-    order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed))
-    split = len(order) // 10
-    bank, queries = (folders.ImageTensor(data.memory.images[idx], data.memory.labels[idx], data.memory.classes)
-                     for idx in (order[split:], order[:split]))
-    return KnnMonitor(bank, queries, config, views, device)
-
-
-class CollapseProbe:
-    """Collapse statistics of the online projections on one fixed pair of augmented views.
-
-    The views are drawn once, under a forked RNG so the training stream is untouched, and
-    the network runs in eval mode under no_grad, so probing changes nothing in the run.
-    """
-
-    def __init__(self, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.view_1, self.view_2 = views(images.to(device))
-
-    @torch.no_grad()
-    def __call__(self, learner: BYOL, dtype: torch.dtype | None) -> dict[str, float]:
-        was_training = learner.training
-        learner.eval()
-        try:
-            with autocast(self.view_1.device, dtype):
-                z_1, z_2 = learner.online(self.view_1).float(), learner.online(self.view_2).float()
-        finally:
-            learner.train(was_training)
-        return dict(proj_std=normalized_std(z_1), proj_rank=effective_rank(z_1),
-                    alignment=alignment(z_1, z_2), uniformity=uniformity(z_1))
-
-
-def collapse_probe(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> CollapseProbe | None:
-    if not config.collapse_every or data.memory is None:
-        return None
-    order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed + 1))
-    return CollapseProbe(data.memory.images[order[:512]], views, device, config.seed + 1)
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 class StepBudget:

@@ -1,0 +1,86 @@
+"""What pretraining measures as it goes: k-NN accuracy and collapse statistics."""
+
+from __future__ import annotations
+
+import torch
+
+from byol.config import Config
+from byol.data import folders
+from byol.data.views import TwoViews, eval_transform
+from byol.errors import ByolError
+from byol.eval.collapse import alignment, effective_rank, normalized_std, uniformity
+from byol.eval.knn import extract_features, knn_accuracy
+from byol.methods.byol import BYOL
+from byol.train.batches import TrainData
+from byol.train.runtime import autocast
+
+
+class KnnMonitor:
+    """k-NN top-1/top-5 of the online encoder: training images as the bank, --test as queries."""
+
+    def __init__(self, bank: folders.ImageTensor, queries: folders.ImageTensor, config: Config,
+                 views: TwoViews, device: torch.device) -> None:
+        if not bank.labelled or not queries.labelled:
+            raise ByolError("k-NN needs labelled data: --data and --test must both be ImageFolder trees "
+                            "(one sub-folder per class)")
+        if bank.classes != queries.classes:
+            raise ByolError(f"the test classes {queries.classes[:5]}... differ from the training classes "
+                            f"{bank.classes[:5]}...: use a test folder with the same class sub-folders")
+        self.bank, self.queries, self.config, self.device = bank, queries, config, device
+        self.transform = lambda x: eval_transform(x, views.specs[0])
+
+    def __call__(self, encoder: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, float]:
+        with autocast(self.device, dtype):
+            bank = extract_features(encoder, self.bank.images, self.transform, device=self.device, desc="k-NN bank")
+            queries = extract_features(encoder, self.queries.images, self.transform, device=self.device, desc="k-NN test")
+        return knn_accuracy(bank, self.bank.labels, queries, self.queries.labels, len(self.bank.classes),
+                            self.config.knn_k, self.config.knn_temperature)
+
+
+def knn_monitor(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> KnnMonitor | None:
+    """k-NN during training when there are labels: against --test, or else against a fixed
+    10% of the training images (an optimistic but cheap signal: pretraining saw them)."""
+    if config.test:
+        if data.memory is None:
+            raise ByolError("k-NN during pretraining needs images of at most "
+                            f"{folders.IN_MEMORY_MAX_SIZE} px; run `byol eval knn` after training instead")
+        return KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config, views, device)
+    if data.memory is None or not data.memory.labelled:
+        return None
+    order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed))
+    split = len(order) // 10
+    bank, queries = (folders.ImageTensor(data.memory.images[idx], data.memory.labels[idx], data.memory.classes)
+                     for idx in (order[split:], order[:split]))
+    return KnnMonitor(bank, queries, config, views, device)
+
+
+class CollapseProbe:
+    """Collapse statistics of the online projections on one fixed pair of augmented views.
+
+    The views are drawn once, under a forked RNG so the training stream is untouched, and
+    the network runs in eval mode under no_grad, so probing changes nothing in the run.
+    """
+
+    def __init__(self, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.view_1, self.view_2 = views(images.to(device))
+
+    @torch.no_grad()
+    def __call__(self, learner: BYOL, dtype: torch.dtype | None) -> dict[str, float]:
+        was_training = learner.training
+        learner.eval()
+        try:
+            with autocast(self.view_1.device, dtype):
+                z_1, z_2 = learner.online(self.view_1).float(), learner.online(self.view_2).float()
+        finally:
+            learner.train(was_training)
+        return dict(proj_std=normalized_std(z_1), proj_rank=effective_rank(z_1),
+                    alignment=alignment(z_1, z_2), uniformity=uniformity(z_1))
+
+
+def collapse_probe(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> CollapseProbe | None:
+    if not config.collapse_every or data.memory is None:
+        return None
+    order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed + 1))
+    return CollapseProbe(data.memory.images[order[:512]], views, device, config.seed + 1)

@@ -1,0 +1,60 @@
+"""Where and how the networks run: device, precision, memory format, seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from byol.errors import ByolError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ByolError("device cuda was asked for but no CUDA GPU is visible: use --device cpu")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 pays on a CPU only with native bf16 units (AVX512-BF16 or AMX); elsewhere it is
+    emulated and many times slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype the networks run in under autocast; None for plain fp32."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_bf16() else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def channels_last_is_safe(model: torch.nn.Module) -> bool:
+    """False where channels_last would hit a PyTorch 2.14 / oneDNN bug on AVX2 CPUs: the weight
+    gradient of a 1x1 stride-2 convolution with fewer than 8 input channels corrupts the heap
+    (the downsampling shortcut of a ResNet narrower than width 1/8)."""
+    return not any(
+        isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1) and m.in_channels < 8
+        for m in model.modules()
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
