@@ -85,6 +85,12 @@ def test_bad_data_folders_get_one_line_errors(capsys, tmp_path):
     assert "could be decoded" in error_of(capsys, ["pretrain", "--data", str(tmp_path / "bad"), "--out", str(tmp_path / "r")])
 
 
+def test_too_few_images_for_one_step_is_a_one_line_error(capsys, small_cifar, tmp_path):
+    err = error_of(capsys, ["pretrain", "--data", str(small_cifar[0]), "--out", str(tmp_path / "r"), *TINY,
+                            "--batch-size", "300"])
+    assert f"{small_cifar[0]} has 256 usable images, too few for one step of 300: lower --batch-size" in err
+
+
 def test_eval_errors(capsys, run, small_cifar, tmp_path):
     train, test = small_cifar
     assert "does not exist" in error_of(capsys, ["eval", "knn", "--checkpoint", str(tmp_path / "x.pt"),

@@ -79,7 +79,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_eval_knn(args: argparse.Namespace) -> int:
     from byol.data.folders import load_images
-    from byol.data.views import TwoViews
+    from byol.data.views import view_specs
     from byol.eval.checkpoints import load_run_encoder
     from byol.train.monitors import KnnMonitor
     from byol.train.runtime import autocast_dtype, pick_device
@@ -89,9 +89,8 @@ def run_eval_knn(args: argparse.Namespace) -> int:
     config.knn_k = args.k or config.knn_k
     config.knn_temperature = args.temperature or config.knn_temperature
     config.validate()
-    views = TwoViews.preset(config.augment, config.image_size)
     monitor = KnnMonitor(load_images(args.train, config.image_size), load_images(args.test, config.image_size),
-                         config, views, device)
+                         config, view_specs(config.augment, config.image_size)[0], device)
     result = monitor(encoder.to(device), autocast_dtype(config.precision, device))
     result.update(k=config.knn_k, temperature=config.knn_temperature, random_init=args.random_init,
                   checkpoint=str(checkpoint))

@@ -147,3 +147,15 @@ def test_the_probe_flags_a_collapsed_network(small_cifar):
     assert collapsed["proj_std"] < 1e-6 < 0.03 < random_init["proj_std"]
     assert collapsed["uniformity"] == pytest.approx(0, abs=1e-6) and random_init["uniformity"] < -0.08
     assert collapsed["proj_rank"] == pytest.approx(1.0, abs=1e-3) and random_init["proj_rank"] > 2
+
+
+def test_too_few_large_images_for_one_step_is_a_clear_error(tmp_path):
+    from PIL import Image
+
+    from byol.errors import ByolError
+
+    for i in range(3):
+        Image.effect_noise((80, 80), 50).convert("RGB").save(tmp_path / f"{i}.png")
+    config = tiny_config(tmp_path, image_size=72, batch_size=8, workers=0, cifar_stem=False, width=1 / 8)
+    with pytest.raises(ByolError, match="has 3 usable images, too few for one step of 8"):
+        pretrain(config, tmp_path / "run")

@@ -10,7 +10,6 @@ import torch
 from byol.config import Config
 from byol.data import folders
 from byol.data.views import TwoViews
-from byol.errors import ByolError
 
 
 @dataclass
@@ -19,8 +18,12 @@ class TrainData:
 
     memory: folders.ImageTensor | None = None
     loader: torch.utils.data.DataLoader | None = None
-    skipped: list[str] | None = None
     stream_skips: int = 0  # undecodable files met by the loader (streamed images are not listed up front)
+
+    @property
+    def skipped(self) -> list[str]:
+        """Undecodable files found before training (in-memory data only)."""
+        return self.memory.skipped if self.memory is not None else []
 
     def __len__(self) -> int:
         return len(self.memory.images) if self.memory is not None else len(self.loader.dataset)
@@ -40,17 +43,11 @@ class TrainData:
 
 def load_train_data(config: Config, views: TwoViews) -> TrainData:
     if config.image_size <= folders.IN_MEMORY_MAX_SIZE or folders.is_named(config.data):
-        memory = folders.load_images(config.data, config.image_size)
-        if len(memory.images) < config.batch_size * config.accumulate:
-            raise ByolError(
-                f"{config.data} has {len(memory.images)} usable images, fewer than one step's "
-                f"{config.batch_size * config.accumulate}: lower --batch-size or add images"
-            )
-        return TrainData(memory=memory, skipped=memory.skipped)
+        return TrainData(memory=folders.load_images(config.data, config.image_size))
     listing = folders.scan_folder(config.data)
     loader = torch.utils.data.DataLoader(
         folders.CroppedPairs(listing, views.specs), batch_size=config.batch_size, shuffle=True,
         drop_last=True, num_workers=config.workers, collate_fn=folders.collate_pairs,
         persistent_workers=config.workers > 0, pin_memory=torch.cuda.is_available(),
     )
-    return TrainData(loader=loader, skipped=[])
+    return TrainData(loader=loader)

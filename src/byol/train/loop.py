@@ -108,11 +108,14 @@ def pretrain(config: Config, out: Path) -> dict:
     if data.skipped:
         (out / "skipped_files.txt").write_text("\n".join(data.skipped) + "\n")
         tqdm.write(f"skipped {len(data.skipped)} undecodable image files (listed in {out / 'skipped_files.txt'})")
-    monitor = knn_monitor(config, data, learner.views, device)
+    monitor = knn_monitor(config, data, learner.views.specs[0], device)
     probe = collapse_probe(config, data, learner.views, device)
 
     global_batch = config.batch_size * config.accumulate
     steps_per_epoch = len(data) // global_batch
+    if steps_per_epoch == 0:
+        raise ByolError(f"{config.data} has {len(data)} usable images, too few for one step of "
+                        f"{global_batch}: lower --batch-size or add images")
     budget = StepBudget(config, steps_per_epoch)
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     peak_lr = scaled_lr(config.lr, global_batch)

@@ -6,7 +6,7 @@ import torch
 
 from byol.config import Config
 from byol.data import folders
-from byol.data.views import TwoViews, eval_transform
+from byol.data.views import TwoViews, ViewSpec, eval_transform
 from byol.errors import ByolError
 from byol.eval.collapse import alignment, effective_rank, normalized_std, uniformity
 from byol.eval.knn import extract_features, knn_accuracy
@@ -19,7 +19,7 @@ class KnnMonitor:
     """k-NN top-1/top-5 of the online encoder: training images as the bank, --test as queries."""
 
     def __init__(self, bank: folders.ImageTensor, queries: folders.ImageTensor, config: Config,
-                 views: TwoViews, device: torch.device) -> None:
+                 spec: ViewSpec, device: torch.device) -> None:
         if not bank.labelled or not queries.labelled:
             raise ByolError("k-NN needs labelled data: --data and --test must both be ImageFolder trees "
                             "(one sub-folder per class)")
@@ -27,7 +27,7 @@ class KnnMonitor:
             raise ByolError(f"the test classes {queries.classes[:5]}... differ from the training classes "
                             f"{bank.classes[:5]}...: use a test folder with the same class sub-folders")
         self.bank, self.queries, self.config, self.device = bank, queries, config, device
-        self.transform = lambda x: eval_transform(x, views.specs[0])
+        self.transform = lambda x: eval_transform(x, spec)
 
     def __call__(self, encoder: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, float]:
         with autocast(self.device, dtype):
@@ -37,21 +37,21 @@ class KnnMonitor:
                             self.config.knn_k, self.config.knn_temperature)
 
 
-def knn_monitor(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> KnnMonitor | None:
+def knn_monitor(config: Config, data: TrainData, spec: ViewSpec, device: torch.device) -> KnnMonitor | None:
     """k-NN during training when there are labels: against --test, or else against a fixed
     10% of the training images (an optimistic but cheap signal: pretraining saw them)."""
     if config.test:
         if data.memory is None:
             raise ByolError("k-NN during pretraining needs images of at most "
                             f"{folders.IN_MEMORY_MAX_SIZE} px; run `byol eval knn` after training instead")
-        return KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config, views, device)
+        return KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config, spec, device)
     if data.memory is None or not data.memory.labelled:
         return None
     order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed))
     split = len(order) // 10
     bank, queries = (folders.ImageTensor(data.memory.images[idx], data.memory.labels[idx], data.memory.classes)
                      for idx in (order[split:], order[:split]))
-    return KnnMonitor(bank, queries, config, views, device)
+    return KnnMonitor(bank, queries, config, spec, device)
 
 
 class CollapseProbe:
