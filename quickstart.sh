@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Quick start: set up a virtual environment, pretrain with the cifar10-cpu preset, evaluate.
+# Quick start: set up a virtual environment, pretrain with the cifar10-cpu preset, evaluate
+# (k-NN and linear, each beside the random-init baseline), write the run report.
 #   bash quickstart.sh                 # finds ../shared/datasets/cifar10, else downloads CIFAR-10
 #   bash quickstart.sh /path/cifar10   # a folder with train/ and test/ ImageFolder trees
 set -euo pipefail
@@ -19,6 +20,7 @@ else
 fi
 run="runs/quickstart-$(date +%Y%m%d-%H%M%S)"
 .venv/bin/byol pretrain --preset cifar10-cpu --data "$train" --test "$test" --out "$run"
-.venv/bin/byol eval knn --checkpoint "$run" --train "$train" --test "$test" --random-init
-echo "pretrained k-NN: $(cat "$run/knn.json" | tr -d '\n ')   random init: $(cat "$run/knn_random_init.json" | tr -d '\n ' | cut -c1-40)..."
-echo "run folder: $run"
+.venv/bin/byol eval knn --checkpoint "$run" --train "$train" --test "$test" --baseline > /dev/null
+.venv/bin/byol eval linear --checkpoint "$run" --train "$train" --test "$test" --baseline > /dev/null
+.venv/bin/byol report "$run" > /dev/null
+echo "run folder: $run (report: $run/report/report.html)"

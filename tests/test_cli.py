@@ -11,7 +11,7 @@ from byol.cli import main
 
 TINY = ["--epochs", "2", "--batch-size", "32", "--width", "0.0625", "--optimizer", "adamw", "--lr", "0.002",
         "--set", "projector_hidden=64", "--set", "predictor_hidden=64", "--set", "projection_dim=16",
-        "--set", "log_every=2", "--set", "knn_every=1", "--set", "warmup_epochs=0.5"]
+        "--set", "log_every=2", "--set", "knn_every=1", "--set", "warmup_epochs=0.5", "--set", "collapse_every=4"]
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +34,85 @@ def test_pretrain_writes_a_complete_run_folder(run):
     assert config["width"] == 0.0625 and config["batch_size"] == 32 and config["data"].endswith("train")
 
 
-def test_eval_knn_writes_top1_and_top5_json_and_random_init_differs(run, small_cifar, capsys):
+def test_eval_knn_scores_the_encoder_and_its_random_init_baseline(run, small_cifar, capsys):
     train, test = small_cifar
     assert main(["eval", "knn", "--checkpoint", str(run), "--train", str(train), "--test", str(test)]) == 0
-    trained = json.loads((run / "knn_eval.json").read_text())
-    assert 0 <= trained["top1"] <= trained["top5"] <= 100
-    assert trained == json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = json.loads((run / "eval_knn.json").read_text())
+    assert result == json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= result["pretrained"]["top1"] <= result["pretrained"]["top5"] <= 100 and "random_init" not in result
     # the same numbers the run itself logged at its end
-    assert trained["top1"] == pytest.approx(json.loads((run / "knn.json").read_text())["top1"])
+    assert result["pretrained"]["top1"] == pytest.approx(json.loads((run / "knn.json").read_text())["top1"])
     assert main(["eval", "knn", "--checkpoint", str(run / "checkpoint.pt"), "--train", str(train),
-                 "--test", str(test), "--random-init", "--k", "10"]) == 0
-    random = json.loads((run / "knn_random_init.json").read_text())
-    assert random["random_init"] is True and random["k"] == 10 and 0 <= random["top1"] <= random["top5"]
+                 "--test", str(test), "--baseline", "--k", "10", "--out", str(run / "knn10.json")]) == 0
+    both = json.loads((run / "knn10.json").read_text())
+    assert both["k"] == 10 and (both["train_images"], both["test_images"], both["classes"]) == (256, 64, 4)
+    assert both["gain_top1"] == pytest.approx(both["pretrained"]["top1"] - both["random_init"]["top1"])
+    assert both["pretrained"] != both["random_init"]
+
+
+def test_eval_linear_chooses_the_penalty_on_validation_and_scores_the_test_split(run, small_cifar):
+    from byol.eval.linear import WEIGHT_DECAYS
+
+    train, test = small_cifar
+    assert main(["eval", "linear", "--checkpoint", str(run), "--train", str(train), "--test", str(test),
+                 "--baseline"]) == 0
+    result = json.loads((run / "eval_linear.json").read_text())
+    for name in ("pretrained", "random_init"):
+        scores = result[name]
+        assert 0 <= scores["top1"] <= scores["top5"] <= 100 and scores["weight_decay"] in WEIGHT_DECAYS
+        assert len(scores["val_top1"]) == len(WEIGHT_DECAYS)
+        # 64 test images: every score is a multiple of 1/64
+        assert (scores["top1"] * 64 / 100) == pytest.approx(round(scores["top1"] * 64 / 100), abs=1e-3)
+
+
+def test_transfer_to_grayscale_images_of_another_size(run, small_cifar, tmp_path):
+    from PIL import Image
+
+    for split, count in (("train", 12), ("test", 4)):
+        for label, class_dir in enumerate(sorted(small_cifar[1].iterdir())[:2]):
+            (tmp_path / split / f"kind{label}").mkdir(parents=True)
+            for i, src in enumerate(sorted(class_dir.iterdir())[:count]):
+                Image.open(src).convert("L").resize((20, 24)).save(tmp_path / split / f"kind{label}" / f"{i}.png")
+    assert main(["eval", "linear", "--checkpoint", str(run), "--train", str(tmp_path / "train"),
+                 "--test", str(tmp_path / "test"), "--out", str(tmp_path / "transfer.json")]) == 0
+    result = json.loads((tmp_path / "transfer.json").read_text())
+    assert (result["classes"], result["train_images"], result["test_images"]) == (2, 24, 8)
+    assert result["pretrained"]["top1"] in {100 * k / 8 for k in range(9)}
+
+
+def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, small_cifar, tmp_path, capsys):
+    from byol.train.checkpoint import atomic_save, safe_load
+
+    assert main(["inspect", "--checkpoint", str(run), "--data", str(small_cifar[0]), "--images", "128"]) == 0
+    out, err = capsys.readouterr()
+    healthy = json.loads(out)
+    assert healthy["images"] == 128 and healthy["projection_dim"] == 16 and healthy["alarms"] == []
+    assert {"proj_std", "proj_rank", "feature_rank", "alignment", "uniformity"} <= healthy.keys()
+    assert err.strip() == "no sign of collapse"
+    # the logged probe at the last step saw the same network on the same kind of views
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "proj_std" in x][-1]
+    assert healthy["proj_std"] == pytest.approx(logged["proj_std"], rel=0.5)
+
+    state = safe_load(run / "checkpoint.pt")  # every projection the same vector
+    state["learner"]["online.projector.3.weight"].zero_()
+    atomic_save(state, tmp_path / "collapsed.pt")
+    assert main(["inspect", "--checkpoint", str(tmp_path / "collapsed.pt"), "--data", str(small_cifar[0])]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["proj_rank"] < 1.01 and err.startswith("COLLAPSED: proj_std is 0")
+
+
+def test_report_writes_figures_and_pages_for_one_run_and_overlays_several(run, tmp_path):
+    assert main(["report", str(run)]) == 0
+    names = {p.name for p in (run / "report").iterdir()}
+    assert names == {"training.png", "knn.png", "collapse.png", "embedding.png", "report.md", "report.html"}
+    markdown = (run / "report" / "report.md").read_text()
+    assert f"| {run.name} |" in markdown and "![embedding](embedding.png)" in markdown
+    page = (run / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<details><summary>config of" in page
+
+    assert main(["report", str(run), str(run), "--out", str(tmp_path / "both"), "--no-embedding"]) == 0
+    assert not (tmp_path / "both" / "embedding.png").exists()
+    assert (tmp_path / "both" / "report.md").read_text().count(f"| {run.name} |") == 2
 
 
 def test_saved_config_reproduces_the_run(run, tmp_path):
@@ -91,6 +158,16 @@ def test_too_few_images_for_one_step_is_a_one_line_error(capsys, small_cifar, tm
     assert f"{small_cifar[0]} has 256 usable images, too few for one step of 300: lower --batch-size" in err
 
 
+def mismatched(run, tmp_path):
+    """The run's checkpoint, its config claiming a wider encoder than its weights."""
+    from byol.train.checkpoint import atomic_save, safe_load
+
+    state = safe_load(run / "checkpoint.pt")
+    state["config"]["width"] = 0.125
+    atomic_save(state, tmp_path / "wider.pt")
+    return tmp_path / "wider.pt"
+
+
 def test_eval_errors(capsys, run, small_cifar, tmp_path):
     train, test = small_cifar
     assert "does not exist" in error_of(capsys, ["eval", "knn", "--checkpoint", str(tmp_path / "x.pt"),
@@ -99,8 +176,16 @@ def test_eval_errors(capsys, run, small_cifar, tmp_path):
     (other / "zebra").mkdir(parents=True)
     for src in sorted((test / sorted(p.name for p in test.iterdir())[0]).iterdir())[:3]:
         (other / "zebra" / src.name).write_bytes(src.read_bytes())
-    assert "differ from the training classes" in error_of(
+    assert "differ from those of" in error_of(
         capsys, ["eval", "knn", "--checkpoint", str(run), "--train", str(train), "--test", str(other)])
+    assert "a single class ('zebra')" in error_of(
+        capsys, ["eval", "linear", "--checkpoint", str(run), "--train", str(other), "--test", str(other)])
+    assert "does not match this encoder" in error_of(
+        capsys, ["eval", "linear", "--checkpoint", str(mismatched(run, tmp_path)), "--train", str(train),
+                 "--test", str(test)])
+    (tmp_path / "norun").mkdir()
+    assert "has no metrics.jsonl" in error_of(capsys, ["report", str(tmp_path / "norun")])
+    assert "say where it goes with --out" in error_of(capsys, ["report", str(run), str(run)])
     assert "already holds a run" in error_of(capsys, ["pretrain", "--data", str(train), "--out", str(run)])
 
 

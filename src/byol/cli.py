@@ -1,4 +1,4 @@
-"""The `byol` command: pretrain, eval knn, presets.
+"""The `byol` command: pretrain, eval (knn, linear), inspect, report, presets.
 
 Problems the user can fix (ByolError) print one line and exit with code 2.
 """
@@ -42,17 +42,36 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a pretrained encoder")
+    p = sub.add_parser("eval", help="evaluate a pretrained encoder on labelled folders")
     protocols = p.add_subparsers(dest="protocol", required=True)
-    knn = protocols.add_parser("knn", help="weighted k-NN on frozen features")
-    knn.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
-    knn.add_argument("--train", required=True, help="labelled folder: the k-NN memory bank")
-    knn.add_argument("--test", required=True, help="labelled folder with the same classes")
-    knn.add_argument("--random-init", action="store_true", help="evaluate the same architecture untrained")
-    knn.add_argument("--k", type=int, help="neighbours (default: the run's knn_k, 200)")
-    knn.add_argument("--temperature", type=float, help="vote temperature (default: the run's, 0.1)")
-    knn.add_argument("--out", type=Path, help="JSON file to write (default: beside the checkpoint)")
-    knn.add_argument("--device", default="auto")
+    for name, text in (("knn", "weighted k-NN on frozen features"),
+                       ("linear", "logistic regression on frozen features, L2 penalty chosen on a validation split")):
+        q = protocols.add_parser(name, help=text)
+        q.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
+        q.add_argument("--train", required=True, help="labelled folder: the k-NN bank or the classifier's data")
+        q.add_argument("--test", required=True, help="labelled folder with the same classes (any dataset: transfer)")
+        q.add_argument("--baseline", action="store_true", help="also score the same encoder at random init")
+        q.add_argument("--out", type=Path, help=f"JSON file to write (default: eval_{name}.json beside the checkpoint)")
+        q.add_argument("--device", default="auto")
+        if name == "knn":
+            q.add_argument("--k", type=int, help="neighbours (default: the run's knn_k, 200)")
+            q.add_argument("--temperature", type=float, help="vote temperature (default: the run's, 0.1)")
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="collapse statistics of a checkpoint on a folder of images")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
+    p.add_argument("--data", required=True, help="folder of images (labels not needed)")
+    p.add_argument("--images", type=int, default=512, help="images to probe (default 512)")
+    p.add_argument("--device", default="auto")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="plots and an HTML/Markdown page for one run, or several overlaid")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders")
+    p.add_argument("--out", type=Path, help="folder to write (default: RUN/report for a single run)")
+    p.add_argument("--no-embedding", action="store_true", help="skip the t-SNE/UMAP of test features")
+    p.add_argument("--device", default="auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_pretrain(sub)
     _add_eval(sub)
+    _add_inspect(sub)
+    _add_report(sub)
     sub.add_parser("presets", help="list the shipped presets")
     return parser
 
@@ -77,42 +98,65 @@ def run_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_eval_knn(args: argparse.Namespace) -> int:
-    from byol.data.folders import load_images
-    from byol.data.views import view_specs
-    from byol.eval.checkpoints import load_run_encoder
-    from byol.train.monitors import KnnMonitor
-    from byol.train.runtime import autocast_dtype, pick_device
+def run_eval(args: argparse.Namespace) -> int:
+    from byol.eval.protocols import evaluate
+    from byol.train.runtime import pick_device
 
-    device = pick_device(args.device)
-    encoder, config, checkpoint = load_run_encoder(args.checkpoint, random_init=args.random_init)
-    config.knn_k = args.k or config.knn_k
-    config.knn_temperature = args.temperature or config.knn_temperature
-    config.validate()
-    monitor = KnnMonitor(load_images(args.train, config.image_size), load_images(args.test, config.image_size),
-                         config, view_specs(config.augment, config.image_size)[0], device)
-    result = monitor(encoder.to(device), autocast_dtype(config.precision, device))
-    result.update(k=config.knn_k, temperature=config.knn_temperature, random_init=args.random_init,
-                  checkpoint=str(checkpoint))
-    out = args.out or checkpoint.parent / ("knn_random_init.json" if args.random_init else "knn_eval.json")
+    result = evaluate(args.protocol, args.checkpoint, args.train, args.test, baseline=args.baseline,
+                      device=pick_device(args.device), k=getattr(args, "k", None),
+                      temperature=getattr(args, "temperature", None))
+    out = args.out or Path(result["checkpoint"]).parent / f"eval_{args.protocol}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
+    line = f"{args.protocol} top-1 on {args.test}: pretrained {result['pretrained']['top1']:.2f}%"
+    if args.baseline:
+        line += f", random init {result['random_init']['top1']:.2f}% ({result['gain_top1']:+.2f} points)"
+    print(line, file=sys.stderr)
     return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from byol.eval.collapse import CAUSES
+    from byol.eval.inspect import inspect_checkpoint
+    from byol.train.runtime import pick_device
+
+    result = inspect_checkpoint(args.checkpoint, args.data, args.images, pick_device(args.device))
+    print(json.dumps(result))
+    verdict = f"COLLAPSED: {'; '.join(result['alarms'])}; {CAUSES}" if result["alarms"] else "no sign of collapse"
+    print(verdict, file=sys.stderr)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from byol.report.page import write_report
+    from byol.train.runtime import pick_device
+
+    if args.out is None and len(args.runs) > 1:
+        raise ByolError("several runs make one overlaid report: say where it goes with --out DIR")
+    written = write_report(args.runs, args.out or args.runs[0] / "report", embedding=not args.no_embedding,
+                           device=pick_device(args.device))
+    for path in written:
+        print(path)
+    return 0
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    for name in cfg.preset_names():
+        print(name)
+    return 0
+
+
+COMMANDS = {"pretrain": run_pretrain, "eval": run_eval, "inspect": run_inspect, "report": run_report,
+            "presets": run_presets}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "pretrain":
-            return run_pretrain(args)
-        if args.command == "eval":
-            return run_eval_knn(args)
-        for name in cfg.preset_names():
-            print(name)
-        return 0
+        return COMMANDS[args.command](args)
     except ByolError as err:
         print(f"byol: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
 
 
 if __name__ == "__main__":

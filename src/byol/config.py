@@ -53,6 +53,7 @@ class Config:
     log_every: int = 10
     checkpoint_every: int = 500  # optimiser steps
     collapse_every: int = 100  # optimiser steps between collapse statistics; 0: never
+    collapse_stop: bool = False  # end the run (exit code 3) when they show collapse twice in a row
     knn_every: int = 0  # epochs; 0: only at the end
     knn_k: int = 200
     knn_temperature: float = 0.1

@@ -8,7 +8,8 @@ from byol.config import Config
 from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder
 from byol.train.checkpoint import atomic_save, safe_load
-from byol.train.loop import build_learner, save_checkpoint
+from byol.methods import build_learner
+from byol.train.loop import save_checkpoint
 
 
 def write_run(tmp_path, **changes):

@@ -33,3 +33,13 @@ def test_alignment_is_the_mean_squared_distance_of_normalised_pairs():
     z_1 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     z_2 = torch.tensor([[0.0, 3.0], [0.0, 1.0]])
     assert alignment(z_1, z_2) == pytest.approx((2.0 + 0.0) / 2)
+
+
+def test_alarms_name_the_metric_its_value_and_the_healthy_range():
+    from byol.eval.collapse import collapse_alarms
+
+    assert collapse_alarms(dict(proj_std=0.6 / math.sqrt(256), proj_rank=40.0), 256) == []
+    assert collapse_alarms(dict(proj_std=0.15 / math.sqrt(256), proj_rank=19.0), 256) == []  # random init
+    std, rank = collapse_alarms(dict(proj_std=1e-4, proj_rank=1.2), 256)
+    assert std.startswith("proj_std is 0.0001 = 0.0016/sqrt(256), below 0.05/sqrt(d)") and "healthy" in std
+    assert rank.startswith("proj_rank is 1.2, below 2.0") and "healthy" in rank

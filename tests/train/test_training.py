@@ -132,7 +132,7 @@ def test_collapse_statistics_are_logged_and_do_not_change_the_run(small_cifar, t
 
 
 def test_the_probe_flags_a_collapsed_network(small_cifar):
-    from byol.train.loop import build_learner
+    from byol.methods import build_learner
     from byol.train.monitors import CollapseProbe
 
     config = tiny_config(small_cifar[0])
@@ -147,6 +147,23 @@ def test_the_probe_flags_a_collapsed_network(small_cifar):
     assert collapsed["proj_std"] < 1e-6 < 0.03 < random_init["proj_std"]
     assert collapsed["uniformity"] == pytest.approx(0, abs=1e-6) and random_init["uniformity"] < -0.08
     assert collapsed["proj_rank"] == pytest.approx(1.0, abs=1e-3) and random_init["proj_rank"] > 2
+
+
+def test_the_alarm_warns_once_after_two_collapsed_probes_and_can_stop_the_run(capsys):
+    from byol.errors import CollapseError
+    from byol.train.monitors import CollapseAlarm
+
+    healthy, collapsed = dict(proj_std=0.05, proj_rank=6.0), dict(proj_std=0.0, proj_rank=1.0)
+    alarm = CollapseAlarm(dim=8, stop=False)
+    for step, stats in enumerate([collapsed, healthy, collapsed, collapsed, collapsed], 1):
+        alarm(step, stats)
+    warnings = capsys.readouterr().out.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING: collapse at step 4: proj_std is 0")
+    assert "proj_rank is 1" in warnings[0] and "tau too low" in warnings[0]
+    stopper = CollapseAlarm(dim=8, stop=True)
+    stopper(1, collapsed)
+    with pytest.raises(CollapseError, match="collapse at step 2"):
+        stopper(2, collapsed)
 
 
 def test_too_few_large_images_for_one_step_is_a_clear_error(tmp_path):

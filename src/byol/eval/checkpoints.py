@@ -10,6 +10,7 @@ from torch import nn
 from byol import config as cfg
 from byol.config import Config
 from byol.errors import ByolError
+from byol.methods import BYOL, build_learner
 from byol.nets.encoders import build_encoder
 from byol.train.checkpoint import safe_load
 
@@ -32,20 +33,33 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: Path
     module.load_state_dict(state, strict=True)
 
 
+def read_checkpoint(path: Path) -> tuple[dict, Config, Path]:
+    """A byol checkpoint's contents, its config and its path, from a run folder or a file."""
+    checkpoint = path / "checkpoint.pt" if path.is_dir() else path
+    state = safe_load(checkpoint)
+    if not isinstance(state, dict) or state.get("format") != "byol-checkpoint-1":
+        raise ByolError(f"{checkpoint} is not a byol checkpoint: pass the checkpoint.pt of a byol run folder")
+    return state, cfg.apply(Config(), state["config"], str(checkpoint)), checkpoint
+
+
 def load_run_encoder(path: Path, random_init: bool = False) -> tuple[nn.Module, Config, Path]:
     """The online encoder of a run (folder or checkpoint.pt), its config and the checkpoint path.
 
     With random_init, the same architecture with fresh weights: the baseline every
     pretrained result is read against.
     """
-    checkpoint = path / "checkpoint.pt" if path.is_dir() else path
-    state = safe_load(checkpoint)
-    if not isinstance(state, dict) or state.get("format") != "byol-checkpoint-1":
-        raise ByolError(f"{checkpoint} is not a byol checkpoint: pass the checkpoint.pt of a byol run folder")
-    config = cfg.apply(Config(), state["config"], str(checkpoint))
+    state, config, checkpoint = read_checkpoint(path)
     torch.manual_seed(config.seed)
     encoder = build_encoder(config.encoder, config.width, config.cifar_stem)
     if not random_init:
         weights = {k[len(ENCODER_PREFIX):]: v for k, v in state["learner"].items() if k.startswith(ENCODER_PREFIX)}
         load_weights(encoder, weights, checkpoint)
     return encoder.eval(), config, checkpoint
+
+
+def load_run_learner(path: Path) -> tuple[BYOL, Config, Path]:
+    """The whole learner of a run (online, predictor, target), in eval mode."""
+    state, config, checkpoint = read_checkpoint(path)
+    learner = build_learner(config)
+    load_weights(learner, state["learner"], checkpoint)
+    return learner.eval(), config, checkpoint

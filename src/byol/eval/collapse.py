@@ -1,4 +1,7 @@
-"""Signs of collapse in a batch of representations, as pure functions of tensors."""
+"""Signs of collapse in a batch of representations, as pure functions of tensors, and the
+thresholds past which a run is warned."""
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -36,3 +39,25 @@ def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
     collapsed, about -4 for uniform vectors in high dimension at t = 2."""
     u = F.normalize(z.float(), dim=1)
     return torch.pdist(u).pow(2).mul(-t).exp().mean().log().item()
+
+
+# Collapse lines, measured on the cifar10-cpu preset (README, "Collapse"): a randomly
+# initialised network already sits at proj_std ~ 0.15/sqrt(d) and rank ~ 19; healthy
+# training raises both, a collapsing run drives them to 0 and 1.
+STD_MIN = 0.05  # times 1/sqrt(d)
+RANK_MIN = 2.0
+CAUSES = ("usual causes: a learning rate too high for the optimiser, tau too low (the target follows the "
+          "online network too closely), or a predictor missing or too slow (raise predictor_lr_mult)")
+
+
+def collapse_alarms(stats: dict[str, float], dim: int) -> list[str]:
+    """One line per statistic past its collapse line: the metric, its value, the healthy range."""
+    alarms = []
+    ratio = stats["proj_std"] * math.sqrt(dim)
+    if ratio < STD_MIN:
+        alarms.append(f"proj_std is {stats['proj_std']:.2g} = {ratio:.2g}/sqrt({dim}), below {STD_MIN}/sqrt(d) "
+                      "(healthy: near 1/sqrt(d); random init: about 0.15/sqrt(d))")
+    if stats["proj_rank"] < RANK_MIN:
+        alarms.append(f"proj_rank is {stats['proj_rank']:.3g}, below {RANK_MIN} "
+                      "(healthy: tens; 1 when every projection lies on one line)")
+    return alarms

@@ -2,32 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from byol.progress import progress
-
-
-@torch.no_grad()
-def extract_features(
-    encoder: nn.Module, images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int = 512, device: torch.device | str = "cpu", desc: str | None = None,
-) -> torch.Tensor:
-    """L2-normalised features of uint8 images, encoder in eval mode, on the CPU in fp32."""
-    was_training = encoder.training
-    encoder.eval()
-    out = []
-    try:
-        for start in progress(range(0, len(images), batch_size), desc=desc, disable=desc is None,
-                              leave=False, unit="batch"):
-            batch = transform(images[start:start + batch_size].to(device))
-            out.append(F.normalize(encoder(batch).float(), dim=1).cpu())
-    finally:
-        encoder.train(was_training)
-    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -38,6 +14,8 @@ def knn_predict(
     """Class scores (queries, classes): each of the k most similar training samples
     votes for its class with weight exp(cosine / temperature)."""
     k = min(k, len(train_features))
+    train_features = F.normalize(train_features.float(), dim=1)
+    query_features = F.normalize(query_features.float(), dim=1)
     scores = []
     for start in range(0, len(query_features), chunk):
         similarity = query_features[start:start + chunk] @ train_features.T

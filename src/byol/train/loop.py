@@ -13,14 +13,12 @@ from tqdm.auto import tqdm
 
 from byol import config as cfg
 from byol.config import Config
-from byol.data.views import TwoViews
-from byol.errors import ByolError
-from byol.methods.byol import BYOL
-from byol.nets.encoders import build_encoder
+from byol.errors import ByolError, CollapseError
+from byol.methods import BYOL, build_learner
 from byol.progress import progress
 from byol.train.batches import load_train_data
 from byol.train.checkpoint import atomic_save
-from byol.train.monitors import collapse_probe, knn_monitor
+from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.runtime import autocast, autocast_dtype, channels_last_is_safe, pick_device, seed_everything
 from byol.train.schedules import lr_at, scaled_lr, tau_at
@@ -28,18 +26,6 @@ from byol.train.schedules import lr_at, scaled_lr, tau_at
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.safetensors"
 METRICS = "metrics.jsonl"
-
-
-def build_learner(config: Config) -> BYOL:
-    encoder = build_encoder(config.encoder, config.width, config.cifar_stem)
-    return BYOL(
-        encoder,
-        views=TwoViews.preset(config.augment, config.image_size),
-        image_size=config.image_size,
-        projector_hidden=config.projector_hidden,
-        projection_dim=config.projection_dim,
-        predictor_hidden=config.predictor_hidden,
-    )
 
 
 class StepBudget:
@@ -110,6 +96,7 @@ def pretrain(config: Config, out: Path) -> dict:
         tqdm.write(f"skipped {len(data.skipped)} undecodable image files (listed in {out / 'skipped_files.txt'})")
     monitor = knn_monitor(config, data, learner.views.specs[0], device)
     probe = collapse_probe(config, data, learner.views, device)
+    alarm = CollapseAlarm(config.projection_dim, config.collapse_stop)
 
     global_batch = config.batch_size * config.accumulate
     steps_per_epoch = len(data) // global_batch
@@ -125,7 +112,11 @@ def pretrain(config: Config, out: Path) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     metrics = (out / METRICS).open("a")
-    log = lambda record: metrics.write(json.dumps(record) + "\n") or metrics.flush()  # noqa: E731
+
+    def log(record: dict) -> None:  # flushed per line: a crashed run keeps its curves
+        metrics.write(json.dumps(record) + "\n")
+        metrics.flush()
+
     step, epoch = 0, 0
     bar = progress(total=budget.total, unit="step", desc="pretrain")
     # training time counts everything (augmentation, data, checkpoints) except k-NN evaluation
@@ -168,7 +159,9 @@ def pretrain(config: Config, out: Path) -> dict:
                              tau=tau, img_s=round(img_s, 1), time_s=round(train_seconds, 2)))
                     bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{img_s:.0f}", refresh=False)
                 if probe and step % config.collapse_every == 0:
-                    log(dict(step=step, epoch=round(step / steps_per_epoch, 4), **probe(learner, dtype)))
+                    stats = probe(learner, dtype)
+                    log(dict(step=step, epoch=round(step / steps_per_epoch, 4), **stats))
+                    alarm(step, stats)
                 if step % config.checkpoint_every == 0:
                     save_checkpoint(out, learner, optimizer, config, step, epoch)
                 if budget.done(step, train_seconds):
@@ -186,6 +179,10 @@ def pretrain(config: Config, out: Path) -> dict:
     except KeyboardInterrupt:
         bar.close()
         raise ByolError(f"interrupted at step {step}; the last checkpoint in {out} is intact") from None
+    except CollapseError as err:
+        bar.close()
+        kept = f"the last checkpoint in {out} is kept" if (out / CHECKPOINT).exists() else "no checkpoint was written yet"
+        raise CollapseError(f"stopped: {err}; {kept}") from None
     bar.close()
     save_checkpoint(out, learner, optimizer, config, step, epoch)
     save_file({k: v.contiguous() for k, v in learner.encoder.state_dict().items()}, str(out / ENCODER))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from byol.config import Config
 from byol.data import folders
 from byol.data.views import TwoViews, ViewSpec, eval_transform
-from byol.errors import ByolError
-from byol.eval.collapse import alignment, effective_rank, normalized_std, uniformity
-from byol.eval.knn import extract_features, knn_accuracy
+from byol.errors import ByolError, CollapseError
+from byol.eval.collapse import CAUSES, alignment, collapse_alarms, effective_rank, normalized_std, uniformity
+from byol.eval.features import check_labelled_pair, extract_features
+from byol.eval.knn import knn_accuracy
 from byol.methods.byol import BYOL
 from byol.train.batches import TrainData
 from byol.train.runtime import autocast
@@ -20,12 +22,7 @@ class KnnMonitor:
 
     def __init__(self, bank: folders.ImageTensor, queries: folders.ImageTensor, config: Config,
                  spec: ViewSpec, device: torch.device) -> None:
-        if not bank.labelled or not queries.labelled:
-            raise ByolError("k-NN needs labelled data: --data and --test must both be ImageFolder trees "
-                            "(one sub-folder per class)")
-        if bank.classes != queries.classes:
-            raise ByolError(f"the test classes {queries.classes[:5]}... differ from the training classes "
-                            f"{bank.classes[:5]}...: use a test folder with the same class sub-folders")
+        check_labelled_pair(bank, queries, config.data or "the training data", config.test or "the held-out split")
         self.bank, self.queries, self.config, self.device = bank, queries, config, device
         self.transform = lambda x: eval_transform(x, spec)
 
@@ -45,7 +42,7 @@ def knn_monitor(config: Config, data: TrainData, spec: ViewSpec, device: torch.d
             raise ByolError("k-NN during pretraining needs images of at most "
                             f"{folders.IN_MEMORY_MAX_SIZE} px; run `byol eval knn` after training instead")
         return KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config, spec, device)
-    if data.memory is None or not data.memory.labelled:
+    if data.memory is None or len(data.memory.classes) < 2:
         return None
     order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed))
     split = len(order) // 10
@@ -66,21 +63,48 @@ class CollapseProbe:
             torch.manual_seed(seed)
             self.view_1, self.view_2 = views(images.to(device))
 
+    @classmethod
+    def sample(cls, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int,
+               count: int = 512) -> "CollapseProbe":
+        """A probe on `count` images drawn from `images` with `seed`."""
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+        return cls(images[order[:count]], views, device, seed)
+
     @torch.no_grad()
     def __call__(self, learner: BYOL, dtype: torch.dtype | None) -> dict[str, float]:
         was_training = learner.training
         learner.eval()
         try:
             with autocast(self.view_1.device, dtype):
-                z_1, z_2 = learner.online(self.view_1).float(), learner.online(self.view_2).float()
+                y_1, y_2 = learner.encoder(self.view_1), learner.encoder(self.view_2)
+                z_1, z_2 = learner.online.projector(y_1).float(), learner.online.projector(y_2).float()
         finally:
             learner.train(was_training)
-        return dict(proj_std=normalized_std(z_1), proj_rank=effective_rank(z_1),
+        return dict(proj_std=normalized_std(z_1), proj_rank=effective_rank(z_1), feature_rank=effective_rank(y_1),
                     alignment=alignment(z_1, z_2), uniformity=uniformity(z_1))
+
+
+class CollapseAlarm:
+    """Warns when the collapse statistics cross their lines on `patience` probes in a row,
+    and with `stop` ends the run (the last checkpoint stays as it was)."""
+
+    def __init__(self, dim: int, stop: bool, patience: int = 2) -> None:
+        self.dim, self.stop, self.patience = dim, stop, patience
+        self.strikes = 0
+
+    def __call__(self, step: int, stats: dict[str, float]) -> None:
+        alarms = collapse_alarms(stats, self.dim)
+        self.strikes = self.strikes + 1 if alarms else 0
+        if self.strikes < self.patience:
+            return
+        message = f"collapse at step {step}: {'; '.join(alarms)}; {CAUSES}"
+        if self.stop:
+            raise CollapseError(message)
+        if self.strikes == self.patience:
+            tqdm.write(f"WARNING: {message} (collapse_stop=true ends such runs)")
 
 
 def collapse_probe(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> CollapseProbe | None:
     if not config.collapse_every or data.memory is None:
         return None
-    order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed + 1))
-    return CollapseProbe(data.memory.images[order[:512]], views, device, config.seed + 1)
+    return CollapseProbe.sample(data.memory.images, views, device, config.seed + 1)

@@ -1,0 +1,25 @@
+"""Collapse statistics of any checkpoint, on the user's images: `byol inspect`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from byol.data.folders import load_images
+from byol.eval.checkpoints import load_run_learner
+from byol.eval.collapse import collapse_alarms
+from byol.train.monitors import CollapseProbe
+from byol.train.runtime import autocast_dtype
+
+
+def inspect_checkpoint(checkpoint: Path, data: str, images: int = 512,
+                       device: torch.device = torch.device("cpu")) -> dict:
+    """The statistics pretraining logs, on `images` images of `data` under the run's own views,
+    and the collapse alarms they raise (an empty list when none)."""
+    learner, config, path = load_run_learner(checkpoint)
+    dataset = load_images(data, config.image_size)
+    probe = CollapseProbe.sample(dataset.images, learner.views, device, config.seed + 1, images)
+    stats = probe(learner.to(device), autocast_dtype(config.precision, device))
+    return dict(checkpoint=str(path), data=str(data), images=len(probe.view_1), projection_dim=config.projection_dim,
+                **stats, alarms=collapse_alarms(stats, config.projection_dim))

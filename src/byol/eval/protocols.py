@@ -1,0 +1,57 @@
+"""Scoring a run's encoder on labelled folders: k-NN or linear, beside its random-init baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from byol.data.folders import load_images
+from byol.data.views import eval_transform, view_specs
+from byol.eval.checkpoints import load_run_encoder
+from byol.eval.features import check_labelled_pair, extract_features
+from byol.eval.knn import knn_accuracy
+from byol.eval.linear import linear_probe
+from byol.train.runtime import autocast, autocast_dtype
+
+PROTOCOLS = ("knn", "linear")
+
+
+def evaluate(
+    protocol: str, checkpoint: Path, train: str, test: str, *, baseline: bool = False,
+    device: torch.device = torch.device("cpu"), k: int | None = None, temperature: float | None = None,
+) -> dict:
+    """Scores of the pretrained encoder (and, with `baseline`, of the same architecture at
+    random initialisation) on `test`, with `train` as the k-NN bank or the classifier's data.
+
+    Images are resized to the encoder's input size and converted to RGB, so any labelled
+    folder serves: the pretraining data's own test split or another dataset (transfer).
+    """
+    encoder, config, checkpoint = load_run_encoder(checkpoint)
+    train_data, test_data = load_images(train, config.image_size), load_images(test, config.image_size)
+    check_labelled_pair(train_data, test_data, train, test)
+    spec = view_specs(config.augment, config.image_size)[0]
+    transform = lambda x: eval_transform(x, spec)  # noqa: E731
+    encoders = {"pretrained": encoder}
+    if baseline:
+        encoders["random_init"] = load_run_encoder(checkpoint, random_init=True)[0]
+    k, temperature = k or config.knn_k, temperature or config.knn_temperature
+    result: dict = dict(protocol=protocol, checkpoint=str(checkpoint), train=str(train), test=str(test),
+                        classes=len(train_data.classes), train_images=len(train_data.images),
+                        test_images=len(test_data.images))
+    if protocol == "knn":
+        result.update(k=k, temperature=temperature)
+    for name, net in encoders.items():
+        net = net.to(device)
+        with autocast(device, autocast_dtype(config.precision, device)):
+            train_x, test_x = (extract_features(net, data.images, transform, device=device, desc=f"{name} {split}")
+                               for data, split in ((train_data, "train"), (test_data, "test")))
+        if protocol == "knn":
+            result[name] = knn_accuracy(train_x, train_data.labels, test_x, test_data.labels,
+                                        len(train_data.classes), k, temperature)
+        else:
+            result[name] = linear_probe(train_x, train_data.labels, test_x, test_data.labels,
+                                        len(train_data.classes), device=device, seed=config.seed)
+    if baseline:
+        result["gain_top1"] = result["pretrained"]["top1"] - result["random_init"]["top1"]
+    return result

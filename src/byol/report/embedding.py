@@ -1,0 +1,45 @@
+"""A 2-D picture of what the encoder learned: t-SNE (or UMAP, if installed) of test features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from byol.data.folders import is_named, load_images
+from byol.data.views import eval_transform, view_specs
+from byol.eval.checkpoints import load_run_encoder
+from byol.eval.features import extract_features
+
+
+def embed_2d(features: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
+    """(N, 2) coordinates and the method's name."""
+    try:
+        import umap
+    except ImportError:
+        from sklearn.manifold import TSNE
+
+        perplexity = min(30.0, (len(features) - 1) / 3)
+        tsne = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed)
+        return tsne.fit_transform(features), "t-SNE"
+    return umap.UMAP(n_components=2, random_state=seed).fit_transform(features), "UMAP"
+
+
+def sample_test_features(run_dir: Path, limit: int = 2000, device: torch.device = torch.device("cpu"),
+                  ) -> tuple[np.ndarray, np.ndarray, list[str]] | str:
+    """Features of up to `limit` images of the run's --test folder (a fixed random subset),
+    their labels and class names; or the reason there are none."""
+    encoder, config, _ = load_run_encoder(run_dir)
+    if not config.test:
+        return "the run had no --test folder"
+    if not is_named(config.test) and not Path(config.test).exists():
+        return f"its test folder {config.test} is not on this machine"
+    data = load_images(config.test, config.image_size)
+    if not data.labelled:
+        return f"its test folder {config.test} has no class sub-folders"
+    order = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(config.seed))[:limit]
+    spec = view_specs(config.augment, config.image_size)[0]
+    features = extract_features(encoder.to(device), data.images[order], lambda x: eval_transform(x, spec),
+                                device=device, desc="features")
+    return features.numpy(), data.labels[order].numpy(), data.classes

@@ -1,0 +1,127 @@
+"""`byol report`: PNG figures plus one self-contained HTML page and a Markdown page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+import torch
+import yaml
+from matplotlib.figure import Figure
+
+from byol.report.embedding import embed_2d, sample_test_features
+from byol.report.plots import collapse_curves, embedding_scatter, knn_curves, training_curves
+from byol.report.runs import Run, read_run
+
+
+def _last(records: list[dict], key: str) -> float | None:
+    values = [r[key] for r in records if key in r]
+    return values[-1] if values else None
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
+    """One row per run: config, data, time, throughput and final metrics."""
+    rows = []
+    for run in runs:
+        c, s = run.config, run.summary
+        knn = s.get("knn") or {}
+        linear = run.evaluations.get("eval_linear", {})
+        std = _last(run.collapse, "proj_std")
+        dim = c.get("projection_dim") or 1
+        rows.append({
+            "run": run.name,
+            "data": str(c.get("data", "")),
+            "encoder": f"{c.get('encoder', '')} x{c.get('width', '')}",
+            "batch": str(c.get("batch_size", "")),
+            "optimizer": f"{c.get('optimizer', '')} lr {c.get('lr', '')}",
+            "tau_base": str(c.get("tau_base", "")),
+            "steps": str(s.get("steps", _last(run.steps, "step") or "")),
+            "epochs": str(s.get("epochs", "")),
+            "train min": _fmt(s["train_seconds"] / 60 if "train_seconds" in s else _last(run.steps, "time_s"), 1),
+            "img/s": str(s.get("img_s", "")),
+            "k-NN top-1": _fmt(knn.get("top1", _last(run.knn, "knn_top1"))),
+            "linear top-1": _fmt(linear.get("pretrained", {}).get("top1")),
+            "random-init top-1": _fmt((run.evaluations.get("eval_knn", {}).get("random_init") or {}).get("top1")),
+            "proj_std*sqrt(d)": _fmt(std * math.sqrt(dim) if std is not None else None, 3),
+            "proj_rank": _fmt(_last(run.collapse, "proj_rank"), 1),
+        })
+    return rows
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _markdown_table(rows: list[dict[str, str]]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row[k] for k in header) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(rows: list[dict[str, str]]) -> str:
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:2em auto}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}")
+
+
+def write_report(run_dirs: list[Path], out: Path, embedding: bool = True,
+                 device: torch.device = torch.device("cpu")) -> list[Path]:
+    """Figures and pages for the runs, overlaid; returns the files written."""
+    runs = [read_run(path) for path in run_dirs]
+    figures = {"training": ("Loss, learning rate and tau", training_curves(runs))}
+    if any(run.knn for run in runs):
+        figures["knn"] = ("k-NN accuracy", knn_curves(runs))
+    if any(run.collapse for run in runs):
+        figures["collapse"] = ("Collapse statistics (red: past the collapse line)", collapse_curves(runs))
+    notes = []
+    if embedding:
+        points, method = {}, ""
+        for run in runs:
+            found = sample_test_features(run.path, device=device) if (run.path / "checkpoint.pt").exists() \
+                else "it has no checkpoint.pt"
+            if isinstance(found, str):
+                notes.append(f"No embedding for {run.name}: {found}.")
+                continue
+            features, labels, classes = found
+            xy, method = embed_2d(features)
+            points[run.name] = (xy, labels, classes)
+        if points:
+            figures["embedding"] = (f"{method} of test features", embedding_scatter(points, method))
+
+    out.mkdir(parents=True, exist_ok=True)
+    written, images = [], {}
+    for name, (_, figure) in figures.items():
+        images[name] = _png(figure)
+        (out / f"{name}.png").write_bytes(images[name])
+        written.append(out / f"{name}.png")
+    rows = summary_rows(runs)
+    title = "byol report: " + ", ".join(run.name for run in runs)
+
+    markdown = [f"# {title}", "", _markdown_table(rows), ""] + [f"*{n}*" for n in notes]
+    markdown += [f"## {caption}\n\n![{name}]({name}.png)\n" for name, (caption, _) in figures.items()]
+    (out / "report.md").write_text("\n".join(markdown) + "\n")
+
+    sections = [f"<h2>{html.escape(caption)}</h2><img src='data:image/png;base64,"
+                f"{base64.b64encode(images[name]).decode()}' alt='{name}'>" for name, (caption, _) in figures.items()]
+    configs = "".join(f"<details><summary>config of {html.escape(run.name)}</summary><pre>"
+                      f"{html.escape(yaml.safe_dump(run.config, sort_keys=False))}</pre></details>" for run in runs)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{_html_table(rows)}"
+            + "".join(f"<p><em>{html.escape(n)}</em></p>" for n in notes) + "".join(sections) + configs
+            + "</body></html>")
+    (out / "report.html").write_text(page)
+    return written + [out / "report.md", out / "report.html"]

@@ -1,0 +1,99 @@
+"""The report's figures, one function each, drawn on matplotlib Figures (no pyplot, no display).
+
+Every run given is a line on the same axes, so several runs compare at a glance.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from byol.eval.collapse import RANK_MIN, STD_MIN
+from byol.report.runs import Run
+
+
+def _grid(panels: int, columns: int = 3) -> tuple[Figure, list]:
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(4.2 * min(panels, columns), 3.2 * rows), layout="constrained")
+    axes = figure.subplots(rows, min(panels, columns), squeeze=False).flatten()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    return figure, list(axes[:panels])
+
+
+def _finish(ax, xlabel: str, title: str, runs: list[Run]) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(runs) > 1 and ax.get_lines():
+        ax.legend(fontsize="small")
+
+
+def training_curves(runs: list[Run]) -> Figure:
+    """Loss, learning rate and tau against optimiser steps."""
+    figure, axes = _grid(3)
+    for ax, key in zip(axes, ("loss", "lr", "tau")):
+        for run in runs:
+            ax.plot(*run.series("steps", key), label=run.name)
+        _finish(ax, "step", key, runs)
+    return figure
+
+
+def knn_curves(runs: list[Run]) -> Figure:
+    """k-NN top-1 against epochs and against training minutes (evaluation time excluded)."""
+    figure, axes = _grid(2)
+    for run in runs:
+        epochs = [r["epoch"] for r in run.knn]
+        minutes = [r["time_s"] / 60 for r in run.knn]
+        top1 = [r["knn_top1"] for r in run.knn]
+        axes[0].plot(epochs, top1, marker="o", label=run.name)
+        axes[1].plot(minutes, top1, marker="o", label=run.name)
+    _finish(axes[0], "epoch", "k-NN top-1 (%)", runs)
+    _finish(axes[1], "training minutes", "k-NN top-1 (%)", runs)
+    return figure
+
+
+COLLAPSE_PANELS = (  # key, title, log scale
+    ("proj_std", "std of normalised projections", True),
+    ("proj_rank", "effective rank of projections", True),
+    ("feature_rank", "effective rank of encoder features", True),
+    ("alignment", "alignment (lower: views agree)", False),
+    ("uniformity", "uniformity (lower: spread out)", False),
+)
+
+
+def collapse_curves(runs: list[Run]) -> Figure:
+    """The collapse statistics against steps, with the healthy level and the collapse line."""
+    figure, axes = _grid(len(COLLAPSE_PANELS))
+    for ax, (key, title, log) in zip(axes, COLLAPSE_PANELS):
+        for run in runs:
+            ax.plot(*run.series("collapse", key), label=run.name)
+        dim = runs[0].config.get("projection_dim")
+        if key == "proj_std" and dim:
+            ax.axhline(1 / math.sqrt(dim), color="green", linestyle="--", linewidth=1, label="1/sqrt(d): healthy")
+            ax.axhspan(0, STD_MIN / math.sqrt(dim), color="red", alpha=0.15, label="collapse")
+        if key == "proj_rank":
+            ax.axhspan(0, RANK_MIN, color="red", alpha=0.15, label="collapse")
+        if log and any(y > 0 for run in runs for y in run.series("collapse", key)[1]):
+            ax.set_yscale("log")
+        _finish(ax, "step", title, runs)
+    axes[0].legend(fontsize="small")
+    return figure
+
+
+def embedding_scatter(points: dict[str, tuple[np.ndarray, np.ndarray, list[str]]], method: str) -> Figure:
+    """2-D embeddings of test features, one panel per run, coloured by class."""
+    figure, axes = _grid(len(points))
+    for ax, (name, (xy, labels, classes)) in zip(axes, points.items()):
+        scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10" if len(classes) <= 10 else "tab20",
+                             s=4, alpha=0.7, linewidths=0)
+        if len(classes) <= 20:
+            handles = [ax.scatter([], [], color=scatter.cmap(scatter.norm(i)), s=12, label=c)
+                       for i, c in enumerate(classes)]
+            ax.legend(handles=handles, fontsize="x-small", loc="best", markerscale=1.5)
+        ax.set_title(f"{name}: {method} of test features")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return figure

@@ -1,0 +1,60 @@
+"""Reading a run folder back: its config, summary and logged series."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from byol.errors import ByolError
+
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class Run:
+    """One run folder, its logged records split by kind."""
+
+    path: Path
+    config: dict
+    summary: dict
+    steps: list[dict] = field(default_factory=list)  # loss, lr, tau, img/s
+    collapse: list[dict] = field(default_factory=list)  # proj_std, proj_rank, ...
+    knn: list[dict] = field(default_factory=list)  # knn_top1, knn_top5 by epoch and time
+    evaluations: dict[str, dict] = field(default_factory=dict)  # eval_*.json written by `byol eval`
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def series(self, kind: str, key: str) -> tuple[list[float], list[float]]:
+        """(x, y) of `key` against step for the records of `kind`."""
+        records = [r for r in getattr(self, kind) if key in r]
+        return [r["step"] for r in records], [r[key] for r in records]
+
+
+def read_run(path: str | Path) -> Run:
+    path = Path(path)
+    metrics = path / METRICS
+    if not path.is_dir():
+        raise ByolError(f"run folder {path} does not exist: pass the --out folder of a `byol pretrain` run")
+    if not metrics.is_file() or metrics.stat().st_size == 0:
+        raise ByolError(f"{path} has no {METRICS}: it is not a byol run folder, or the run logged nothing yet")
+    lines = metrics.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):  # only the last line can be cut, by a run killed mid-write
+                raise ByolError(f"{metrics} line {number} is not JSON: the file was damaged") from None
+    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
+    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").is_file() else {}
+    evaluations = {p.stem: json.loads(p.read_text()) for p in sorted(path.glob("eval_*.json"))}
+    return Run(path, config, summary,
+               steps=[r for r in records if "loss" in r],
+               collapse=[r for r in records if "proj_std" in r],
+               knn=[r for r in records if "knn_top1" in r],
+               evaluations=evaluations)

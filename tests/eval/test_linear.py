@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from byol.eval.linear import fit_linear, linear_probe, stratified_split
+
+
+def clusters(n_per_class: int, classes: int = 3, dim: int = 8, noise: float = 0.3, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=generator) * 3
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    return centres[labels] + noise * torch.randn(len(labels), dim, generator=generator), labels
+
+
+def test_the_validation_split_takes_the_fraction_of_every_class_and_nothing_twice():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    fit, val = stratified_split(labels, 0.1)
+    assert sorted(torch.cat([fit, val]).tolist()) == list(range(100))
+    assert torch.bincount(labels[val]).tolist() == [5, 3, 2]
+    assert torch.equal(val, stratified_split(labels, 0.1)[1])  # same seed, same split
+
+
+def test_the_classifier_separates_clusters_and_the_penalty_shrinks_its_weights():
+    x, y = clusters(40)
+    loose, strict = fit_linear(x, y, 3, weight_decay=1e-6), fit_linear(x, y, 3, weight_decay=1.0)
+    assert (loose(x).argmax(dim=1) == y).all()
+    assert strict.weight.norm() < 0.5 * loose.weight.norm()
+
+
+def test_the_probe_scores_the_test_split_and_chooses_the_penalty_without_looking_at_it():
+    x, y = clusters(60)
+    x_test, y_test = clusters(20, seed=0)
+    result = linear_probe(x, y, x_test, y_test, 3, weight_decays=(1e-4, 1e-2, 10.0))
+    assert result["top1"] == pytest.approx(100.0) and result["top5"] == pytest.approx(100.0)
+    assert set(result["val_top1"]) == {"0.0001", "0.01", "10.0"}
+    shuffled = linear_probe(x, y, x_test, y_test[torch.randperm(len(y_test))], 3, weight_decays=(1e-4, 1e-2, 10.0))
+    assert shuffled["weight_decay"] == result["weight_decay"] and shuffled["val_top1"] == result["val_top1"]
+    assert shuffled["top1"] < 60  # the test labels matter only to the final score
+
+
+def test_the_penalty_is_chosen_by_validation_accuracy():
+    # 2-d features where only dimension 0 carries the class and 30 noisy dimensions invite overfitting
+    generator = torch.Generator().manual_seed(1)
+    y = torch.arange(2).repeat(30)
+    x = torch.randn(60, 31, generator=generator) * 2
+    x[:, 0] = y * 1.0 + 0.6 * torch.randn(60, generator=generator)
+    result = linear_probe(x, y, x, y, 2, weight_decays=(1e-6, 1.0), val_fraction=0.5)
+    best = max(result["val_top1"].values())
+    assert result["val_top1"][str(result["weight_decay"])] == best
