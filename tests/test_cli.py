@@ -115,6 +115,21 @@ def test_report_writes_figures_and_pages_for_one_run_and_overlays_several(run, t
     assert (tmp_path / "both" / "report.md").read_text().count(f"| {run.name} |") == 2
 
 
+def test_a_collapsing_run_is_stopped_with_exit_code_3_keeping_the_last_checkpoint(small_cifar, tmp_path, capsys):
+    from byol.train.checkpoint import safe_load
+
+    out = tmp_path / "r"  # a learning rate far too high for AdamW: measured, rank 2.4 at step 2, std 0.01/sqrt(d) at 4
+    argv = ["pretrain", "--data", str(small_cifar[0]), "--out", str(out), *TINY, "--lr", "1.0",
+            "--set", "collapse_every=2", "--set", "checkpoint_every=2", "--set", "collapse_stop=true"]
+    assert main(argv) == 3
+    err = capsys.readouterr().err.strip().split("\n")[-1]  # after the progress bar's line
+    assert err.startswith("byol: error: stopped: collapse at step 4: proj_std is")
+    assert err.endswith(f"the last checkpoint in {out} is kept")
+    assert safe_load(out / "checkpoint.pt")["step"] == 2
+    logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "proj_std" in x]
+    assert [r["step"] for r in logged] == [2, 4] and logged[-1]["proj_std"] < 0.05 / 4
+
+
 def test_saved_config_reproduces_the_run(run, tmp_path):
     again = tmp_path / "again"
     assert main(["pretrain", "--config", str(run / "config.yaml"), "--out", str(again)]) == 0

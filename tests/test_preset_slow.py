@@ -15,9 +15,9 @@ def test_cifar10_cpu_preset_beats_random_init_by_ten_points_within_fifteen_minut
     start = time.perf_counter()
     assert main(["pretrain", "--preset", "cifar10-cpu", "--data", train, "--test", test, "--out", str(run)]) == 0
     minutes = (time.perf_counter() - start) / 60
-    assert main(["eval", "knn", "--checkpoint", str(run), "--train", train, "--test", test, "--random-init"]) == 0
-    trained = json.loads((run / "knn.json").read_text())["top1"]
-    random = json.loads((run / "knn_random_init.json").read_text())["top1"]
+    assert main(["eval", "knn", "--checkpoint", str(run), "--train", train, "--test", test, "--baseline"]) == 0
+    result = json.loads((run / "eval_knn.json").read_text())
+    trained, random = result["pretrained"]["top1"], result["random_init"]["top1"]
     print(f"pretrained {trained:.2f} vs random init {random:.2f} in {minutes:.1f} min")
     assert trained >= random + 10
     assert minutes <= 15

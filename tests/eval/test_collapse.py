@@ -42,4 +42,4 @@ def test_alarms_name_the_metric_its_value_and_the_healthy_range():
     assert collapse_alarms(dict(proj_std=0.15 / math.sqrt(256), proj_rank=19.0), 256) == []  # random init
     std, rank = collapse_alarms(dict(proj_std=1e-4, proj_rank=1.2), 256)
     assert std.startswith("proj_std is 0.0001 = 0.0016/sqrt(256), below 0.05/sqrt(d)") and "healthy" in std
-    assert rank.startswith("proj_rank is 1.2, below 2.0") and "healthy" in rank
+    assert rank.startswith("proj_rank is 1.2, below 3.0") and "healthy" in rank

@@ -22,6 +22,11 @@ def _last(records: list[dict], key: str) -> float | None:
     return values[-1] if values else None
 
 
+def _score(run: Run, evaluation: str, encoder: str) -> float | None:
+    """Top-1 of `byol eval` (eval_knn.json, eval_linear.json) for the pretrained or random encoder."""
+    return (run.evaluations.get(evaluation, {}).get(encoder) or {}).get("top1")
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -32,9 +37,9 @@ def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
     for run in runs:
         c, s = run.config, run.summary
         knn = s.get("knn") or {}
-        linear = run.evaluations.get("eval_linear", {})
         std = _last(run.collapse, "proj_std")
         dim = c.get("projection_dim") or 1
+        seconds = s.get("train_seconds", _last(run.steps, "time_s"))  # a stopped run has no summary
         rows.append({
             "run": run.name,
             "data": str(c.get("data", "")),
@@ -44,11 +49,12 @@ def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
             "tau_base": str(c.get("tau_base", "")),
             "steps": str(s.get("steps", _last(run.steps, "step") or "")),
             "epochs": str(s.get("epochs", "")),
-            "train min": _fmt(s["train_seconds"] / 60 if "train_seconds" in s else _last(run.steps, "time_s"), 1),
+            "train min": _fmt(seconds / 60 if seconds is not None else None, 1),
             "img/s": str(s.get("img_s", "")),
             "k-NN top-1": _fmt(knn.get("top1", _last(run.knn, "knn_top1"))),
-            "linear top-1": _fmt(linear.get("pretrained", {}).get("top1")),
-            "random-init top-1": _fmt((run.evaluations.get("eval_knn", {}).get("random_init") or {}).get("top1")),
+            "k-NN random init": _fmt(_score(run, "eval_knn", "random_init")),
+            "linear top-1": _fmt(_score(run, "eval_linear", "pretrained")),
+            "linear random init": _fmt(_score(run, "eval_linear", "random_init")),
             "proj_std*sqrt(d)": _fmt(std * math.sqrt(dim) if std is not None else None, 3),
             "proj_rank": _fmt(_last(run.collapse, "proj_rank"), 1),
         })

@@ -66,13 +66,14 @@ COLLAPSE_PANELS = (  # key, title, log scale
 
 def collapse_curves(runs: list[Run]) -> Figure:
     """The collapse statistics against steps, with the healthy level and the collapse line."""
-    figure, axes = _grid(len(COLLAPSE_PANELS))
-    for ax, (key, title, log) in zip(axes, COLLAPSE_PANELS):
+    panels = [p for p in COLLAPSE_PANELS if any(run.series("collapse", p[0])[0] for run in runs)]
+    figure, axes = _grid(len(panels))
+    for ax, (key, title, log) in zip(axes, panels):
         for run in runs:
             ax.plot(*run.series("collapse", key), label=run.name)
         dim = runs[0].config.get("projection_dim")
         if key == "proj_std" and dim:
-            ax.axhline(1 / math.sqrt(dim), color="green", linestyle="--", linewidth=1, label="1/sqrt(d): healthy")
+            ax.axhline(1 / math.sqrt(dim), color="green", linestyle="--", linewidth=1, label="1/sqrt(d): spread over the sphere")
             ax.axhspan(0, STD_MIN / math.sqrt(dim), color="red", alpha=0.15, label="collapse")
         if key == "proj_rank":
             ax.axhspan(0, RANK_MIN, color="red", alpha=0.15, label="collapse")
