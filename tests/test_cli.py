@@ -89,6 +89,9 @@ def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, sm
     assert healthy["images"] == 128 and healthy["projection_dim"] == 16 and healthy["alarms"] == []
     assert {"proj_std", "proj_rank", "feature_rank", "alignment", "uniformity"} <= healthy.keys()
     assert err.strip() == "no sign of collapse"
+    assert main(["inspect", "--checkpoint", str(run), "--data", str(small_cifar[0]), "--random-init"]) == 0
+    start = json.loads(capsys.readouterr().out)
+    assert start["random_init"] is True and start["proj_std"] != healthy["proj_std"]
     # the logged probe at the last step saw the same network on the same kind of views
     logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "proj_std" in x][-1]
     assert healthy["proj_std"] == pytest.approx(logged["proj_std"], rel=0.5)
@@ -128,6 +131,37 @@ def test_a_collapsing_run_is_stopped_with_exit_code_3_keeping_the_last_checkpoin
     assert safe_load(out / "checkpoint.pt")["step"] == 2
     logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "proj_std" in x]
     assert [r["step"] for r in logged] == [2, 4] and logged[-1]["proj_std"] < 0.05 / 4
+
+
+def test_compare_trains_each_method_scores_it_and_resumes_without_retraining(small_cifar, tmp_path, capsys):
+    train, test = small_cifar
+    argv = ["compare", "--data", str(train), "--test", str(test), "--out", str(tmp_path / "c"),
+            "--methods", "byol,simclr", "--seeds", "0,1", *TINY, "--epochs", "1"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    result = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert list(result["results"]) == ["byol", "simclr", "random encoder"]
+    for method in ("byol", "simclr"):
+        runs = result["runs"][method]
+        assert [r["seed"] for r in runs] == [0, 1] and result["results"][method]["runs"] == 2
+        knn = [json.loads((tmp_path / "c" / method / f"seed{s}" / "summary.json").read_text())["knn"]["top1"]
+               for s in (0, 1)]
+        assert result["results"][method]["knn_top1"] == pytest.approx(sum(knn) / 2)
+    assert result["runs"]["byol"][0]["knn_top1"] != result["runs"]["byol"][1]["knn_top1"]  # seeds differ
+    assert "| simclr | 2 |" in table and "| random encoder | 1 |" in table
+    assert (tmp_path / "c" / "report" / "report.html").is_file()
+    first = tmp_path / "c" / "simclr" / "seed0" / "checkpoint.pt"
+    stamp = first.stat().st_mtime_ns
+    assert main(argv) == 0 and first.stat().st_mtime_ns == stamp  # finished runs are kept
+
+
+def test_differences_within_the_spread_of_seeds_are_no_difference():
+    from byol.compare import difference
+
+    byol = dict(knn_top1=40.0, knn_top1_sd=1.5)
+    assert difference(dict(knn_top1=41.0, knn_top1_sd=0.5), byol) == "no difference"
+    assert difference(dict(knn_top1=35.0, knn_top1_sd=0.5), byol) == "-5.00"
+    assert difference(dict(knn_top1=35.0), dict(knn_top1=40.0)) == "-5.00 (one seed: spread unknown)"
 
 
 def test_saved_config_reproduces_the_run(run, tmp_path):

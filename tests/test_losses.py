@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from byol.losses import byol_loss, regression_loss
@@ -31,3 +32,35 @@ def test_symmetric_loss_sums_both_directions_and_averages_over_the_batch():
 def test_loss_is_fp32_even_for_bf16_inputs():
     p, z = torch.randn(4, 8).bfloat16(), torch.randn(4, 8).bfloat16()
     assert regression_loss(p, z).dtype == torch.float32
+
+
+def slow_nt_xent(z_1: torch.Tensor, z_2: torch.Tensor, temperature: float) -> float:
+    """NT-Xent written out term by term from the SimCLR paper's equation 1."""
+    views = [v / v.norm() for v in torch.cat([z_1, z_2]).double()]
+    n, total = len(z_1), 0.0
+    for i, anchor in enumerate(views):
+        partner = (i + n) % (2 * n)
+        numerator = math.exp(float(anchor @ views[partner]) / temperature)
+        denominator = sum(math.exp(float(anchor @ other) / temperature) for k, other in enumerate(views) if k != i)
+        total += -math.log(numerator / denominator)
+    return total / (2 * n)
+
+
+def test_nt_xent_matches_a_direct_computation():
+    from byol.losses import nt_xent
+
+    z_1, z_2 = torch.randn(5, 7), torch.randn(5, 7)
+    for temperature in (0.1, 0.5):
+        assert nt_xent(z_1, z_2, temperature).item() == pytest.approx(slow_nt_xent(z_1, z_2, temperature), rel=1e-5)
+
+
+def test_nt_xent_for_identical_and_for_orthogonal_views():
+    from byol.losses import nt_xent
+
+    n, t = 4, 0.5
+    basis = torch.eye(2 * n)
+    # identical views of mutually orthogonal images: positive cosine 1, 2n - 2 negatives at 0
+    same = nt_xent(basis[:n], basis[:n], t).item()
+    assert same == pytest.approx(-math.log(math.exp(1 / t) / (math.exp(1 / t) + 2 * n - 2)))
+    # every view orthogonal to every other, its partner too: all 2n - 1 candidates tie
+    assert nt_xent(basis[:n], basis[n:], t).item() == pytest.approx(math.log(2 * n - 1))

@@ -1,4 +1,4 @@
-"""The `byol` command: pretrain, eval (knn, linear), inspect, report, presets.
+"""The `byol` command: pretrain, compare, eval (knn, linear), inspect, report, presets.
 
 Problems the user can fix (ByolError) print one line and exit with code 2.
 """
@@ -14,6 +14,7 @@ from byol import config as cfg
 from byol.errors import ByolError
 
 FLAGS = {  # flag -> (config key, type, help)
+    "--method": ("method", str, "byol (default), simclr, byol+simclr, or an ablation: byol-no-predictor, ..."),
     "--epochs": ("epochs", int, "training epochs"),
     "--minutes": ("minutes", float, "wall-clock training budget; the schedules fit into it"),
     "--batch-size": ("batch_size", int, "images per micro-batch"),
@@ -29,16 +30,38 @@ FLAGS = {  # flag -> (config key, type, help)
 }
 
 
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="pretrain an encoder with BYOL on a folder of images")
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """The arguments that resolve a Config: data, preset, config file, flags and --set."""
     p.add_argument("--data", help="folder of images (ImageFolder or flat), or cifar10 / cifar100 / stl10")
     p.add_argument("--test", help="labelled test folder for k-NN during and after training")
-    p.add_argument("--out", required=True, type=Path, help="run folder to create")
     p.add_argument("--config", help="YAML file of config keys (a run's config.yaml reproduces it)")
     p.add_argument("--preset", help=f"named preset: {', '.join(cfg.preset_names())}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     for flag, (_, kind, text) in FLAGS.items():
         p.add_argument(flag, type=kind, help=text)
+
+
+def _config_from(args: argparse.Namespace) -> cfg.Config:
+    overrides = {key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _, _) in FLAGS.items()}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides.update({k: v for k, v in (("data", args.data), ("test", args.test)) if v is not None})
+    overrides.update(cfg.parse_override(text) for text in args.set)
+    return cfg.resolve(args.preset, args.config, overrides)
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="pretrain an encoder (BYOL, or --set method=...) on a folder of images")
+    p.add_argument("--out", required=True, type=Path, help="run folder to create")
+    _add_config_args(p)
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="train several methods under one budget and compare them")
+    p.add_argument("--out", required=True, type=Path, help="folder for the runs, compare.md and the report")
+    p.add_argument("--methods", required=True, help="comma-separated, e.g. byol,simclr,byol-no-predictor")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--linear", action="store_true", help="also score each run with the linear probe")
+    _add_config_args(p)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +86,7 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
     p.add_argument("--data", required=True, help="folder of images (labels not needed)")
     p.add_argument("--images", type=int, default=512, help="images to probe (default 512)")
+    p.add_argument("--random-init", action="store_true", help="the learner the run started from, untrained")
     p.add_argument("--device", default="auto")
 
 
@@ -78,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining and evaluation")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_pretrain(sub)
+    _add_compare(sub)
     _add_eval(sub)
     _add_inspect(sub)
     _add_report(sub)
@@ -88,13 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
 def run_pretrain(args: argparse.Namespace) -> int:
     from byol.train.loop import pretrain
 
-    overrides = {key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _, _) in FLAGS.items()}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    overrides.update({k: v for k, v in (("data", args.data), ("test", args.test)) if v is not None})
-    overrides.update(cfg.parse_override(text) for text in args.set)
-    config = cfg.resolve(args.preset, args.config, overrides)
-    result = pretrain(config, args.out)
-    print(json.dumps(result))
+    print(json.dumps(pretrain(_config_from(args), args.out)))
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from byol.compare import compare
+    from byol.train.runtime import pick_device
+
+    config = _config_from(args)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise ByolError(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. 0,1,2") from None
+    compare(config, [m.strip() for m in args.methods.split(",")], seeds, args.out, args.linear,
+            pick_device(config.device))
+    print((args.out / "compare.md").read_text(), end="")
     return 0
 
 
@@ -102,7 +136,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from byol.eval.protocols import evaluate
     from byol.train.runtime import pick_device
 
-    result = evaluate(args.protocol, args.checkpoint, args.train, args.test, baseline=args.baseline,
+    encoders = ("pretrained", "random_init") if args.baseline else ("pretrained",)
+    result = evaluate(args.protocol, args.checkpoint, args.train, args.test, encoders=encoders,
                       device=pick_device(args.device), k=getattr(args, "k", None),
                       temperature=getattr(args, "temperature", None))
     out = args.out or Path(result["checkpoint"]).parent / f"eval_{args.protocol}.json"
@@ -120,7 +155,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from byol.eval.inspect import inspect_checkpoint
     from byol.train.runtime import pick_device
 
-    result = inspect_checkpoint(args.checkpoint, args.data, args.images, pick_device(args.device))
+    result = inspect_checkpoint(args.checkpoint, args.data, args.images, pick_device(args.device), args.random_init)
     print(json.dumps(result))
     verdict = f"COLLAPSED: {'; '.join(result['alarms'])}; {CAUSES}" if result["alarms"] else "no sign of collapse"
     print(verdict, file=sys.stderr)
@@ -146,7 +181,7 @@ def run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": run_pretrain, "eval": run_eval, "inspect": run_inspect, "report": run_report,
+COMMANDS = {"pretrain": run_pretrain, "compare": run_compare, "eval": run_eval, "inspect": run_inspect, "report": run_report,
             "presets": run_presets}
 
 

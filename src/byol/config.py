@@ -22,6 +22,10 @@ class Config:
     test: str | None = None  # labelled folder for k-NN during and after training
     image_size: int = 32
     augment: str = "cifar"  # view distributions: cifar or imagenet (byol.data.views)
+    # method
+    method: str = "byol"  # byol, simclr, byol+simclr, or an ablation (byol.methods.METHODS)
+    temperature: float = 0.5  # NT-Xent's (simclr, byol+simclr): 0.5 for CIFAR, 0.1 for ImageNet (SimCLR paper)
+    nt_xent_weight: float = 1.0  # weight of the NT-Xent term in byol+simclr
     # networks
     encoder: str = "resnet18"
     width: float = 1.0
@@ -74,6 +78,8 @@ class Config:
             (self.predictor_lr_mult > 0, f"predictor_lr_mult is {self.predictor_lr_mult}: it must be positive"),
             (self.lars_eta > 0, f"lars_eta is {self.lars_eta}: the trust coefficient must be positive"),
             (self.knn_k >= 1, f"knn_k is {self.knn_k}: use 1 or more neighbours"),
+            (self.temperature > 0, f"temperature is {self.temperature}: it must be positive"),
+            (self.nt_xent_weight >= 0, f"nt_xent_weight is {self.nt_xent_weight}: use 0 or more"),
             (self.knn_temperature > 0, f"knn_temperature is {self.knn_temperature}: it must be positive"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision is {self.precision!r}: choose auto, fp32, bf16 or fp16"),
             (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be 1 or more"),

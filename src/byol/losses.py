@@ -3,6 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from byol.train.distributed import gather_with_grad, rank
+
 
 def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BYOL's per-sample loss: ||p/|p| - z/|z|||^2, which equals 2 - 2 cos(p, z)."""
@@ -24,3 +26,20 @@ def byol_loss(
     """
     per_sample = regression_loss(prediction_1, target_2) + regression_loss(prediction_2, target_1)
     return per_sample.mean()
+
+
+def nt_xent(z_1: torch.Tensor, z_2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent (Chen et al. 2020, eq. 1), averaged over all 2N views.
+
+    Each view's positive is the other view of its image; the other 2N - 2 views of the
+    batch are its negatives. Under torch.distributed the negatives come from every
+    process (gathered with gradients), so the loss is that of the global batch.
+    """
+    local = F.normalize(torch.cat([z_1, z_2]).float(), dim=1)
+    everyone = gather_with_grad(local)
+    n, offset = len(z_1), rank() * len(local)
+    rows = torch.arange(len(local), device=local.device)
+    itself = torch.zeros(len(local), len(everyone), dtype=torch.bool, device=local.device)
+    itself[rows, offset + rows] = True  # a view is not its own negative
+    logits = (local @ everyone.T / temperature).masked_fill(itself, float("-inf"))
+    return F.cross_entropy(logits, offset + (rows + n) % (2 * n))

@@ -32,6 +32,19 @@ def test_the_run_encoder_comes_back_exactly_and_random_init_is_fresh(tmp_path):
     assert not torch.equal(fresh.conv1.weight, learner.encoder.conv1.weight)
 
 
+def test_the_random_init_learner_is_the_one_pretraining_started_from(tmp_path):
+    from byol.eval.checkpoints import load_run_learner
+    from byol.train.runtime import seed_everything
+
+    write_run(tmp_path, seed=7)
+    start, _, _ = load_run_learner(tmp_path, random_init=True)
+    trained, config, _ = load_run_learner(tmp_path)
+    seed_everything(config.seed)  # what pretrain() does before it builds the learner
+    expected = build_learner(config).state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in start.state_dict().items())
+    assert not torch.equal(trained.online.encoder.conv1.weight, expected["online.encoder.conv1.weight"])
+
+
 def test_a_checkpoint_for_another_width_is_refused_naming_the_shapes(tmp_path):
     write_run(tmp_path)
     state = safe_load(tmp_path / "checkpoint.pt")

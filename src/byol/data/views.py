@@ -65,7 +65,17 @@ def view_specs(preset: str, size: int) -> tuple[ViewSpec, ViewSpec]:
         # 3-pixel kernel on a 32-pixel image only smears it; CIFAR-10 channel statistics.
         base = ViewSpec(size=size, mean=CIFAR10_MEAN, std=CIFAR10_STD)
         return base, replace(base, solarize_p=0.2)
-    raise ByolError(f"unknown augmentation preset {preset!r}: choose 'cifar' or 'imagenet'")
+    if preset in ("simclr-cifar", "simclr-imagenet"):
+        # Chen et al. 2020, appendix A: the same distribution for both views, colour
+        # distortion of strength s (0.8s/0.8s/0.8s/0.2s with p 0.8; s = 0.5 on CIFAR-10, 1 on
+        # ImageNet), grayscale 0.2, blur with p 0.5 on ImageNet only.
+        if preset == "simclr-cifar":
+            spec = ViewSpec(size=size, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+                            mean=CIFAR10_MEAN, std=CIFAR10_STD)
+        else:
+            spec = ViewSpec(size=size, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, blur_p=0.5)
+        return spec, spec
+    raise ByolError(f"unknown augmentation preset {preset!r}: choose cifar, imagenet, simclr-cifar or simclr-imagenet")
 
 
 def _chance(p: float, n: int, device: torch.device) -> torch.Tensor:

@@ -10,7 +10,7 @@ from torch import nn
 from byol import config as cfg
 from byol.config import Config
 from byol.errors import ByolError
-from byol.methods import BYOL, build_learner
+from byol.methods import Method, build_learner
 from byol.nets.encoders import build_encoder
 from byol.train.checkpoint import safe_load
 
@@ -57,9 +57,12 @@ def load_run_encoder(path: Path, random_init: bool = False) -> tuple[nn.Module, 
     return encoder.eval(), config, checkpoint
 
 
-def load_run_learner(path: Path) -> tuple[BYOL, Config, Path]:
-    """The whole learner of a run (online, predictor, target), in eval mode."""
+def load_run_learner(path: Path, random_init: bool = False) -> tuple[Method, Config, Path]:
+    """The whole learner of a run (online, predictor, target), in eval mode; with
+    random_init, the learner the run started from."""
     state, config, checkpoint = read_checkpoint(path)
+    torch.manual_seed(config.seed)
     learner = build_learner(config)
-    load_weights(learner, state["learner"], checkpoint)
+    if not random_init:
+        load_weights(learner, state["learner"], checkpoint)
     return learner.eval(), config, checkpoint

@@ -14,12 +14,12 @@ from byol.train.runtime import autocast_dtype
 
 
 def inspect_checkpoint(checkpoint: Path, data: str, images: int = 512,
-                       device: torch.device = torch.device("cpu")) -> dict:
+                       device: torch.device = torch.device("cpu"), random_init: bool = False) -> dict:
     """The statistics pretraining logs, on `images` images of `data` under the run's own views,
     and the collapse alarms they raise (an empty list when none)."""
-    learner, config, path = load_run_learner(checkpoint)
+    learner, config, path = load_run_learner(checkpoint, random_init)
     dataset = load_images(data, config.image_size)
     probe = CollapseProbe.sample(dataset.images, learner.views, device, config.seed + 1, images)
     stats = probe(learner.to(device), autocast_dtype(config.precision, device))
-    return dict(checkpoint=str(path), data=str(data), images=len(probe.view_1), projection_dim=config.projection_dim,
-                **stats, alarms=collapse_alarms(stats, config.projection_dim))
+    return dict(checkpoint=str(path), random_init=random_init, data=str(data), images=len(probe.view_1),
+                projection_dim=config.projection_dim, **stats, alarms=collapse_alarms(stats, config.projection_dim))

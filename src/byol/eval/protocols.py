@@ -18,30 +18,31 @@ PROTOCOLS = ("knn", "linear")
 
 
 def evaluate(
-    protocol: str, checkpoint: Path, train: str, test: str, *, baseline: bool = False,
-    device: torch.device = torch.device("cpu"), k: int | None = None, temperature: float | None = None,
+    protocol: str, checkpoint: Path, train: str, test: str, *,
+    encoders: tuple[str, ...] = ("pretrained",), device: torch.device = torch.device("cpu"),
+    k: int | None = None, temperature: float | None = None,
 ) -> dict:
-    """Scores of the pretrained encoder (and, with `baseline`, of the same architecture at
-    random initialisation) on `test`, with `train` as the k-NN bank or the classifier's data.
+    """Scores on `test` of the run's encoder ("pretrained") and/or of the same architecture at
+    the run's random initialisation ("random_init"), with `train` as the k-NN bank or the
+    classifier's data.
 
     Images are resized to the encoder's input size and converted to RGB, so any labelled
     folder serves: the pretraining data's own test split or another dataset (transfer).
     """
-    encoder, config, checkpoint = load_run_encoder(checkpoint)
+    encoder, config, checkpoint = load_run_encoder(checkpoint)  # also checks the weights fit
     train_data, test_data = load_images(train, config.image_size), load_images(test, config.image_size)
     check_labelled_pair(train_data, test_data, train, test)
     spec = view_specs(config.augment, config.image_size)[0]
     transform = lambda x: eval_transform(x, spec)  # noqa: E731
-    encoders = {"pretrained": encoder}
-    if baseline:
-        encoders["random_init"] = load_run_encoder(checkpoint, random_init=True)[0]
+    networks = {name: encoder if name == "pretrained" else load_run_encoder(checkpoint, random_init=True)[0]
+                for name in encoders}
     k, temperature = k or config.knn_k, temperature or config.knn_temperature
     result: dict = dict(protocol=protocol, checkpoint=str(checkpoint), train=str(train), test=str(test),
                         classes=len(train_data.classes), train_images=len(train_data.images),
                         test_images=len(test_data.images))
     if protocol == "knn":
         result.update(k=k, temperature=temperature)
-    for name, net in encoders.items():
+    for name, net in networks.items():
         net = net.to(device)
         with autocast(device, autocast_dtype(config.precision, device)):
             train_x, test_x = (extract_features(net, data.images, transform, device=device, desc=f"{name} {split}")
@@ -52,6 +53,6 @@ def evaluate(
         else:
             result[name] = linear_probe(train_x, train_data.labels, test_x, test_data.labels,
                                         len(train_data.classes), device=device, seed=config.seed)
-    if baseline:
+    if len(networks) == 2:
         result["gain_top1"] = result["pretrained"]["top1"] - result["random_init"]["top1"]
     return result

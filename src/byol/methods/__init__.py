@@ -1,22 +1,45 @@
-"""Self-supervised methods: which networks exist and what the loss is."""
+"""Self-supervised methods by name: which networks exist and what the loss is.
+
+Every method shares the encoder, views, training loop and evaluation; the names below
+are what `--set method=...` and `byol compare --methods` accept.
+"""
 
 from byol.config import Config
 from byol.data.views import TwoViews
-from byol.methods.byol import BYOL
+from byol.errors import ByolError
+from byol.methods.base import Method
+from byol.methods.byol import BYOL, BYOLSimCLR
+from byol.methods.simclr import SimCLR
 from byol.nets.encoders import build_encoder
 
+METHODS = {  # name -> (class, options beyond the config's)
+    "byol": (BYOL, {}),
+    "byol-no-predictor": (BYOL, {"predictor": False}),
+    "byol-tau0": (BYOL, {"fixed_tau": 0.0}),  # target = online behind a stop-gradient
+    "byol-tau1": (BYOL, {"fixed_tau": 1.0}),  # the target stays at its random initialisation
+    "byol-no-stopgrad": (BYOL, {"stop_gradient": False}),
+    "simsiam": (BYOL, {"fixed_tau": 0.0}),  # with its bottleneck predictor, below
+    "simclr": (SimCLR, {}),
+    "byol+simclr": (BYOLSimCLR, {}),
+}
 
-def build_learner(config: Config) -> BYOL:
+
+def build_learner(config: Config) -> Method:
     """The learner a config describes, freshly initialised."""
-    encoder = build_encoder(config.encoder, config.width, config.cifar_stem)
-    return BYOL(
-        encoder,
-        views=TwoViews.preset(config.augment, config.image_size),
-        image_size=config.image_size,
-        projector_hidden=config.projector_hidden,
-        projection_dim=config.projection_dim,
-        predictor_hidden=config.predictor_hidden,
-    )
+    if config.method not in METHODS:
+        raise ByolError(f"unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
+    kind, options = METHODS[config.method]
+    options = dict(options, views=TwoViews.preset(config.augment, config.image_size), image_size=config.image_size,
+                   projector_hidden=config.projector_hidden, projection_dim=config.projection_dim)
+    if kind in (BYOL, BYOLSimCLR):
+        # SimSiam's predictor is a bottleneck: hidden = d / 4 (Chen and He 2021, section 3)
+        hidden = config.projection_dim // 4 if config.method == "simsiam" else config.predictor_hidden
+        options["predictor_hidden"] = hidden
+    if kind in (SimCLR, BYOLSimCLR):
+        options["temperature"] = config.temperature
+    if kind is BYOLSimCLR:
+        options["nt_xent_weight"] = config.nt_xent_weight
+    return kind(build_encoder(config.encoder, config.width, config.cifar_stem), **options)
 
 
-__all__ = ["BYOL", "build_learner"]
+__all__ = ["BYOL", "BYOLSimCLR", "METHODS", "Method", "SimCLR", "build_learner"]

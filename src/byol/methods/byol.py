@@ -11,32 +11,25 @@ Typical use, a whole training loop::
         loss = learner(images)
         optimizer.zero_grad(); loss.backward(); optimizer.step()
         learner.update_target(tau_at(step, total_steps, tau_base=0.99))
+
+The switches are the paper's ablations (section 5 and appendix F): no predictor, a fixed
+tau (0: the target is the online network behind a stop-gradient; 1: a fixed random
+target), and no stop-gradient at all (the target branch is the online network, trained
+through both branches). SimSiam (Chen and He 2021) is BYOL with tau fixed at 0.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
-from byol.losses import byol_loss
-from byol.nets.encoders import feature_dim
+from byol.losses import byol_loss, nt_xent
+from byol.methods.base import EncoderProjector, Method, ViewFn
 from byol.nets.heads import mlp_head
 
-ViewFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-class EncoderProjector(nn.Module):
-    """The part shared by the online and target networks."""
-
-    def __init__(self, encoder: nn.Module, projector: nn.Module) -> None:
-        super().__init__()
-        self.encoder, self.projector = encoder, projector
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.encoder(x))
+__all__ = ["BYOL", "BYOLSimCLR", "EncoderProjector", "ema_update"]
 
 
 @torch.no_grad()
@@ -53,7 +46,7 @@ def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
         target_buffer.copy_(online_buffer)
 
 
-class BYOL(nn.Module):
+class BYOL(Method):
     """The BYOL learner around any encoder that maps images to feature vectors."""
 
     def __init__(
@@ -65,22 +58,18 @@ class BYOL(nn.Module):
         projector_hidden: int = 4096,
         projection_dim: int = 256,
         predictor_hidden: int = 4096,
+        predictor: bool = True,
+        fixed_tau: float | None = None,
+        stop_gradient: bool = True,
     ) -> None:
-        super().__init__()
-        dim = feature_dim(encoder, image_size)
-        self.online = EncoderProjector(encoder, mlp_head(dim, projector_hidden, projection_dim))
-        self.predictor = mlp_head(projection_dim, predictor_hidden, projection_dim)
-        self.target = copy.deepcopy(self.online).requires_grad_(False)
-        self.views = views
+        super().__init__(encoder, views=views, image_size=image_size, projector_hidden=projector_hidden,
+                         projection_dim=projection_dim)
+        self.predictor = mlp_head(projection_dim, predictor_hidden, projection_dim) if predictor else nn.Identity()
+        self.target = copy.deepcopy(self.online).requires_grad_(False) if stop_gradient else None
+        self.fixed_tau = fixed_tau
 
-    @property
-    def encoder(self) -> nn.Module:
-        """The online encoder: what pretraining is for."""
-        return self.online.encoder
-
-    def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        yield from self.online.parameters()
-        yield from self.predictor.parameters()
+    def trained_modules(self) -> dict[str, nn.Module]:
+        return {"online": self.online, "predictor": self.predictor}
 
     def loss(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
         """The symmetrised BYOL loss of two batches of views of the same images.
@@ -88,18 +77,36 @@ class BYOL(nn.Module):
         Each view goes through the networks on its own, so BatchNorm statistics
         are per view, as in the reference implementation.
         """
-        prediction_1 = self.predictor(self.online(view_1))
-        prediction_2 = self.predictor(self.online(view_2))
+        return self.bootstrap_loss(view_1, view_2, self.online(view_1), self.online(view_2))
+
+    def bootstrap_loss(self, view_1: torch.Tensor, view_2: torch.Tensor,
+                       z_1: torch.Tensor, z_2: torch.Tensor) -> torch.Tensor:
+        """BYOL's loss given the online projections z of the two views."""
+        p_1, p_2 = self.predictor(z_1), self.predictor(z_2)
+        if self.target is None:  # no stop-gradient: the online projections are the targets
+            return byol_loss(p_1, p_2, z_1, z_2)
         with torch.no_grad():
-            target_1, target_2 = self.target(view_1), self.target(view_2)
-        return byol_loss(prediction_1, prediction_2, target_1, target_2)
+            t_1, t_2 = self.target(view_1), self.target(view_2)
+        return byol_loss(p_1, p_2, t_1, t_2)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Loss of a batch of raw images, augmented into two views by `views`."""
-        if self.views is None:
-            raise ValueError("this learner has no `views`; call learner.loss(view_1, view_2) instead")
-        return self.loss(*self.views(images))
-
-    def update_target(self, tau: float) -> None:
+    def update_target(self, tau: float) -> float | None:
         """Move the target towards the online network; call after every optimiser step."""
+        if self.target is None:
+            return None
+        tau = tau if self.fixed_tau is None else self.fixed_tau
         ema_update(self.target, self.online, tau)
+        return tau
+
+
+class BYOLSimCLR(BYOL):
+    """BYOL plus a weighted NT-Xent term on the online projections: bootstrapping and negatives."""
+
+    def __init__(self, encoder: nn.Module, *, nt_xent_weight: float = 1.0, temperature: float = 0.5,
+                 **byol_options) -> None:
+        super().__init__(encoder, **byol_options)
+        self.nt_xent_weight, self.temperature = nt_xent_weight, temperature
+
+    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
+        z_1, z_2 = self.online(view_1), self.online(view_2)
+        contrast = nt_xent(z_1, z_2, self.temperature)
+        return self.bootstrap_loss(view_1, view_2, z_1, z_2) + self.nt_xent_weight * contrast

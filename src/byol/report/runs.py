@@ -31,7 +31,7 @@ class Run:
 
     def series(self, kind: str, key: str) -> tuple[list[float], list[float]]:
         """(x, y) of `key` against step for the records of `kind`."""
-        records = [r for r in getattr(self, kind) if key in r]
+        records = [r for r in getattr(self, kind) if r.get(key) is not None]  # tau is null without a target
         return [r["step"] for r in records], [r[key] for r in records]
 
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from byol import config as cfg
 from byol.config import Config
 from byol.errors import ByolError, CollapseError
-from byol.methods import BYOL, build_learner
+from byol.methods import Method, build_learner
 from byol.progress import progress
 from byol.train.batches import load_train_data
 from byol.train.checkpoint import atomic_save
@@ -65,7 +65,7 @@ def prepare_run_dir(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def save_checkpoint(out: Path, learner: BYOL, optimizer: torch.optim.Optimizer, config: Config,
+def save_checkpoint(out: Path, learner: Method, optimizer: torch.optim.Optimizer, config: Config,
                     step: int, epoch: int) -> None:
     atomic_save(dict(learner=learner.state_dict(), optimizer=optimizer.state_dict(), config=config.to_dict(),
                      step=step, epoch=epoch, format="byol-checkpoint-1"), out / CHECKPOINT)
@@ -106,8 +106,7 @@ def pretrain(config: Config, out: Path) -> dict:
     budget = StepBudget(config, steps_per_epoch)
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     peak_lr = scaled_lr(config.lr, global_batch)
-    groups = param_groups({"online": learner.online, "predictor": learner.predictor}, config.weight_decay,
-                          {"predictor": config.predictor_lr_mult})
+    groups = param_groups(learner.trained_modules(), config.weight_decay, {"predictor": config.predictor_lr_mult})
     optimizer = build_optimizer(config.optimizer, groups, peak_lr, config.momentum, config.lars_eta)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
@@ -141,12 +140,11 @@ def pretrain(config: Config, out: Path) -> dict:
                 if micro % config.accumulate:
                     continue
                 lr = lr_at(step, budget.total, warmup_steps, peak_lr)
-                tau = tau_at(step, budget.total, config.tau_base)
                 set_lr(optimizer, lr)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                learner.update_target(tau)
+                tau = learner.update_target(tau_at(step, budget.total, config.tau_base))
                 step += 1
                 budget.observe(step, train_seconds)
                 bar.total = budget.total

@@ -12,7 +12,7 @@ from byol.errors import ByolError, CollapseError
 from byol.eval.collapse import CAUSES, alignment, collapse_alarms, effective_rank, normalized_std, uniformity
 from byol.eval.features import check_labelled_pair, extract_features
 from byol.eval.knn import knn_accuracy
-from byol.methods.byol import BYOL
+from byol.methods import Method
 from byol.train.batches import TrainData
 from byol.train.runtime import autocast
 
@@ -71,7 +71,7 @@ class CollapseProbe:
         return cls(images[order[:count]], views, device, seed)
 
     @torch.no_grad()
-    def __call__(self, learner: BYOL, dtype: torch.dtype | None) -> dict[str, float]:
+    def __call__(self, learner: Method, dtype: torch.dtype | None) -> dict[str, float]:
         was_training = learner.training
         learner.eval()
         try:

@@ -1,0 +1,126 @@
+"""`byol compare`: several methods under one budget, one encoder and one seed list, evaluated alike.
+
+Each (method, seed) is an ordinary run folder, OUT/METHOD/seedS; a compare that was
+interrupted picks up where it stopped, since finished runs (those with a summary.json)
+are kept and an unfinished one is started again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import torch
+
+from byol.config import Config
+from byol.errors import ByolError
+from byol.eval.inspect import inspect_checkpoint
+from byol.eval.protocols import evaluate
+from byol.methods import METHODS
+from byol.report.page import write_report
+from byol.train.loop import pretrain
+
+REFERENCE = "byol"
+RANDOM = "random encoder"
+
+
+def _run(config: Config, run_dir: Path) -> dict:
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text())
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted run: start it again
+    return pretrain(config, run_dir)
+
+
+def _collapse(stats: dict, dim: int) -> dict:
+    return dict(proj_std_sqrt_d=stats["proj_std"] * math.sqrt(dim), proj_rank=stats["proj_rank"],
+                feature_rank=stats["feature_rank"], alarms=stats["alarms"])
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def compare(config: Config, methods: list[str], seeds: list[int], out: Path, linear: bool = False,
+            device: torch.device = torch.device("cpu")) -> dict:
+    """Train every method with every seed under `config`, score each, write OUT/compare.{json,md}
+    and the overlaid report; returns the per-method results."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ByolError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
+    if not config.data or not config.test:
+        raise ByolError("compare needs labelled --data (k-NN bank, linear training split) and --test folders")
+    runs: dict[str, list[dict]] = {}
+    for method in methods:
+        for seed in seeds:
+            run_dir = out / method / f"seed{seed}"
+            summary = _run(dataclasses.replace(config, method=method, seed=seed), run_dir)
+            row = dict(seed=seed, run=str(run_dir), knn_top1=summary["knn"]["top1"], steps=summary["steps"],
+                       epochs=summary["epochs"], img_s=summary["img_s"],
+                       seconds_per_epoch=summary["train_seconds"] / max(summary["epochs"], 1e-9),
+                       **_collapse(inspect_checkpoint(run_dir, config.test, device=device), config.projection_dim))
+            if linear:
+                row["linear_top1"] = evaluate("linear", run_dir, config.data, config.test, device=device)["pretrained"]["top1"]
+            runs.setdefault(method, []).append(row)
+
+    first = out / methods[0] / f"seed{seeds[0]}"
+    baseline = evaluate("knn", first, config.data, config.test, encoders=("random_init",), device=device)["random_init"]
+    random_row = dict(seed=config.seed, run=None, knn_top1=baseline["top1"],
+                      **_collapse(inspect_checkpoint(first, config.test, device=device, random_init=True),
+                                  config.projection_dim))
+    if linear:
+        random_row["linear_top1"] = evaluate("linear", first, config.data, config.test, encoders=("random_init",),
+                                             device=device)["random_init"]["top1"]
+    runs[RANDOM] = [random_row]
+
+    results = {method: _aggregate(rows) for method, rows in runs.items()}
+    (out / "compare.json").write_text(json.dumps(dict(results=results, runs=runs, seeds=seeds,
+                                                      config=config.to_dict()), indent=1) + "\n")
+    (out / "compare.md").write_text(comparison_table(results, linear) + "\n")
+    write_report([out / m / f"seed{seeds[0]}" for m in methods], out / "report", device=device)
+    return results
+
+
+def _aggregate(rows: list[dict]) -> dict:
+    result = {"runs": len(rows)}
+    for key in ("knn_top1", "linear_top1", "proj_std_sqrt_d", "proj_rank", "feature_rank",
+                "seconds_per_epoch", "img_s", "epochs"):
+        if key in rows[0]:
+            result[key], result[f"{key}_sd"] = _mean_sd([r[key] for r in rows])
+    result["collapse_alarms"] = sum(bool(r["alarms"]) for r in rows)
+    return result
+
+
+def difference(result: dict, reference: dict, key: str = "knn_top1") -> str:
+    """The gap to the reference method, or 'no difference' when it is within the seeds' spread."""
+    gap = result[key] - reference[key]
+    spreads = [s for s in (result.get(f"{key}_sd"), reference.get(f"{key}_sd")) if s is not None]
+    if not spreads:
+        return f"{gap:+.2f} (one seed: spread unknown)"
+    return "no difference" if abs(gap) <= max(spreads) else f"{gap:+.2f}"
+
+
+def _cell(result: dict, key: str, digits: int = 2) -> str:
+    if key not in result:
+        return ""
+    sd = result.get(f"{key}_sd")
+    return f"{result[key]:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
+def comparison_table(results: dict, linear: bool) -> str:
+    header = ["method", "runs", "k-NN top-1"] + (["linear top-1"] if linear else []) + [
+        "proj_std x sqrt(d)", "proj_rank", "feature_rank", "collapse alarm", "s / epoch", f"k-NN vs {REFERENCE}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    reference = results.get(REFERENCE)
+    for method, r in results.items():
+        cells = [method, str(r["runs"]), _cell(r, "knn_top1")] + ([_cell(r, "linear_top1")] if linear else []) + [
+            _cell(r, "proj_std_sqrt_d", 3), _cell(r, "proj_rank", 1), _cell(r, "feature_rank", 1),
+            f"{r['collapse_alarms']} of {r['runs']}", _cell(r, "seconds_per_epoch", 0),
+            difference(r, reference) if reference and method != REFERENCE else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

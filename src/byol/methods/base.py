@@ -1,0 +1,66 @@
+"""What every method shares: an online encoder + projector trained by gradient descent.
+
+A method subclass says which other networks exist and what the loss is; the training
+loop, the views and the evaluation are the same for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from byol.nets.encoders import feature_dim
+from byol.nets.heads import mlp_head
+
+ViewFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class EncoderProjector(nn.Module):
+    """The encoder and its projection head: BYOL's online (and target) network, SimCLR's only one."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.projector = encoder, projector
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.encoder(x))
+
+
+class Method(nn.Module):
+    """Base of all methods: `loss(view_1, view_2)`, `forward(images)`, `update_target(tau)`."""
+
+    def __init__(self, encoder: nn.Module, *, views: ViewFn | None = None, image_size: int = 32,
+                 projector_hidden: int = 4096, projection_dim: int = 256) -> None:
+        super().__init__()
+        dim = feature_dim(encoder, image_size)
+        self.online = EncoderProjector(encoder, mlp_head(dim, projector_hidden, projection_dim))
+        self.views = views
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The online encoder: what pretraining is for."""
+        return self.online.encoder
+
+    def trained_modules(self) -> dict[str, nn.Module]:
+        """The modules the optimiser updates, by name (their learning rates can differ)."""
+        return {"online": self.online}
+
+    def trainable_parameters(self):
+        for module in self.trained_modules().values():
+            yield from module.parameters()
+
+    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Loss of a batch of raw images, augmented into two views by `views`."""
+        if self.views is None:
+            raise ValueError("this learner has no `views`; call learner.loss(view_1, view_2) instead")
+        return self.loss(*self.views(images))
+
+    def update_target(self, tau: float) -> float | None:
+        """Called after every optimiser step with the scheduled decay rate; returns the rate
+        applied, None for methods without a target network."""
+        return None

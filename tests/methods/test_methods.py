@@ -1,0 +1,95 @@
+"""Each method and ablation changes exactly the part its name says."""
+
+import pytest
+import torch
+
+from byol.config import Config
+from byol.errors import ByolError
+from byol.losses import byol_loss, nt_xent
+from byol.methods import BYOL, SimCLR, build_learner
+
+V1, V2 = torch.randn(6, 3, 16, 16), torch.randn(6, 3, 16, 16)
+
+
+def learner(method: str, **changes):
+    torch.manual_seed(0)
+    config = Config(method=method, image_size=16, width=1 / 16, projector_hidden=32, projection_dim=8,
+                    predictor_hidden=32, **changes)
+    return build_learner(config)
+
+
+def train_step(model) -> None:
+    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=0.5)
+    model.loss(V1, V2).backward()
+    optimizer.step()
+
+
+def same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_tau0_makes_the_target_equal_the_online_network_after_every_update():
+    model = learner("byol-tau0")
+    for _ in range(2):
+        train_step(model)
+        assert not same_weights(model.target, model.online)
+        assert model.update_target(0.99) == 0.0  # the scheduled rate is ignored
+        assert same_weights(model.target, model.online)
+
+
+def test_tau1_keeps_the_random_target_for_ever():
+    model = learner("byol-tau1")
+    start = {k: v.clone() for k, v in model.target.named_parameters()}
+    for _ in range(2):
+        train_step(model)
+        assert model.update_target(0.5) == 1.0
+    assert all(torch.equal(v, start[k]) for k, v in model.target.named_parameters())
+
+
+def test_without_a_predictor_the_online_projection_regresses_the_target_directly():
+    model = learner("byol-no-predictor")
+    assert not list(model.predictor.parameters())
+    z_1, z_2 = model.online(V1), model.online(V2)
+    with torch.no_grad():
+        t_1, t_2 = model.target(V1), model.target(V2)
+    torch.testing.assert_close(model.loss(V1, V2), byol_loss(z_1, z_2, t_1, t_2))
+
+
+def test_without_stop_gradient_there_is_no_target_and_both_branches_are_trained():
+    model = learner("byol-no-stopgrad")
+    assert model.target is None and model.update_target(0.99) is None
+    z_1, z_2 = model.online(V1), model.online(V2)
+    expected = byol_loss(model.predictor(z_1), model.predictor(z_2), z_1, z_2)
+    torch.testing.assert_close(model.loss(V1, V2), expected)
+    # the gradient differs from BYOL's with the same weights and a target equal to online
+    with_stop = learner("byol-tau0")
+    with_stop.load_state_dict({k: v for k, v in model.state_dict().items()}, strict=False)
+    with_stop.update_target(0.0)
+    model.loss(V1, V2).backward()
+    with_stop.loss(V1, V2).backward()
+    assert not torch.allclose(model.encoder.conv1.weight.grad, with_stop.encoder.conv1.weight.grad)
+
+
+def test_simsiam_is_byol_with_tau_0_and_a_bottleneck_predictor():
+    model = learner("simsiam")
+    assert isinstance(model, BYOL) and model.fixed_tau == 0.0
+    assert model.predictor[0].out_features == 8 // 4
+
+
+def test_simclr_has_one_network_and_the_nt_xent_loss():
+    model = learner("simclr", temperature=0.2)
+    assert isinstance(model, SimCLR) and set(model.trained_modules()) == {"online"}
+    assert model.update_target(0.99) is None and not hasattr(model, "target")
+    torch.testing.assert_close(model.loss(V1, V2), nt_xent(model.online(V1), model.online(V2), 0.2))
+
+
+def test_the_hybrid_adds_the_weighted_nt_xent_of_the_online_projections():
+    model = learner("byol+simclr", nt_xent_weight=0.3, temperature=0.5)
+    z_1, z_2 = model.online(V1), model.online(V2)
+    expected = model.bootstrap_loss(V1, V2, z_1, z_2) + 0.3 * nt_xent(z_1, z_2, 0.5)
+    torch.testing.assert_close(model.loss(V1, V2), expected)
+
+
+def test_an_unknown_method_is_refused_with_the_choices():
+    with pytest.raises(ByolError, match="unknown method 'byol-tau2': choose one of byol, byol-no-predictor"):
+        learner("byol-tau2")
