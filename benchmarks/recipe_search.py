@@ -1,4 +1,5 @@
-"""Why the cifar10-cpu preset is what it is: variants of it at an equal number of images seen.
+"""Why the cifar10-cpu preset is what it is: variants of it (and other methods under it) at an
+equal number of images seen.
 
 Each variant is the preset with a few keys overridden, run by `byol pretrain` for the same
 number of images (so a faster variant gets no extra data), then k-NN on the test split.
@@ -24,6 +25,10 @@ VARIANTS: dict[str, dict] = {
     "fast-target-b256": dict(tau_base=0.95, predictor_lr_mult=10.0, batch_size=256, lr=0.002),
     "cifar10-cpu": {},
     "tau-0.9": dict(tau_base=0.9),
+    "predictor-lr-x1": dict(predictor_lr_mult=1.0),
+    # the same preset, other methods: how much each learns per image seen
+    "simclr": dict(method="simclr"),
+    "byol+simclr": dict(method="byol+simclr"),
 }
 
 

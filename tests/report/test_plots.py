@@ -30,8 +30,9 @@ def test_every_run_is_a_line_on_the_same_axes(tmp_path):
     assert [line.get_label() for line in loss.get_lines()] == ["a", "b"]
     assert list(loss.get_lines()[1].get_ydata()) == pytest.approx([1.5, 1.0, 0.5])
     assert list(lr.get_lines()[0].get_xdata()) == [10, 20, 30] and lr.get_title() == "lr"
-    by_epoch, by_time = knn_curves(runs).axes[:2]
+    by_step, by_epoch, by_time = knn_curves(runs).axes[:3]
     assert list(by_time.get_lines()[0].get_xdata()) == [0.75] and list(by_epoch.get_lines()[1].get_ydata()) == [20.0]
+    assert list(by_step.get_lines()[0].get_xdata()) == [30] and by_step.get_xlabel() == "step"
 
 
 def test_the_collapse_panels_show_the_statistics_with_the_healthy_level_and_the_collapse_band(tmp_path):
@@ -52,6 +53,13 @@ def test_the_embedding_has_one_panel_per_run_coloured_by_class():
     assert [ax.get_title() for ax in panels] == ["a: t-SNE of test features", "b: t-SNE of test features"]
     assert np.array_equal(panels[0].collections[0].get_offsets(), xy)
     assert [t.get_text() for t in panels[0].get_legend().get_texts()] == ["x", "y", "z"]
+
+
+def test_runs_with_the_same_folder_name_are_labelled_by_their_parent(tmp_path):
+    from byol.report.page import run_labels
+
+    assert run_labels([tmp_path / "a", tmp_path / "b"]) == ["a", "b"]
+    assert run_labels([tmp_path / "byol" / "seed0", tmp_path / "simclr" / "seed0"]) == ["byol/seed0", "simclr/seed0"]
 
 
 def test_a_damaged_metrics_file_is_a_one_line_error(tmp_path):

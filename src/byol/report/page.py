@@ -61,6 +61,14 @@ def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
     return rows
 
 
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """Folder names, or parent/name where folder names repeat (compare's METHOD/seedS)."""
+    names = [Path(p).name for p in run_dirs]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{Path(p).parent.name}/{Path(p).name}" for p in run_dirs]
+
+
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
@@ -87,7 +95,7 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:2em auto}table{bor
 def write_report(run_dirs: list[Path], out: Path, embedding: bool = True,
                  device: torch.device = torch.device("cpu")) -> list[Path]:
     """Figures and pages for the runs, overlaid; returns the files written."""
-    runs = [read_run(path) for path in run_dirs]
+    runs = [read_run(path, name) for path, name in zip(run_dirs, run_labels(run_dirs))]
     figures = {"training": ("Loss, learning rate and tau", training_curves(runs))}
     if any(run.knn for run in runs):
         figures["knn"] = ("k-NN accuracy", knn_curves(runs))

@@ -42,16 +42,13 @@ def training_curves(runs: list[Run]) -> Figure:
 
 
 def knn_curves(runs: list[Run]) -> Figure:
-    """k-NN top-1 against epochs and against training minutes (evaluation time excluded)."""
-    figure, axes = _grid(2)
-    for run in runs:
-        epochs = [r["epoch"] for r in run.knn]
-        minutes = [r["time_s"] / 60 for r in run.knn]
-        top1 = [r["knn_top1"] for r in run.knn]
-        axes[0].plot(epochs, top1, marker="o", label=run.name)
-        axes[1].plot(minutes, top1, marker="o", label=run.name)
-    _finish(axes[0], "epoch", "k-NN top-1 (%)", runs)
-    _finish(axes[1], "training minutes", "k-NN top-1 (%)", runs)
+    """k-NN top-1 against optimiser steps, epochs and training minutes (evaluation time excluded)."""
+    figure, axes = _grid(3)
+    for xlabel, ax, x_of in (("step", axes[0], lambda r: r["step"]), ("epoch", axes[1], lambda r: r["epoch"]),
+                             ("training minutes", axes[2], lambda r: r["time_s"] / 60)):
+        for run in runs:
+            ax.plot([x_of(r) for r in run.knn], [r["knn_top1"] for r in run.knn], marker="o", label=run.name)
+        _finish(ax, xlabel, "k-NN top-1 (%)", runs)
     return figure
 
 

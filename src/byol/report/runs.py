@@ -25,9 +25,10 @@ class Run:
     knn: list[dict] = field(default_factory=list)  # knn_top1, knn_top5 by epoch and time
     evaluations: dict[str, dict] = field(default_factory=dict)  # eval_*.json written by `byol eval`
 
-    @property
-    def name(self) -> str:
-        return self.path.name
+    name: str = ""  # the label in tables and legends
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.path.name
 
     def series(self, kind: str, key: str) -> tuple[list[float], list[float]]:
         """(x, y) of `key` against step for the records of `kind`."""
@@ -35,7 +36,7 @@ class Run:
         return [r["step"] for r in records], [r[key] for r in records]
 
 
-def read_run(path: str | Path) -> Run:
+def read_run(path: str | Path, name: str = "") -> Run:
     path = Path(path)
     metrics = path / METRICS
     if not path.is_dir():
@@ -57,4 +58,4 @@ def read_run(path: str | Path) -> Run:
                steps=[r for r in records if "loss" in r],
                collapse=[r for r in records if "proj_std" in r],
                knn=[r for r in records if "knn_top1" in r],
-               evaluations=evaluations)
+               evaluations=evaluations, name=name)
