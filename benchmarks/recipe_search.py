@@ -26,6 +26,8 @@ VARIANTS: dict[str, dict] = {
     "cifar10-cpu": {},
     "tau-0.9": dict(tau_base=0.9),
     "predictor-lr-x1": dict(predictor_lr_mult=1.0),
+    "lr-x2": dict(lr=0.016),
+    "lr-half": dict(lr=0.004),
     # the same preset, other methods: how much each learns per image seen
     "simclr": dict(method="simclr"),
     "byol+simclr": dict(method="byol+simclr"),
