@@ -115,7 +115,8 @@ def test_report_writes_figures_and_pages_for_one_run_and_overlays_several(run, t
 
     assert main(["report", str(run), str(run), "--out", str(tmp_path / "both"), "--no-embedding"]) == 0
     assert not (tmp_path / "both" / "embedding.png").exists()
-    assert (tmp_path / "both" / "report.md").read_text().count(f"| {run.name} |") == 2
+    # folder names repeat, so the runs are labelled parent/name
+    assert (tmp_path / "both" / "report.md").read_text().count(f"| {run.parent.name}/{run.name} |") == 2
 
 
 def test_a_collapsing_run_is_stopped_with_exit_code_3_keeping_the_last_checkpoint(small_cifar, tmp_path, capsys):
