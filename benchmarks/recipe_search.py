@@ -25,6 +25,7 @@ VARIANTS: dict[str, dict] = {
     "fast-target-b256": dict(tau_base=0.95, predictor_lr_mult=10.0, batch_size=256, lr=0.002),
     "cifar10-cpu": {},
     "tau-0.9": dict(tau_base=0.9),
+    "tau-0.99": dict(tau_base=0.99),
     "predictor-lr-x1": dict(predictor_lr_mult=1.0),
     "lr-x2": dict(lr=0.016),
     "lr-half": dict(lr=0.004),
