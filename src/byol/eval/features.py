@@ -7,9 +7,17 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from byol.config import Config
 from byol.data.folders import ImageTensor
+from byol.data.views import eval_transform, view_specs
 from byol.errors import ByolError
 from byol.progress import progress
+
+
+def run_transform(config: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A run's evaluation input: its first view's scaling and normalisation, no augmentation."""
+    spec = view_specs(config.augment, config.image_size)[0]
+    return lambda images: eval_transform(images, spec)
 
 
 @torch.no_grad()

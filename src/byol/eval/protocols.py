@@ -7,15 +7,11 @@ from pathlib import Path
 import torch
 
 from byol.data.folders import load_images
-from byol.data.views import eval_transform, view_specs
 from byol.eval.checkpoints import load_run_encoder
-from byol.eval.features import check_labelled_pair, extract_features
+from byol.eval.features import check_labelled_pair, extract_features, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.eval.linear import linear_probe
 from byol.train.runtime import autocast, autocast_dtype
-
-PROTOCOLS = ("knn", "linear")
-
 
 def evaluate(
     protocol: str, checkpoint: Path, train: str, test: str, *,
@@ -32,8 +28,7 @@ def evaluate(
     encoder, config, checkpoint = load_run_encoder(checkpoint)  # also checks the weights fit
     train_data, test_data = load_images(train, config.image_size), load_images(test, config.image_size)
     check_labelled_pair(train_data, test_data, train, test)
-    spec = view_specs(config.augment, config.image_size)[0]
-    transform = lambda x: eval_transform(x, spec)  # noqa: E731
+    transform = run_transform(config)
     networks = {name: encoder if name == "pretrained" else load_run_encoder(checkpoint, random_init=True)[0]
                 for name in encoders}
     k, temperature = k or config.knn_k, temperature or config.knn_temperature

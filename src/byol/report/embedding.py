@@ -8,9 +8,8 @@ import numpy as np
 import torch
 
 from byol.data.folders import is_named, load_images
-from byol.data.views import eval_transform, view_specs
 from byol.eval.checkpoints import load_run_encoder
-from byol.eval.features import extract_features
+from byol.eval.features import extract_features, run_transform
 
 
 def embed_2d(features: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -39,7 +38,6 @@ def sample_test_features(run_dir: Path, limit: int = 2000, device: torch.device 
     if not data.labelled:
         return f"its test folder {config.test} has no class sub-folders"
     order = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(config.seed))[:limit]
-    spec = view_specs(config.augment, config.image_size)[0]
-    features = extract_features(encoder.to(device), data.images[order], lambda x: eval_transform(x, spec),
+    features = extract_features(encoder.to(device), data.images[order], run_transform(config),
                                 device=device, desc="features")
     return features.numpy(), data.labels[order].numpy(), data.classes

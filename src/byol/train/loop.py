@@ -94,7 +94,7 @@ def pretrain(config: Config, out: Path) -> dict:
     if data.skipped:
         (out / "skipped_files.txt").write_text("\n".join(data.skipped) + "\n")
         tqdm.write(f"skipped {len(data.skipped)} undecodable image files (listed in {out / 'skipped_files.txt'})")
-    monitor = knn_monitor(config, data, learner.views.specs[0], device)
+    monitor = knn_monitor(config, data, device)
     probe = collapse_probe(config, data, learner.views, device)
     alarm = CollapseAlarm(config.projection_dim, config.collapse_stop)
 

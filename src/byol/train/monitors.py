@@ -7,10 +7,10 @@ from tqdm.auto import tqdm
 
 from byol.config import Config
 from byol.data import folders
-from byol.data.views import TwoViews, ViewSpec, eval_transform
+from byol.data.views import TwoViews
 from byol.errors import ByolError, CollapseError
 from byol.eval.collapse import CAUSES, alignment, collapse_alarms, effective_rank, normalized_std, uniformity
-from byol.eval.features import check_labelled_pair, extract_features
+from byol.eval.features import check_labelled_pair, extract_features, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.methods import Method
 from byol.train.batches import TrainData
@@ -21,10 +21,10 @@ class KnnMonitor:
     """k-NN top-1/top-5 of the online encoder: training images as the bank, --test as queries."""
 
     def __init__(self, bank: folders.ImageTensor, queries: folders.ImageTensor, config: Config,
-                 spec: ViewSpec, device: torch.device) -> None:
+                 device: torch.device) -> None:
         check_labelled_pair(bank, queries, config.data or "the training data", config.test or "the held-out split")
         self.bank, self.queries, self.config, self.device = bank, queries, config, device
-        self.transform = lambda x: eval_transform(x, spec)
+        self.transform = run_transform(config)
 
     def __call__(self, encoder: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, float]:
         with autocast(self.device, dtype):
@@ -34,21 +34,21 @@ class KnnMonitor:
                             self.config.knn_k, self.config.knn_temperature)
 
 
-def knn_monitor(config: Config, data: TrainData, spec: ViewSpec, device: torch.device) -> KnnMonitor | None:
+def knn_monitor(config: Config, data: TrainData, device: torch.device) -> KnnMonitor | None:
     """k-NN during training when there are labels: against --test, or else against a fixed
     10% of the training images (an optimistic but cheap signal: pretraining saw them)."""
     if config.test:
         if data.memory is None:
             raise ByolError("k-NN during pretraining needs images of at most "
                             f"{folders.IN_MEMORY_MAX_SIZE} px; run `byol eval knn` after training instead")
-        return KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config, spec, device)
+        return KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config, device)
     if data.memory is None or len(data.memory.classes) < 2:
         return None
     order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed))
     split = len(order) // 10
     bank, queries = (folders.ImageTensor(data.memory.images[idx], data.memory.labels[idx], data.memory.classes)
                      for idx in (order[split:], order[:split]))
-    return KnnMonitor(bank, queries, config, spec, device)
+    return KnnMonitor(bank, queries, config, device)
 
 
 class CollapseProbe:
