@@ -7,17 +7,22 @@ Runs can go side by side (--parallel 2 --threads 1 on 2 cores); a fixed step cou
 result independent of how busy the machine is. Prints a Markdown table and writes JSON.
 
     python benchmarks/recipe_search.py --data ../shared/datasets/cifar10 --out runs/recipe \
-        --parallel 2 --threads 1 --variants paper-tau,cifar10-cpu
+        --parallel 2 --threads 1 --variants paper-tau,cifar10-cpu --seeds 0,1,2
+
+With several seeds the table gives the mean and the standard deviation over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from byol.config import parse_override
 
 # AdamW at an effective 2e-3 in every variant: the base rate is per 256 images.
 VARIANTS: dict[str, dict] = {
@@ -29,16 +34,23 @@ VARIANTS: dict[str, dict] = {
     "predictor-lr-x1": dict(predictor_lr_mult=1.0),
     "lr-x2": dict(lr=0.016),
     "lr-half": dict(lr=0.004),
+    "lars": dict(optimizer="lars", lr=1.0, lars_eta=0.02, weight_decay=1e-5),  # solo-learn's CIFAR BYOL
+    "no-head-bn": dict(head_batchnorm=False),
+    "tau-constant": dict(tau_schedule="constant"),
+    "batch-32": dict(batch_size=32),
+    "batch-128": dict(batch_size=128),
+    "batch-256": dict(batch_size=256),
     # the same preset, other methods: how much each learns per image seen
     "simclr": dict(method="simclr"),
     "byol+simclr": dict(method="byol+simclr"),
 }
 
 
-def run_variant(name: str, overrides: dict, args: argparse.Namespace) -> dict:
-    out = args.out / name
+def run_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace) -> dict:
+    out = args.out / name / f"seed{seed}"
     batch = overrides.get("batch_size", 64)
-    sets = {**overrides, "steps": args.images // batch, "minutes": None, "threads": args.threads}
+    sets = {**overrides, **args.set, "seed": seed, "steps": args.images // batch, "minutes": None,
+            "threads": args.threads}
     command = [sys.executable, "-m", "byol", "pretrain", "--preset", "cifar10-cpu", "--data",
                str(args.data / "train"), "--test", str(args.data / "test"), "--out", str(out)]
     for key, value in sets.items():
@@ -46,8 +58,22 @@ def run_variant(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     if not (out / "summary.json").exists():
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
-    return dict(variant=name, overrides=overrides, knn_top1=summary["knn"]["top1"], steps=summary["steps"],
+    return dict(variant=name, seed=seed, overrides=overrides, knn_top1=summary["knn"]["top1"], steps=summary["steps"],
                 epochs=summary["epochs"], train_seconds=summary["train_seconds"], img_s=summary["img_s"])
+
+
+def table(runs: list[dict]) -> list[str]:
+    lines = ["| variant | overrides of cifar10-cpu | k-NN top-1 | seeds | steps | epochs | train s | img/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        rows = [r for r in runs if r["variant"] == name]
+        top1 = [r["knn_top1"] for r in rows]
+        spread = f" ± {statistics.stdev(top1):.2f}" if len(top1) > 1 else ""
+        first = rows[0]
+        lines.append(f"| {name} | {first['overrides'] or '-'} | {statistics.mean(top1):.2f}{spread} | {len(rows)} | "
+                     f"{first['steps']} | {first['epochs']:.2f} | {statistics.mean(r['train_seconds'] for r in rows):.0f} | "
+                     f"{statistics.mean(r['img_s'] for r in rows):.0f} |")
+    return lines
 
 
 def main() -> None:
@@ -58,21 +84,21 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64 * 2124, help="images seen by every variant")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds; every variant runs with each")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key in every variant, e.g. --set knn_every=1")
     args = parser.parse_args()
+    args.set = dict(parse_override(text) for text in args.set)
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}: choose from {list(VARIANTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(name, int(seed)) for seed in args.seeds.split(",") for name in names]
     with ThreadPoolExecutor(args.parallel) as pool:
-        rows = list(pool.map(lambda n: run_variant(n, VARIANTS[n], args), names))
-    print("| variant | overrides of cifar10-cpu | k-NN top-1 | steps | epochs | train s | img/s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['variant']} | {r['overrides'] or '-'} | {r['knn_top1']:.2f} | {r['steps']} | "
-              f"{r['epochs']:.2f} | {r['train_seconds']:.0f} | {r['img_s']:.0f} |")
-    (args.out / "recipe_search.json").write_text(json.dumps(rows, indent=1) + "\n")
-
+        runs = list(pool.map(lambda job: run_variant(job[0], VARIANTS[job[0]], job[1], args), jobs))
+    print("\n".join(table(runs)))
+    (args.out / "recipe_search.json").write_text(json.dumps(runs, indent=1) + "\n")
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from byol.errors import ByolError
+from byol.train.schedules import TAU_SCHEDULES
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Config:
     projector_hidden: int = 4096
     projection_dim: int = 256
     predictor_hidden: int = 4096
+    head_batchnorm: bool = True  # BatchNorm in projector and predictor (the paper's); false: Linear-ReLU-Linear
     # optimisation
     epochs: int = 100
     steps: int | None = None  # optimiser steps; when set, it replaces epochs as the run's length
@@ -47,6 +49,7 @@ class Config:
     warmup_epochs: float = 10.0
     predictor_lr_mult: float = 1.0
     tau_base: float = 0.996
+    tau_schedule: str = "cosine"  # cosine: tau_base -> 1 over the run (the paper's); constant: tau_base throughout
     # runtime
     precision: str = "auto"  # auto: bf16 where the hardware has it, else fp32
     channels_last: bool = True
@@ -81,6 +84,7 @@ class Config:
             (self.temperature > 0, f"temperature is {self.temperature}: it must be positive"),
             (self.nt_xent_weight >= 0, f"nt_xent_weight is {self.nt_xent_weight}: use 0 or more"),
             (self.knn_temperature > 0, f"knn_temperature is {self.knn_temperature}: it must be positive"),
+            (self.tau_schedule in TAU_SCHEDULES, f"tau_schedule is {self.tau_schedule!r}: choose cosine or constant"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision is {self.precision!r}: choose auto, fp32, bf16 or fp16"),
             (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be 1 or more"),
             (self.collapse_every >= 0, f"collapse_every is {self.collapse_every}: use 0 (off) or more"),

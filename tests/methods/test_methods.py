@@ -93,3 +93,15 @@ def test_the_hybrid_adds_the_weighted_nt_xent_of_the_online_projections():
 def test_an_unknown_method_is_refused_with_the_choices():
     with pytest.raises(ByolError, match="unknown method 'byol-tau2': choose one of byol, byol-no-predictor"):
         learner("byol-tau2")
+
+
+def test_head_batchnorm_switch_removes_batchnorm_from_projector_and_predictor_only():
+    def norms(module):
+        return [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+
+    with_bn, without_bn = learner("byol"), learner("byol", head_batchnorm=False)
+    assert len(norms(with_bn.online.projector)) == len(norms(with_bn.predictor)) == 1
+    assert norms(without_bn.online.projector) == norms(without_bn.predictor) == norms(without_bn.target) == []
+    encoder_norms = [m for m in without_bn.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert encoder_norms  # the encoder keeps its own
+    without_bn.loss(V1, V2).backward()

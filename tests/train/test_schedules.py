@@ -33,3 +33,7 @@ def test_lr_warms_up_linearly_then_decays_by_cosine_to_zero():
 def test_lr_scales_linearly_with_batch_size():
     assert scaled_lr(0.2, 4096) == pytest.approx(3.2)
     assert scaled_lr(0.2, 256) == pytest.approx(0.2)
+
+
+def test_constant_tau_schedule_keeps_tau_base_to_the_last_step():
+    assert [tau_at(k, 100, 0.95, "constant") for k in (0, 50, 100)] == [0.95, 0.95, 0.95]

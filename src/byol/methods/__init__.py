@@ -30,7 +30,8 @@ def build_learner(config: Config) -> Method:
         raise ByolError(f"unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
     kind, options = METHODS[config.method]
     options = dict(options, views=TwoViews.preset(config.augment, config.image_size), image_size=config.image_size,
-                   projector_hidden=config.projector_hidden, projection_dim=config.projection_dim)
+                   projector_hidden=config.projector_hidden, projection_dim=config.projection_dim,
+                   head_batchnorm=config.head_batchnorm)
     if kind in (BYOL, BYOLSimCLR):
         # SimSiam's predictor is a bottleneck: hidden = d / 4 (Chen and He 2021, section 3)
         hidden = config.projection_dim // 4 if config.method == "simsiam" else config.predictor_hidden

@@ -32,10 +32,10 @@ class Method(nn.Module):
     """Base of all methods: `loss(view_1, view_2)`, `forward(images)`, `update_target(tau)`."""
 
     def __init__(self, encoder: nn.Module, *, views: ViewFn | None = None, image_size: int = 32,
-                 projector_hidden: int = 4096, projection_dim: int = 256) -> None:
+                 projector_hidden: int = 4096, projection_dim: int = 256, head_batchnorm: bool = True) -> None:
         super().__init__()
         dim = feature_dim(encoder, image_size)
-        self.online = EncoderProjector(encoder, mlp_head(dim, projector_hidden, projection_dim))
+        self.online = EncoderProjector(encoder, mlp_head(dim, projector_hidden, projection_dim, head_batchnorm))
         self.views = views
 
     @property

@@ -57,14 +57,16 @@ class BYOL(Method):
         image_size: int = 32,
         projector_hidden: int = 4096,
         projection_dim: int = 256,
+        head_batchnorm: bool = True,
         predictor_hidden: int = 4096,
         predictor: bool = True,
         fixed_tau: float | None = None,
         stop_gradient: bool = True,
     ) -> None:
         super().__init__(encoder, views=views, image_size=image_size, projector_hidden=projector_hidden,
-                         projection_dim=projection_dim)
-        self.predictor = mlp_head(projection_dim, predictor_hidden, projection_dim) if predictor else nn.Identity()
+                         projection_dim=projection_dim, head_batchnorm=head_batchnorm)
+        self.predictor = (mlp_head(projection_dim, predictor_hidden, projection_dim, head_batchnorm)
+                          if predictor else nn.Identity())
         self.target = copy.deepcopy(self.online).requires_grad_(False) if stop_gradient else None
         self.fixed_tau = fixed_tau
 

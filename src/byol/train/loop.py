@@ -144,7 +144,7 @@ def pretrain(config: Config, out: Path) -> dict:
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                tau = learner.update_target(tau_at(step, budget.total, config.tau_base))
+                tau = learner.update_target(tau_at(step, budget.total, config.tau_base, config.tau_schedule))
                 step += 1
                 budget.observe(step, train_seconds)
                 bar.total = budget.total

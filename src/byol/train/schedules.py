@@ -3,12 +3,18 @@
 import math
 
 
-def tau_at(step: int, total_steps: int, tau_base: float) -> float:
+TAU_SCHEDULES = ("cosine", "constant")
+
+
+def tau_at(step: int, total_steps: int, tau_base: float, schedule: str = "cosine") -> float:
     """Target decay rate: 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2.
 
     Grill et al. 2020, section 3.2: tau rises from tau_base at k = 0 to 1 at k = K,
-    with k and K counted in optimiser steps (not micro-batches).
+    with k and K counted in optimiser steps (not micro-batches). `constant` keeps
+    tau_base throughout: a short run's target then never freezes.
     """
+    if schedule == "constant":
+        return tau_base
     progress = min(step, total_steps) / max(total_steps, 1)
     return 1 - (1 - tau_base) * (math.cos(math.pi * progress) + 1) / 2
 
