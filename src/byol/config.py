@@ -102,11 +102,17 @@ FIELD_TYPES = typing.get_type_hints(Config)
 
 
 def _coerce(key: str, value: Any) -> Any:
-    """Check one value against the field's type; ints are accepted for floats."""
+    """Check one value against the field's type; ints are accepted for floats, and so is
+    a string like 1e-5, which YAML 1.1 (PyYAML) reads as text for want of a decimal point."""
     expected = FIELD_TYPES[key]
     allowed = typing.get_args(expected) or (expected,)
     if value is None and type(None) in allowed:
         return None
+    if float in allowed and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     for kind in allowed:
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
