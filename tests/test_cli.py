@@ -236,7 +236,10 @@ def test_eval_errors(capsys, run, small_cifar, tmp_path):
     (tmp_path / "norun").mkdir()
     assert "has no metrics.jsonl" in error_of(capsys, ["report", str(tmp_path / "norun")])
     assert "say where it goes with --out" in error_of(capsys, ["report", str(run), str(run)])
-    assert "already holds a run" in error_of(capsys, ["pretrain", "--data", str(train), "--out", str(run)])
+    assert "holds a finished run" in error_of(capsys, ["pretrain", "--data", str(train), "--out", str(run)])
+    assert "not a run folder" in error_of(capsys, ["pretrain", "--resume", str(tmp_path / "norun")])
+    assert "--resume RUN_DIR takes the run's own config" in error_of(
+        capsys, ["pretrain", "--resume", str(run), "--out", str(tmp_path / "x")])
 
 
 def test_the_installed_command_exits_2_with_one_line(tmp_path):

@@ -51,7 +51,10 @@ def _config_from(args: argparse.Namespace) -> cfg.Config:
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="pretrain an encoder (BYOL, or --set method=...) on a folder of images")
-    p.add_argument("--out", required=True, type=Path, help="run folder to create")
+    p.add_argument("--out", type=Path, help="run folder to create, or to continue if it holds an unfinished run")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR with its saved config (runtime keys such as --threads may change)")
+    p.add_argument("--no-resume", action="store_true", help="refuse an --out folder that already holds a run")
     _add_config_args(p)
 
 
@@ -113,7 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
 def run_pretrain(args: argparse.Namespace) -> int:
     from byol.train.loop import pretrain
 
-    print(json.dumps(pretrain(_config_from(args), args.out)))
+    if args.resume:
+        if args.out or args.no_resume or args.config or args.preset:
+            raise ByolError("--resume RUN_DIR takes the run's own config and folder: drop --out, --config, "
+                            "--preset and --no-resume")
+        saved = args.resume / "config.yaml"
+        if not saved.is_file():
+            raise ByolError(f"{args.resume} is not a run folder (no config.yaml): pass the --out of a byol pretrain run")
+        args.config, args.out = str(saved), args.resume
+    elif args.out is None:
+        raise ByolError("say where the run goes: --out DIR (or continue one with --resume RUN_DIR)")
+    print(json.dumps(pretrain(_config_from(args), args.out, resume=not args.no_resume)))
     return 0
 
 
@@ -192,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     except ByolError as err:
         print(f"byol: error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        print("byol: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

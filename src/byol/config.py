@@ -22,6 +22,7 @@ class Config:
     data: str | None = None  # a folder of images, or cifar10 / cifar100 / stl10 (torchvision)
     test: str | None = None  # labelled folder for k-NN during and after training
     image_size: int = 32
+    strict_data: bool = False  # stop before training if any image file cannot be decoded (default: skip and list)
     augment: str = "cifar"  # view distributions: cifar or imagenet (byol.data.views)
     # method
     method: str = "byol"  # byol, simclr, byol+simclr, or an ablation (byol.methods.METHODS)
@@ -54,11 +55,15 @@ class Config:
     precision: str = "auto"  # auto: bf16 where the hardware has it, else fp32
     channels_last: bool = True
     seed: int = 0
+    deterministic: bool = False  # deterministic kernels: a resumed run ends bit-identical to an uninterrupted one
+    sync_batchnorm: bool = True  # under torchrun, BatchNorm statistics over the global batch (the paper's)
     device: str = "auto"
     threads: int = 0  # 0: torch's default
     workers: int = 4  # loader processes, for streamed (large) images only
     log_every: int = 10
-    checkpoint_every: int = 500  # optimiser steps
+    checkpoint_every: int = 500  # optimiser steps; a checkpoint is also written at the end of every epoch
+    keep_checkpoints: int = 2  # the newest checkpoints kept in RUN/checkpoints (RUN/checkpoint.pt is the last)
+    nonfinite: str = "stop"  # a NaN/inf loss: stop (exit 2, last checkpoint kept) or skip the step, counting skips
     collapse_every: int = 100  # optimiser steps between collapse statistics; 0: never
     collapse_stop: bool = False  # end the run (exit code 3) when they show collapse twice in a row
     knn_every: int = 0  # epochs; 0: only at the end
@@ -87,6 +92,8 @@ class Config:
             (self.tau_schedule in TAU_SCHEDULES, f"tau_schedule is {self.tau_schedule!r}: choose cosine or constant"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision is {self.precision!r}: choose auto, fp32, bf16 or fp16"),
             (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be 1 or more"),
+            (self.keep_checkpoints >= 1, f"keep_checkpoints is {self.keep_checkpoints}: keep 1 or more"),
+            (self.nonfinite in ("stop", "skip"), f"nonfinite is {self.nonfinite!r}: choose stop or skip"),
             (self.collapse_every >= 0, f"collapse_every is {self.collapse_every}: use 0 (off) or more"),
         ]
         for ok, message in checks:

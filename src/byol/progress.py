@@ -10,3 +10,8 @@ def progress(*args, **kwargs) -> tqdm:
     kwargs.setdefault("mininterval", 1.0 if sys.stderr.isatty() else 30.0)
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(*args, **kwargs)
+
+
+def note(message: str) -> None:
+    """A notice on stderr that does not break a progress bar (stdout carries results)."""
+    tqdm.write(message, file=sys.stderr)

@@ -157,7 +157,7 @@ def test_the_alarm_warns_once_after_two_collapsed_probes_and_can_stop_the_run(ca
     alarm = CollapseAlarm(dim=8, stop=False)
     for step, stats in enumerate([collapsed, healthy, collapsed, collapsed, collapsed], 1):
         alarm(step, stats)
-    warnings = capsys.readouterr().out.strip().splitlines()
+    warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("WARNING: collapse at step 4: proj_std is 0")
     assert "proj_rank is 1" in warnings[0] and "tau too low" in warnings[0]
     stopper = CollapseAlarm(dim=8, stop=True)

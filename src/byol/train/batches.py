@@ -1,4 +1,9 @@
-"""Training images in, batches of view pairs out: decoded in memory, or streamed."""
+"""Training images in, batches of view pairs out: decoded in memory, or streamed.
+
+The order of an epoch is a permutation fixed by (seed, epoch), the same in every process:
+each process takes its slice of every global batch, and a resumed run starts mid-epoch
+at the batch where the checkpoint was written.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,33 @@ from byol.data import folders
 from byol.data.views import TwoViews
 
 
+class EpochBatches:
+    """This process's image indices for each global batch of an epoch (incomplete last batch dropped)."""
+
+    def __init__(self, size: int, global_batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.size, self.global_batch, self.seed, self.rank, self.world = size, global_batch, seed, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The epoch to draw, from its `start`-th global batch."""
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.size // self.global_batch - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        local = self.global_batch // self.world
+        for batch in range(self.start, self.size // self.global_batch):
+            first = batch * self.global_batch + self.rank * local
+            yield order[first:first + local].tolist()
+
+
 @dataclass
 class TrainData:
     """Either decoded images in memory or a loader of per-image crops; yields view pairs."""
 
+    batches: EpochBatches
     memory: folders.ImageTensor | None = None
     loader: torch.utils.data.DataLoader | None = None
     stream_skips: int = 0  # undecodable files met by the loader (streamed images are not listed up front)
@@ -26,14 +54,13 @@ class TrainData:
         return self.memory.skipped if self.memory is not None else []
 
     def __len__(self) -> int:
-        return len(self.memory.images) if self.memory is not None else len(self.loader.dataset)
+        return self.batches.size
 
-    def view_batches(self, batch_size: int, views: TwoViews, device: torch.device) -> Iterator[tuple]:
-        """One epoch of (view_1, view_2) batches; the incomplete last batch is dropped."""
+    def view_batches(self, views: TwoViews, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The (view_1, view_2) batches of the epoch set on `batches`, this process's share."""
         if self.memory is not None:
-            order = torch.randperm(len(self.memory.images))
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                yield views(self.memory.images[order[start:start + batch_size]].to(device, non_blocking=True))
+            for indices in self.batches:
+                yield views(self.memory.images[indices].to(device, non_blocking=True))
         else:
             for crops_1, crops_2, undecodable in self.loader:
                 self.stream_skips += undecodable
@@ -41,13 +68,15 @@ class TrainData:
                     yield views.from_crops(crops_1.to(device), crops_2.to(device))
 
 
-def load_train_data(config: Config, views: TwoViews) -> TrainData:
+def load_train_data(config: Config, views: TwoViews, rank: int = 0, world: int = 1) -> TrainData:
     if config.image_size <= folders.IN_MEMORY_MAX_SIZE or folders.is_named(config.data):
-        return TrainData(memory=folders.load_images(config.data, config.image_size))
+        memory = folders.load_images(config.data, config.image_size)
+        return TrainData(EpochBatches(len(memory.images), config.batch_size, config.seed, rank, world), memory=memory)
     listing = folders.scan_folder(config.data)
+    batches = EpochBatches(len(listing.files), config.batch_size, config.seed, rank, world)
     loader = torch.utils.data.DataLoader(
-        folders.CroppedPairs(listing, views.specs), batch_size=config.batch_size, shuffle=True,
-        drop_last=True, num_workers=config.workers, collate_fn=folders.collate_pairs,
-        persistent_workers=config.workers > 0, pin_memory=torch.cuda.is_available(),
+        folders.CroppedPairs(listing, views.specs), batch_sampler=batches, num_workers=config.workers,
+        collate_fn=folders.collate_pairs, persistent_workers=config.workers > 0,
+        pin_memory=torch.cuda.is_available(),
     )
-    return TrainData(loader=loader)
+    return TrainData(batches, loader=loader)

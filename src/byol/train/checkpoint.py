@@ -31,6 +31,32 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+def save_with_history(obj: Any, latest: Path, history: Path, keep: int) -> Path:
+    """Write `obj` atomically as `history` (e.g. checkpoints/step-00000500.pt), point `latest`
+    at it with a hard link (renamed into place, so also atomic), and delete all but the `keep`
+    newest files beside `history`. Returns the file written."""
+    history.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(obj, history)
+    link = latest.with_name(f".{latest.name}.link")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(history, link)
+        os.replace(link, latest)
+    except OSError:  # a filesystem without hard links: a second copy
+        atomic_save(obj, latest)
+    for old in sorted(history.parent.glob(f"*{history.suffix}"))[:-keep]:
+        old.unlink()
+    return history
+
+
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete the temporary files that a kill during `atomic_save` left behind."""
+    partial = [p for p in folder.rglob(".*.tmp") if p.is_file()]
+    for path in partial:
+        path.unlink()
+    return partial
+
+
 def safe_load(path: str | Path) -> Any:
     """torch.load with weights_only=True: tensors and plain containers only, no code."""
     path = Path(path)

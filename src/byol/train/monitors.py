@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
 from byol.config import Config
 from byol.data import folders
@@ -13,6 +12,7 @@ from byol.eval.collapse import CAUSES, alignment, collapse_alarms, effective_ran
 from byol.eval.features import check_labelled_pair, extract_features, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.methods import Method
+from byol.progress import note
 from byol.train.batches import TrainData
 from byol.train.runtime import autocast
 
@@ -88,8 +88,8 @@ class CollapseAlarm:
     """Warns when the collapse statistics cross their lines on `patience` probes in a row,
     and with `stop` ends the run (the last checkpoint stays as it was)."""
 
-    def __init__(self, dim: int, stop: bool, patience: int = 2) -> None:
-        self.dim, self.stop, self.patience = dim, stop, patience
+    def __init__(self, dim: int, stop: bool, patience: int = 2, report: bool = True) -> None:
+        self.dim, self.stop, self.patience, self.report = dim, stop, patience, report
         self.strikes = 0
 
     def __call__(self, step: int, stats: dict[str, float]) -> None:
@@ -100,8 +100,8 @@ class CollapseAlarm:
         message = f"collapse at step {step}: {'; '.join(alarms)}; {CAUSES}"
         if self.stop:
             raise CollapseError(message)
-        if self.strikes == self.patience:
-            tqdm.write(f"WARNING: {message} (collapse_stop=true ends such runs)")
+        if self.strikes == self.patience and self.report:
+            note(f"WARNING: {message} (collapse_stop=true ends such runs)")
 
 
 def collapse_probe(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> CollapseProbe | None:
