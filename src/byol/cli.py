@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -126,7 +127,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
         args.config, args.out = str(saved), args.resume
     elif args.out is None:
         raise ByolError("say where the run goes: --out DIR (or continue one with --resume RUN_DIR)")
-    print(json.dumps(pretrain(_config_from(args), args.out, resume=not args.no_resume)))
+    result = pretrain(_config_from(args), args.out, resume=not args.no_resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
+        print(json.dumps(result))
     return 0
 
 

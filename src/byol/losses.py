@@ -1,15 +1,16 @@
-"""Loss functions, in fp32 whatever precision the networks ran in."""
+"""Loss functions, in fp32 (or fp64) whatever precision the networks ran in."""
 
 import torch
 import torch.nn.functional as F
 
 from byol.train.distributed import gather_with_grad, rank
+from byol.train.runtime import at_least_fp32
 
 
 def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BYOL's per-sample loss: ||p/|p| - z/|z|||^2, which equals 2 - 2 cos(p, z)."""
-    p = F.normalize(prediction.float(), dim=-1)
-    z = F.normalize(target.float(), dim=-1)
+    p = F.normalize(at_least_fp32(prediction), dim=-1)
+    z = F.normalize(at_least_fp32(target), dim=-1)
     return 2 - 2 * (p * z).sum(dim=-1)
 
 
@@ -35,7 +36,7 @@ def nt_xent(z_1: torch.Tensor, z_2: torch.Tensor, temperature: float) -> torch.T
     batch are its negatives. Under torch.distributed the negatives come from every
     process (gathered with gradients), so the loss is that of the global batch.
     """
-    local = F.normalize(torch.cat([z_1, z_2]).float(), dim=1)
+    local = F.normalize(at_least_fp32(torch.cat([z_1, z_2])), dim=1)
     everyone = gather_with_grad(local)
     n, offset = len(z_1), rank() * len(local)
     rows = torch.arange(len(local), device=local.device)

@@ -1,4 +1,4 @@
-"""NT-Xent's negatives gathered across 2 real processes (gloo on CPU) equal the one-process loss."""
+"""Two real processes (gloo on CPU) compute what one process computes with the whole batch."""
 
 import socket
 
@@ -46,3 +46,122 @@ def test_two_processes_give_the_loss_and_gradients_of_the_whole_batch():
         rows = slice(rank * N, (rank + 1) * N)
         torch.testing.assert_close(results[rank][1] / 2, z_1.grad[rows])
         torch.testing.assert_close(results[rank][2] / 2, z_2.grad[rows])
+
+
+def test_each_process_takes_its_slice_of_the_same_global_batches():
+    from byol.train.batches import EpochBatches
+
+    whole = EpochBatches(50, 8, seed=3)
+    halves = [EpochBatches(50, 8, seed=3, rank=r, world=2) for r in (0, 1)]
+    for sampler in (whole, *halves):
+        sampler.set_epoch(2)
+    for batch, first, second in zip(whole, *halves):
+        assert len(first) == len(second) == 4 and first + second == batch
+    assert len(list(whole)) == 50 // 8
+    epoch_2 = list(whole)
+    whole.set_epoch(2, start=4)  # a resumed run starts at the batch where it stopped
+    assert list(whole) == epoch_2[4:]
+    whole.set_epoch(3)
+    assert list(whole) != epoch_2
+
+
+IMAGES, STEPS = 8, 3
+
+
+def tiny_byol():
+    from byol.methods import BYOL
+    from byol.nets.encoders import build_encoder
+
+    torch.manual_seed(0)
+    return BYOL(build_encoder("resnet18", width=1 / 8, cifar_stem=True), image_size=16, projector_hidden=32,
+                projection_dim=16, predictor_hidden=32)
+
+
+def views(step: int):
+    generator = torch.Generator().manual_seed(100 + step)
+    return torch.randn(IMAGES, 3, 16, 16, generator=generator), torch.randn(IMAGES, 3, 16, 16, generator=generator)
+
+
+def train(learner, model, rows):
+    """STEPS steps of SGD and target updates; the losses and the first step's gradients."""
+    optimizer = torch.optim.SGD(learner.trainable_parameters(), lr=0.05, momentum=0.9)
+    losses, first_grads = [], None
+    for step in range(STEPS):
+        view_1, view_2 = views(step)
+        loss = model(view_1[rows], view_2[rows])
+        loss.backward()
+        losses.append(loss.detach())
+        if first_grads is None:
+            first_grads = [p.grad.clone() for p in learner.trainable_parameters()]
+        optimizer.step()
+        optimizer.zero_grad()
+        learner.update_target(0.9)
+    return torch.stack(losses), first_grads, learner.state_dict()
+
+
+def ddp_worker(rank: int, port: int, results) -> None:
+    from byol.train.distributed import sync_batchnorm
+    from byol.train.loop import LossOf
+
+    torch.set_default_dtype(torch.float64)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        learner = sync_batchnorm(tiny_byol(), torch.device("cpu"))
+        model = torch.nn.parallel.DistributedDataParallel(LossOf(learner), forward_sync_buffers=False)
+        half = IMAGES // 2
+        results[rank] = train(learner, model, slice(rank * half, (rank + 1) * half))
+    finally:
+        dist.destroy_process_group()
+
+
+def close(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Equal up to float64 rounding: |got - expected| <= 1e-10 |expected| + 1e-13."""
+    return torch.linalg.vector_norm(got - expected) <= 1e-10 * torch.linalg.vector_norm(expected) + 1e-13
+
+
+def test_ddp_on_two_processes_matches_one_process_with_the_global_batch():
+    """In float64, so that what is compared is the arithmetic and not fp32 rounding: with
+    BatchNorm over a few images, fp32 differences of 1e-5 grow to percents within 3 steps."""
+    from byol.train.loop import LossOf
+
+    results = mp.Manager().dict()
+    mp.spawn(ddp_worker, args=(free_port(), results), nprocs=2, join=True)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        learner = tiny_byol()
+        losses, grads, state = train(learner, LossOf(learner), slice(None))
+    finally:
+        torch.set_default_dtype(previous)
+    # the global batch's loss is the mean of the two processes' losses, BatchNorm statistics included
+    assert close((results[0][0] + results[1][0]) / 2, losses)
+    for rank in (0, 1):
+        for got, expected in zip(results[rank][1], grads):  # DistributedDataParallel's averaged gradients
+            assert close(got, expected)
+    for key, value in state.items():
+        # both processes move online and target identically, with no communication for the target
+        assert torch.equal(results[0][2][key], results[1][2][key]), key
+        assert close(results[0][2][key].double(), value.double()), key
+    assert any(key.startswith("target.") for key in state)
+
+
+def test_torchrun_trains_with_two_processes_and_only_rank_0_writes(small_cifar, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(free_port()), "-m", "byol", "pretrain", "--data", str(small_cifar[0]), "--out", str(out)]
+    for setting in ("image_size=16", "width=0.125", "projector_hidden=32", "predictor_hidden=32",
+                    "projection_dim=16", "batch_size=32", "epochs=1", "optimizer=adamw", "lr=0.004",
+                    "log_every=1", "collapse_every=4", "threads=1"):
+        command += ["--set", setting]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 256 // 32  # 32 is the global batch
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 9))  # one writer, no duplicates
+    assert [r["step"] for r in records if "proj_std" in r] == [4, 8]
+    assert finished.stdout.count('"processes": 2') == 1  # the result is printed once

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import nn
 
 from byol.errors import ByolError
-from byol.train.runtime import pick_device
+from byol.train.runtime import at_least_fp32, pick_device
 
 
 def is_distributed() -> bool:
@@ -44,26 +44,54 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate `x` from every process along dim 0, gradients flowing back to each owner.
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) whose backward is again an all_reduce(SUM): the gradient of a sum that
+    every process's loss depends on is the sum of their gradients."""
 
-    torch.distributed.nn's all_gather sums the incoming gradients over processes
-    (a reduce-scatter) in backward, so with DistributedDataParallel's averaging every
-    process ends with the gradient of the global batch's mean loss.
-    """
-    if not is_distributed():
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(x)
         return x
-    from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x), dim=0)
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad
+
+
+class _GatherRows(torch.autograd.Function):
+    """Every process's rows, concatenated; backward returns to each process the summed
+    gradient of its own rows (a reduce-scatter, written as all_reduce for gloo's sake)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad)
+        return grad.chunk(dist.get_world_size())[dist.get_rank()]
 
 
 def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    """The sum of `x` over all processes (no gradient): how ranks agree on a stop or a NaN."""
-    if is_distributed():
-        x = x.clone()
-        dist.all_reduce(x)
-    return x
+    """The sum of `x` over all processes, differentiable: how BatchNorm statistics span the
+    global batch, and how processes agree on a stop or a non-finite loss."""
+    return _SumOverRanks.apply(x) if is_distributed() else x
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` (the same shape everywhere) from every process along dim 0.
+
+    In backward each process receives its rows' gradient summed over processes, so with
+    DistributedDataParallel's averaging every process ends with the gradient of the
+    global batch's mean loss.
+    """
+    return _GatherRows.apply(x) if is_distributed() else x
 
 
 def all_ranks(obj: object) -> list:
@@ -97,16 +125,14 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_distributed()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        x32 = x.float()
-        local_count = torch.full((1,), x32.numel() / x32.shape[1], device=x.device)
-        sums = all_reduce(torch.cat([x32.sum(dims), local_count]))
+        x32 = at_least_fp32(x)
+        local_count = torch.full((1,), x32.numel() / x32.shape[1], dtype=x32.dtype, device=x.device)
+        sums = sum_over_ranks(torch.cat([x32.sum(dims), local_count]))
         count, mean = sums[-1], sums[:-1] / sums[-1]
         centred = x32 - mean.view(shape)
-        var = all_reduce((centred * centred).sum(dims)) / count
+        var = sum_over_ranks((centred * centred).sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -128,8 +154,11 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
             replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                           child.track_running_stats)
-            replacement.load_state_dict(child.state_dict())
-            setattr(module, name, replacement.to(device=child.weight.device if child.affine else device))
+            # the same Parameter and buffer objects: the target's stay frozen, optimisers stay valid
+            for key, tensor in [*child.named_parameters(recurse=False), *child.named_buffers(recurse=False)]:
+                setattr(replacement, key, tensor)
+            replacement.train(child.training)
+            setattr(module, name, replacement)
         else:
             sync_batchnorm(child, device)
     return module

@@ -190,7 +190,7 @@ def _pretrain(config: Config, out: Path, resume: bool, device: torch.device) -> 
     model = LossOf(learner)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+            model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
 
     metrics = None
     if lead:
@@ -277,7 +277,7 @@ def _pretrain(config: Config, out: Path, resume: bool, device: torch.device) -> 
                     saved = step % config.checkpoint_every == 0
                     if saved:
                         save()
-                    signal = distributed.sum_over_ranks(torch.tensor([float(stop.signal or 0)])).item()
+                    signal = distributed.sum_over_ranks(torch.tensor([float(stop.signal or 0)], device=device)).item()
                     if signal:
                         if not saved:
                             save()

@@ -41,6 +41,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 up to fp32; fp32 and fp64 as they are (losses and statistics are never computed in half)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
