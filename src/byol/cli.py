@@ -1,4 +1,4 @@
-"""The `byol` command: pretrain, compare, eval (knn, linear), inspect, report, presets.
+"""The `byol` command: pretrain, compare, eval (knn, linear), inspect, report, export, embed, presets.
 
 Problems the user can fix (ByolError) print one line and exit with code 2.
 """
@@ -102,6 +102,22 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="the online encoder as safetensors or a state_dict, with a JSON card")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
+    p.add_argument("--out", required=True, type=Path, help="FILE.safetensors or FILE.pt (the card: FILE.json)")
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="one embedding per image of a folder, as .npy rows")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt or exported encoder")
+    p.add_argument("--data", required=True, type=Path, help="folder of images, any size, any layout")
+    p.add_argument("--out", required=True, type=Path, help="FILE.npy (file list: FILE.npy.files.txt)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=2, help="decoding processes")
+    p.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining and evaluation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_inspect(sub)
     _add_report(sub)
+    _add_export(sub)
+    _add_embed(sub)
     sub.add_parser("presets", help="list the shipped presets")
     return parser
 
@@ -191,14 +209,30 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from byol.export import export_encoder
+
+    print(json.dumps(export_encoder(args.checkpoint, args.out)))
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from byol.export import embed_folder
+    from byol.train.runtime import pick_device
+
+    print(json.dumps(embed_folder(args.checkpoint, args.data, args.out, args.batch_size, args.workers,
+                                  pick_device(args.device))))
+    return 0
+
+
 def run_presets(args: argparse.Namespace) -> int:
     for name in cfg.preset_names():
         print(name)
     return 0
 
 
-COMMANDS = {"pretrain": run_pretrain, "compare": run_compare, "eval": run_eval, "inspect": run_inspect, "report": run_report,
-            "presets": run_presets}
+COMMANDS = {"pretrain": run_pretrain, "compare": run_compare, "eval": run_eval, "inspect": run_inspect,
+            "report": run_report, "export": run_export, "embed": run_embed, "presets": run_presets}
 
 
 def main(argv: list[str] | None = None) -> int:

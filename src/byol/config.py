@@ -89,6 +89,7 @@ class Config:
             (self.temperature > 0, f"temperature is {self.temperature}: it must be positive"),
             (self.nt_xent_weight >= 0, f"nt_xent_weight is {self.nt_xent_weight}: use 0 or more"),
             (self.knn_temperature > 0, f"knn_temperature is {self.knn_temperature}: it must be positive"),
+            (self.optimizer in ("lars", "sgd", "adamw"), f"unknown optimizer {self.optimizer!r}: choose lars, sgd or adamw"),
             (self.tau_schedule in TAU_SCHEDULES, f"tau_schedule is {self.tau_schedule!r}: choose cosine or constant"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision is {self.precision!r}: choose auto, fp32, bf16 or fp16"),
             (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be 1 or more"),

@@ -9,7 +9,8 @@ from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder
 from byol.train.checkpoint import atomic_save, safe_load
 from byol.methods import build_learner
-from byol.train.loop import save_checkpoint
+from byol.train.checkpoint import CHECKPOINT_FORMAT, atomic_save
+from byol.train.loop import CHECKPOINT
 
 
 def write_run(tmp_path, **changes):
@@ -18,7 +19,7 @@ def write_run(tmp_path, **changes):
     with torch.no_grad():
         for p in learner.online.parameters():
             p.add_(1.0)
-    save_checkpoint(tmp_path, learner, torch.optim.SGD(learner.trainable_parameters(), lr=0.1), config, 3, 1)
+    atomic_save(dict(learner=learner.state_dict(), config=config.to_dict(), step=3, format=CHECKPOINT_FORMAT), tmp_path / CHECKPOINT)
     return learner
 
 

@@ -12,7 +12,7 @@ from byol.config import Config
 from byol.errors import ByolError
 from byol.methods import Method, build_learner
 from byol.nets.encoders import build_encoder
-from byol.train.checkpoint import safe_load
+from byol.train.checkpoint import CHECKPOINT_FORMAT, safe_load
 
 ENCODER_PREFIX = "online.encoder."
 
@@ -37,7 +37,7 @@ def read_checkpoint(path: Path) -> tuple[dict, Config, Path]:
     """A byol checkpoint's contents, its config and its path, from a run folder or a file."""
     checkpoint = path / "checkpoint.pt" if path.is_dir() else path
     state = safe_load(checkpoint)
-    if not isinstance(state, dict) or state.get("format") != "byol-checkpoint-1":
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ByolError(f"{checkpoint} is not a byol checkpoint: pass the checkpoint.pt of a byol run folder")
     return state, cfg.apply(Config(), state["config"], str(checkpoint)), checkpoint
 

@@ -25,7 +25,7 @@ from byol.methods import Method, build_learner
 from byol.progress import note, progress
 from byol.train import distributed
 from byol.train.batches import load_train_data
-from byol.train.checkpoint import remove_partial_writes, safe_load, save_with_history
+from byol.train.checkpoint import CHECKPOINT_FORMAT, remove_partial_writes, safe_load, save_with_history
 from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.runtime import (autocast, autocast_dtype, channels_last_is_safe, make_deterministic, rng_state,
@@ -38,7 +38,6 @@ HISTORY = "checkpoints"
 ENCODER = "encoder.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-FORMAT = "byol-checkpoint-1"
 # keys that may change when a run is resumed: where and how fast it runs, not what it computes
 RUNTIME_KEYS = frozenset({"device", "threads", "workers", "log_every", "checkpoint_every", "keep_checkpoints"})
 
@@ -96,7 +95,7 @@ def open_run(config: Config, out: Path, resume: bool) -> dict | None:
     if (out / SUMMARY).exists():
         raise ByolError(f"{out} holds a finished run (its {SUMMARY}): choose a new --out folder")
     checkpoint = safe_load(out / CHECKPOINT)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT or "rng" not in checkpoint:
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT or "rng" not in checkpoint:
         raise ByolError(f"{out / CHECKPOINT} cannot be resumed (not a byol checkpoint, or one from a version "
                         "before exact resume): choose a new --out folder")
     saved = checkpoint["config"]
@@ -137,9 +136,6 @@ def _pretrain(config: Config, out: Path, resume: bool, device: torch.device) -> 
     learner = build_learner(config).to(device)
     seed_everything(config.seed + rank)  # and different augmentations
     channels_last = config.channels_last and (device.type == "cuda" or channels_last_is_safe(learner))
-    if config.channels_last and not channels_last and lead:
-        note("channels_last is off for this encoder: under 8 channels in a strided 1x1 convolution, "
-                   "where PyTorch's CPU kernel is unsafe")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     learner = learner.to(memory_format=memory_format)
     if world > 1 and config.sync_batchnorm:
@@ -210,9 +206,12 @@ def _pretrain(config: Config, out: Path, resume: bool, device: torch.device) -> 
         state = dict(learner=learner.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                      config=config.to_dict(), step=step, epoch=epoch, batch_in_epoch=batch_in_epoch,
                      skipped_steps=skipped_steps, train_seconds=train_seconds, budget=vars(budget),
-                     collapse_strikes=alarm.strikes, metrics_bytes=metrics.tell(), rng=rngs, format=FORMAT)
+                     collapse_strikes=alarm.strikes, metrics_bytes=metrics.tell(), rng=rngs, format=CHECKPOINT_FORMAT)
         save_with_history(state, out / CHECKPOINT, out / HISTORY / f"step-{step:08d}.pt", config.keep_checkpoints)
 
+    if config.channels_last and not channels_last and lead:
+        note("channels_last is off for this encoder: under 8 channels in a strided 1x1 convolution, "
+             "where PyTorch's CPU kernel is unsafe")
     bar = progress(total=budget.total, initial=step, unit="step", desc="pretrain", disable=not lead)
     # training time counts everything (augmentation, data, checkpoints) except k-NN evaluation
     clock = time.perf_counter()

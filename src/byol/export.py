@@ -1,0 +1,154 @@
+"""The pretrained backbone out of byol: weight files for other code, and embeddings of images.
+
+An exported encoder is a plain state_dict (safetensors or `.pt`) whose keys are
+torchvision's, plus a JSON card beside it that says how to rebuild and feed it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from byol.data import folders
+from byol.config import Config
+from byol.data.views import ViewSpec, eval_transform, view_specs
+from byol.errors import ByolError
+from byol.eval.checkpoints import load_run_encoder, load_weights
+from byol.nets.encoders import build_encoder
+from byol.progress import progress
+from byol.train.checkpoint import CHECKPOINT_FORMAT, atomic_save, safe_load
+
+CARD_FORMAT = "byol-encoder-1"
+WEIGHT_SUFFIXES = (".safetensors", ".pt")
+
+
+def card_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def _torchvision_recipe(card: dict) -> str:
+    if card["width"] != 1.0:
+        return f"width {card['width']} has no torchvision counterpart: load it with byol.load_encoder"
+    recipe = f"model = torchvision.models.{card['architecture']}(); model.fc = torch.nn.Identity()"
+    if card["cifar_stem"]:
+        recipe += ("; model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); "
+                   "model.maxpool = torch.nn.Identity()")
+    return recipe + "; model.load_state_dict(weights, strict=True)"
+
+
+def _card(encoder: nn.Module, config: Config) -> dict:
+    spec = view_specs(config.augment, config.image_size)[0]
+    card = dict(format=CARD_FORMAT, architecture=config.encoder, width=config.width, cifar_stem=config.cifar_stem,
+                input_size=config.image_size, feature_dim=encoder.feature_dim, mean=list(spec.mean),
+                std=list(spec.std), method=config.method)
+    return dict(card, torchvision=_torchvision_recipe(card))
+
+
+def export_encoder(checkpoint: Path, out: Path) -> dict:
+    """Write a run's online encoder to `out` (.safetensors or .pt) and its card to `out`.json."""
+    if out.suffix not in WEIGHT_SUFFIXES:
+        raise ByolError(f"--out {out}: name the file .safetensors (default choice) or .pt (a torch state_dict)")
+    encoder, config, source = load_run_encoder(checkpoint)
+    card = dict(_card(encoder, config), source=str(source), step=safe_load(source).get("step"))
+    weights = {k: v.contiguous() for k, v in encoder.state_dict().items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        save_file(weights, str(out), metadata={"byol": json.dumps(card)})
+    else:
+        atomic_save(weights, out)
+    card_path(out).write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def _read_card(weights: Path) -> dict:
+    path = card_path(weights)
+    if not path.is_file():
+        raise ByolError(f"{weights} has no card beside it ({path.name}): export it with `byol export`, "
+                        "or pass a run folder")
+    card = json.loads(path.read_text())
+    if card.get("format") != CARD_FORMAT:
+        raise ByolError(f"{path} is not a byol encoder card")
+    return card
+
+
+def _is_run(path: Path) -> bool:
+    if path.is_dir():
+        return True
+    if path.suffix != ".pt" or not path.is_file():
+        return False
+    content = safe_load(path)
+    return isinstance(content, dict) and content.get("format") == CHECKPOINT_FORMAT
+
+
+def load_encoder_and_card(path: str | Path) -> tuple[nn.Module, dict]:
+    """An encoder in eval mode, from a run folder, a checkpoint.pt, or an exported file, and
+    the card that says its input size and normalisation."""
+    path = Path(path)
+    if _is_run(path):
+        encoder, config, _ = load_run_encoder(path)
+        return encoder, _card(encoder, config)
+    if path.suffix not in WEIGHT_SUFFIXES or not path.is_file():
+        raise ByolError(f"{path} is neither a run folder nor an exported encoder (.safetensors or .pt)")
+    card = _read_card(path)
+    encoder = build_encoder(card["architecture"], card["width"], card["cifar_stem"])
+    weights = load_file(str(path)) if path.suffix == ".safetensors" else safe_load(path)
+    load_weights(encoder, weights, path)
+    return encoder.eval(), card
+
+
+def load_encoder(path: str | Path) -> nn.Module:
+    """The pretrained encoder, ready to use: `byol.load_encoder("runs/r18")(images)` gives
+    one feature vector per image (inputs normalised as its card says, in eval mode)."""
+    return load_encoder_and_card(path)[0]
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, files: list[Path], size: int) -> None:
+        self.files, self.size = files, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool]:
+        img = folders.open_rgb(self.files[index], min_size=self.size)
+        if img is None:
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
+        return torch.from_numpy(np.asarray(folders.resize_square(img, self.size)).copy()).permute(2, 0, 1), True
+
+
+@torch.no_grad()
+def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256, workers: int = 2,
+                 device: torch.device | str = "cpu") -> dict:
+    """One embedding per image file under `data`, written as rows of `out` (.npy, float32)
+    as they are computed, so memory stays flat whatever the folder's size; row i is the
+    i-th line of `out`.files.txt; rows of undecodable files are NaN and listed in
+    `out`.skipped.txt."""
+    if out.suffix != ".npy":
+        raise ByolError(f"--out {out}: name the file .npy")
+    encoder, card = load_encoder_and_card(checkpoint)
+    encoder = encoder.to(device)
+    listing = folders.scan_folder(data)
+    spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(listing.files), card["feature_dim"]))
+    loader = torch.utils.data.DataLoader(_Images(listing.files, card["input_size"]), batch_size=batch_size,
+                                         num_workers=workers)
+    skipped, start = [], 0
+    for images, decoded in progress(loader, desc="embed", unit="batch"):
+        features = encoder(eval_transform(images.to(device), spec)).float().cpu()
+        features[~decoded] = float("nan")
+        rows[start:start + len(images)] = features.numpy()
+        skipped += [listing.files[start + i] for i in torch.nonzero(~decoded).flatten().tolist()]
+        start += len(images)
+    rows.flush()
+    del rows
+    relative = [str(p.relative_to(listing.root)) for p in listing.files]
+    Path(f"{out}.files.txt").write_text("\n".join(relative) + "\n", errors="backslashreplace")
+    if skipped:
+        Path(f"{out}.skipped.txt").write_text("\n".join(map(str, skipped)) + "\n", errors="backslashreplace")
+    return dict(embeddings=str(out), images=len(listing.files), dim=card["feature_dim"], skipped=len(skipped))

@@ -1,0 +1,91 @@
+"""Exported encoders load into plain torchvision models; embeddings come one row per file."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from safetensors.torch import load_file
+
+import byol
+from byol.config import Config
+from byol.data.folders import decode_folder
+from byol.data.views import eval_transform, view_specs
+from byol.errors import ByolError
+from byol.eval.checkpoints import load_run_encoder
+from byol.export import embed_folder, export_encoder
+from byol.methods import build_learner
+from byol.train.checkpoint import CHECKPOINT_FORMAT, atomic_save
+
+
+def write_run(folder, **changes):
+    """A run folder whose checkpoint holds a learner with non-default weights and statistics."""
+    config = Config(projector_hidden=16, predictor_hidden=16, projection_dim=8, **changes)
+    learner = build_learner(config)
+    with torch.no_grad():
+        for p in learner.online.parameters():
+            p.mul_(1.5).add_(0.01)
+        for name, buffer in learner.online.named_buffers():
+            if "running" in name:
+                buffer.add_(0.3)
+    folder.mkdir(parents=True)
+    atomic_save(dict(learner=learner.state_dict(), config=config.to_dict(), step=7, format=CHECKPOINT_FORMAT),
+                folder / "checkpoint.pt")
+    return folder
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_the_export_loads_strictly_into_torchvision_with_the_cifar_stem_and_gives_the_same_features(
+        tmp_path, suffix):
+    run = write_run(tmp_path / "run", width=1.0, cifar_stem=True)
+    card = export_encoder(run, tmp_path / f"encoder{suffix}")
+    assert json.loads((tmp_path / "encoder.json").read_text()) == card
+    assert card["feature_dim"] == 512 and card["input_size"] == 32 and card["step"] == 7
+    weights = load_file(str(tmp_path / "encoder.safetensors")) if suffix == ".safetensors" else torch.load(
+        tmp_path / "encoder.pt", weights_only=True)
+    model = torchvision.models.resnet18()  # what a user writes, following card["torchvision"]
+    model.fc = torch.nn.Identity()
+    model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.maxpool = torch.nn.Identity()
+    model.load_state_dict(weights, strict=True)
+    images = torch.randn(4, 3, 32, 32)
+    encoder, _, _ = load_run_encoder(run)
+    torch.testing.assert_close(model.eval()(images), encoder(images))
+    torch.testing.assert_close(byol.load_encoder(tmp_path / f"encoder{suffix}")(images), encoder(images))
+    assert not byol.load_encoder(run).training
+
+
+def test_an_exported_encoder_of_another_width_needs_byol_and_says_so(tmp_path):
+    run = write_run(tmp_path / "run", width=0.25)
+    card = export_encoder(run, tmp_path / "narrow.safetensors")
+    assert "no torchvision counterpart" in card["torchvision"]
+    assert byol.load_encoder(tmp_path / "narrow.safetensors")(torch.randn(2, 3, 32, 32)).shape == (2, 128)
+    card["width"] = 0.5  # a card that does not match its weights is refused, naming the shapes
+    (tmp_path / "narrow.json").write_text(json.dumps(card))
+    with pytest.raises(ByolError, match="does not match this encoder: keys .* of another shape"):
+        byol.load_encoder(tmp_path / "narrow.safetensors")
+    with pytest.raises(ByolError, match="name the file .safetensors"):
+        export_encoder(run, tmp_path / "encoder.bin")
+
+
+def test_embed_writes_one_row_per_file_and_nan_rows_for_undecodable_ones(small_cifar, tmp_path):
+    run = write_run(tmp_path / "run", width=0.125)
+    folder = small_cifar[1]
+    broken = tmp_path / "mixed"
+    for item in sorted(folder.iterdir())[:2]:
+        (broken / item.name).mkdir(parents=True)
+        for image in sorted(item.iterdir())[:3]:
+            (broken / item.name / image.name).write_bytes(image.read_bytes())
+    (broken / sorted(folder.iterdir())[0].name / "zz_broken.jpg").write_bytes(b"not an image")
+    result = embed_folder(run, broken, tmp_path / "emb.npy", batch_size=4, workers=0)
+    rows = np.load(tmp_path / "emb.npy")
+    files = (tmp_path / "emb.npy.files.txt").read_text().splitlines()
+    assert result == dict(embeddings=str(tmp_path / "emb.npy"), images=7, dim=64, skipped=1)
+    assert rows.shape == (7, 64) and len(files) == 7 and files[3].endswith("zz_broken.jpg")
+    assert np.isnan(rows[3]).all() and not np.isnan(np.delete(rows, 3, axis=0)).any()
+    # the same features as evaluation computes for the same images
+    encoder, config, _ = load_run_encoder(run)
+    decoded = decode_folder(broken, 32)
+    expected = encoder(eval_transform(decoded.images, view_specs(config.augment, 32)[0]))
+    np.testing.assert_allclose(np.delete(rows, 3, axis=0), expected.detach().numpy(), rtol=1e-4, atol=1e-5)
