@@ -61,6 +61,7 @@ class Config:
     threads: int = 0  # 0: torch's default
     workers: int = 4  # loader processes, for streamed (large) images only
     log_every: int = 10
+    tensorboard: bool = True  # TensorBoard event files in RUN/tensorboard, when tensorboard is installed
     checkpoint_every: int = 500  # optimiser steps; a checkpoint is also written at the end of every epoch
     keep_checkpoints: int = 2  # the newest checkpoints kept in RUN/checkpoints (RUN/checkpoint.pt is the last)
     nonfinite: str = "stop"  # a NaN/inf loss: stop (exit 2, last checkpoint kept) or skip the step, counting skips

@@ -7,9 +7,8 @@ import torch
 from byol.config import Config
 from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder
-from byol.train.checkpoint import atomic_save, safe_load
 from byol.methods import build_learner
-from byol.train.checkpoint import CHECKPOINT_FORMAT, atomic_save
+from byol.train.checkpoint import CHECKPOINT_FORMAT, atomic_save, safe_load
 from byol.train.loop import CHECKPOINT
 
 

@@ -80,6 +80,7 @@ def test_a_run_killed_with_sigkill_and_resumed_ends_bit_identical(small_cifar, r
     assert finished.returncode == 0, finished.stderr
     assert f"resuming {out} at step {killed_at}" in finished.stderr
     assert_bit_identical(out, reference)
+    assert_tensorboard_matches_the_metrics(out)  # the steps the killed run logged twice are purged
 
 
 def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues(small_cifar, reference, tmp_path):
@@ -152,3 +153,18 @@ def test_with_nonfinite_skip_the_bad_step_is_skipped_and_counted(small_cifar, tm
              if "skipped_steps" in line]
     assert len(skips) == 1 and skips[0]["step"] == 3 and skips[0]["skipped_steps"] == 1
     assert math.isnan(skips[0]["loss"])
+
+
+def assert_tensorboard_matches_the_metrics(out):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    losses = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    logged = [(r["step"], r["loss"]) for r in trajectory(out) if "loss" in r]
+    assert [s for s, _ in losses] == [s for s, _ in logged] == list(range(1, TOTAL_STEPS + 1))
+    assert [v for _, v in losses] == pytest.approx([v for _, v in logged], rel=1e-6)  # float32 in the events
+    assert {"knn/top1", "collapse/proj_std", "train/lr", "train/tau", "train/img_s"} <= set(events.Tags()["scalars"])
+
+
+def test_tensorboard_gets_the_scalars_of_metrics_jsonl(reference):
+    assert_tensorboard_matches_the_metrics(reference)

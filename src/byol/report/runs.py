@@ -9,8 +9,7 @@ from pathlib import Path
 import yaml
 
 from byol.errors import ByolError
-
-METRICS = "metrics.jsonl"
+from byol.train.logbook import METRICS
 
 
 @dataclass

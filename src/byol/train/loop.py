@@ -26,6 +26,7 @@ from byol.progress import note, progress
 from byol.train import distributed
 from byol.train.batches import load_train_data
 from byol.train.checkpoint import CHECKPOINT_FORMAT, remove_partial_writes, safe_load, save_with_history
+from byol.train.logbook import Logbook
 from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.runtime import (autocast, autocast_dtype, channels_last_is_safe, make_deterministic, rng_state,
@@ -36,7 +37,6 @@ from byol.train.signals import StopRequests
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "checkpoints"
 ENCODER = "encoder.safetensors"
-METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 # keys that may change when a run is resumed: where and how fast it runs, not what it computes
 RUNTIME_KEYS = frozenset({"device", "threads", "workers", "log_every", "checkpoint_every", "keep_checkpoints"})
@@ -188,16 +188,11 @@ def _pretrain(config: Config, out: Path, resume: bool, device: torch.device) -> 
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
 
-    metrics = None
-    if lead:
-        metrics = (out / METRICS).open("a+b")
-        metrics.truncate(metrics_bytes)  # records written after the checkpoint are written again
-        metrics.seek(0, 2)
+    logbook = Logbook(out, config.tensorboard, metrics_bytes, step) if lead else None
 
-    def log(record: dict) -> None:  # flushed per line: a crashed run keeps its curves
-        if metrics is not None:
-            metrics.write((json.dumps(record) + "\n").encode())
-            metrics.flush()
+    def log(record: dict) -> None:
+        if logbook is not None:
+            logbook(record)
 
     def save() -> None:
         rngs = distributed.all_ranks(rng_state())
@@ -206,7 +201,7 @@ def _pretrain(config: Config, out: Path, resume: bool, device: torch.device) -> 
         state = dict(learner=learner.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                      config=config.to_dict(), step=step, epoch=epoch, batch_in_epoch=batch_in_epoch,
                      skipped_steps=skipped_steps, train_seconds=train_seconds, budget=vars(budget),
-                     collapse_strikes=alarm.strikes, metrics_bytes=metrics.tell(), rng=rngs, format=CHECKPOINT_FORMAT)
+                     collapse_strikes=alarm.strikes, metrics_bytes=logbook.tell(), rng=rngs, format=CHECKPOINT_FORMAT)
         save_with_history(state, out / CHECKPOINT, out / HISTORY / f"step-{step:08d}.pt", config.keep_checkpoints)
 
     if config.channels_last and not channels_last and lead:
@@ -318,6 +313,6 @@ def _pretrain(config: Config, out: Path, resume: bool, device: torch.device) -> 
                  **{f"knn_{k}": v for k, v in knn.items()}))
         (out / "knn.json").write_text(json.dumps(knn, indent=1) + "\n")
         result["knn"] = knn
-    metrics.close()
+    logbook.close()
     (out / SUMMARY).write_text(json.dumps(result, indent=1) + "\n")
     return result
