@@ -19,3 +19,11 @@ def test_wrong_types_and_unknown_keys_are_refused_with_the_fix():
         resolve(overrides={"tau_bas": 0.9})
     with pytest.raises(ByolError, match="tau_schedule is 'linear': choose cosine or constant"):
         resolve(overrides={"tau_schedule": "linear"})
+
+
+def test_every_shipped_preset_resolves_to_a_valid_config():
+    from byol.config import preset_names
+
+    assert {"cifar10-cpu", "cifar10-resnet18", "imagenet-resnet50", "stl10-resnet18"} <= set(preset_names())
+    for name in preset_names():
+        resolve(preset=name)

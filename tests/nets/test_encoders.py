@@ -36,3 +36,26 @@ def test_cifar_stem_keeps_resolution_until_the_stages():
 def test_unknown_encoder_is_a_clear_error():
     with pytest.raises(ByolError, match="unknown encoder 'vgg': choose one of resnet18, resnet34, resnet50"):
         build_encoder("vgg")
+
+
+def test_timm_models_are_encoders_by_name_and_train_with_byol():
+    pytest.importorskip("timm")
+    from byol.methods import BYOL
+
+    encoder = build_encoder("timm:resnet10t")
+    assert encoder.feature_dim == 512 and encoder(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+    learner = BYOL(encoder, image_size=32, projector_hidden=16, projection_dim=8, predictor_hidden=16)
+    learner.loss(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)).backward()
+    with pytest.raises(ByolError, match="timm has no model 'no_such_net'"):
+        build_encoder("timm:no_such_net")
+
+
+def test_a_users_module_gets_its_feature_size_without_moving_batchnorm_statistics():
+    from byol.methods import BYOL
+
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.BatchNorm2d(5), torch.nn.AdaptiveAvgPool2d(1),
+                                  torch.nn.Flatten())
+    before = encoder[1].running_mean.clone()
+    learner = BYOL(encoder, image_size=16, projector_hidden=8, projection_dim=4, predictor_hidden=8)
+    assert learner.online.projector[0].in_features == 5 and encoder.training
+    assert torch.equal(encoder[1].running_mean, before) and encoder[1].num_batches_tracked == 0

@@ -50,10 +50,28 @@ class ScaledResNet(ResNet):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
+def timm_encoder(name: str) -> nn.Module:
+    """Any timm model as a feature extractor (its classifier removed), randomly initialised."""
+    try:
+        import timm
+    except ImportError:
+        raise ByolError(f"encoder timm:{name} needs timm: pip install timm") from None
+    try:
+        encoder = timm.create_model(name, pretrained=False, num_classes=0)
+    except RuntimeError as err:  # timm's "Unknown model"
+        raise ByolError(f"timm has no model {name!r} ({err}): see timm.list_models()") from None
+    encoder.feature_dim = encoder.num_features
+    return encoder
+
+
 def build_encoder(name: str, width: float = 1.0, cifar_stem: bool = False) -> nn.Module:
-    """A built-in encoder by name; its output size is `encoder.feature_dim`."""
+    """An encoder by name: resnet18/34/50 (torchvision's, with `width` and `cifar_stem`), or
+    `timm:MODEL` for any timm model (width and stem are then the model's own).
+    Its output size is `encoder.feature_dim`."""
+    if name.startswith("timm:"):
+        return timm_encoder(name.removeprefix("timm:"))
     if name not in RESNETS:
-        raise ByolError(f"unknown encoder {name!r}: choose one of {', '.join(RESNETS)}")
+        raise ByolError(f"unknown encoder {name!r}: choose one of {', '.join(RESNETS)}, or timm:MODEL")
     return ScaledResNet(name, width=width, cifar_stem=cifar_stem)
 
 
