@@ -89,3 +89,18 @@ def test_embed_writes_one_row_per_file_and_nan_rows_for_undecodable_ones(small_c
     decoded = decode_folder(broken, 32)
     expected = encoder(eval_transform(decoded.images, view_specs(config.augment, 32)[0]))
     np.testing.assert_allclose(np.delete(rows, 3, axis=0), expected.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_export_and_embed_commands(small_cifar, tmp_path, capsys):
+    from byol.cli import main
+
+    run = write_run(tmp_path / "run", width=0.125)
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "e.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["feature_dim"] == 64
+    assert main(["embed", "--checkpoint", str(tmp_path / "e.safetensors"), "--data", str(small_cifar[1]),
+                 "--out", str(tmp_path / "e.npy"), "--workers", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 64
+    assert np.load(tmp_path / "e.npy").shape == (64, 64)
+    assert main(["embed", "--checkpoint", str(tmp_path / "nothing.safetensors"), "--data", str(small_cifar[1]),
+                 "--out", str(tmp_path / "x.npy")]) == 2
+    assert "neither a run folder nor an exported encoder" in capsys.readouterr().err
