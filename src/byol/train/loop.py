@@ -142,13 +142,15 @@ def _pretrain(config: Config, out: Path, resume: bool, device: torch.device) -> 
         learner = distributed.sync_batchnorm(learner, device)
     distributed.local_batch(config.batch_size)
     data = load_train_data(config, learner.views, rank, world)
-    if data.skipped and lead:
+    if data.skipped:
         listed = out / "skipped_files.txt"
-        listed.write_text("\n".join(data.skipped) + "\n", errors="backslashreplace")
-        if config.strict_data:
+        if lead:
+            listed.write_text("\n".join(data.skipped) + "\n", errors="backslashreplace")
+        if config.strict_data:  # in every process, so that all stop
             raise ByolError(f"{len(data.skipped)} image files cannot be decoded (e.g. {data.skipped[0]!r}; all in "
                             f"{listed}): fix or remove them, or drop strict_data to skip them")
-        note(f"skipped {len(data.skipped)} undecodable image files (listed in {listed})")
+        if lead:
+            note(f"skipped {len(data.skipped)} undecodable image files (listed in {listed})")
     monitor = knn_monitor(config, data, device) if lead else None
     probe = collapse_probe(config, data, learner.views, device)  # in every process, so all stop together
     alarm = CollapseAlarm(config.projection_dim, config.collapse_stop, report=lead)
@@ -180,7 +182,7 @@ def _pretrain(config: Config, out: Path, resume: bool, device: torch.device) -> 
             set_rng_state(checkpoint["rng"][rank])
         elif lead:
             note(f"resuming with {world} processes a run written by {len(checkpoint['rng'])}: "
-                       "it continues, but not bit-identically to an uninterrupted run")
+                 "it continues, but not bit-identically to an uninterrupted run")
         if lead:
             note(f"resuming {out} at step {step} (epoch {epoch})")
     model = LossOf(learner)
