@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from byol.data import folders
 from byol.config import Config
+from byol.data import folders
 from byol.data.views import ViewSpec, eval_transform, view_specs
 from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder, load_weights
@@ -115,10 +115,10 @@ class _Images(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, bool]:
-        img = folders.open_rgb(self.files[index], min_size=self.size)
-        if img is None:
+        pixels = folders.decode_square(self.files[index], self.size)
+        if pixels is None:
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
-        return torch.from_numpy(np.asarray(folders.resize_square(img, self.size)).copy()).permute(2, 0, 1), True
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1), True
 
 
 @torch.no_grad()

@@ -77,7 +77,7 @@ def test_decoded_images_are_cached_and_the_cache_follows_file_changes(tmp_path, 
         write_image(tmp_path / "imgs" / f"{i}.png", colour=(i * 100, 0, 0))
     first = decode_folder(tmp_path / "imgs", size=8)
     assert len(list(Path(os.environ["BYOL_CACHE_DIR"]).glob("images-*.pt"))) == 1
-    monkeypatch.setattr("byol.data.folders._decode_square", lambda job: pytest.fail("decoded again"))
+    monkeypatch.setattr("byol.data.folders.decode_square", lambda path, size: pytest.fail("decoded again"))
     torch.testing.assert_close(decode_folder(tmp_path / "imgs", size=8).images, first.images)
     monkeypatch.undo()
     write_image(tmp_path / "imgs" / "2.png")

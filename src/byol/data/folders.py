@@ -150,10 +150,14 @@ def resize_square(img: Image.Image, size: int) -> Image.Image:
     return img
 
 
-def _decode_square(args: tuple[Path, int]) -> np.ndarray | None:
-    path, size = args
+def decode_square(path: Path, size: int) -> np.ndarray | None:
+    """One image file as a (size, size, 3) uint8 array, or None if it cannot be decoded."""
     img = open_rgb(path, min_size=size)
     return None if img is None else np.asarray(resize_square(img, size))
+
+
+def _decode_job(job: tuple[Path, int]) -> np.ndarray | None:
+    return decode_square(*job)
 
 
 def _cache_key(listing: ImageFiles, size: int) -> str:
@@ -183,9 +187,9 @@ def decode_folder(root: str | Path, size: int, cache_dir: Path | None = None, wo
     workers = workers or min(8, os.cpu_count() or 1)
     if workers > 1 and len(jobs) > 2000:
         with ProcessPoolExecutor(workers) as pool:
-            decoded = list(pool.map(_decode_square, jobs, chunksize=512))
+            decoded = list(pool.map(_decode_job, jobs, chunksize=512))
     else:
-        decoded = [_decode_square(job) for job in jobs]
+        decoded = [decode_square(*job) for job in jobs]
     keep = [i for i, arr in enumerate(decoded) if arr is not None]
     skipped = [str(listing.files[i]) for i, arr in enumerate(decoded) if arr is None]
     if not keep:
