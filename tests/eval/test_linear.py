@@ -46,3 +46,12 @@ def test_the_penalty_is_chosen_by_validation_accuracy():
     result = linear_probe(x, y, x, y, 2, weight_decays=(1e-6, 1.0), val_fraction=0.5)
     best = max(result["val_top1"].values())
     assert result["val_top1"][str(result["weight_decay"])] == best
+
+
+def test_the_probe_counts_its_fits_on_a_progress_bar(capsys):
+    x, y = clusters(20)
+    linear_probe(x, y, x, y, 3, weight_decays=(1e-4, 1e-2), desc="probe")
+    err = capsys.readouterr().err
+    assert "probe" in err and "0/3" in err  # two penalties, then the refit
+    linear_probe(x, y, x, y, 3, weight_decays=(1e-4, 1e-2))
+    assert capsys.readouterr().err == ""  # quiet without a description

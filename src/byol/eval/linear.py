@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from byol.eval.knn import topk_accuracy
+from byol.progress import progress
 
 WEIGHT_DECAYS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -60,18 +61,25 @@ def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor
 def linear_probe(
     train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
     test_labels: torch.Tensor, num_classes: int, weight_decays: tuple[float, ...] = WEIGHT_DECAYS,
-    val_fraction: float = 0.1, device: torch.device | str = "cpu", seed: int = 0,
+    val_fraction: float = 0.1, device: torch.device | str = "cpu", seed: int = 0, desc: str | None = None,
 ) -> dict:
-    """Test top-1/top-5 in percent, the chosen weight decay and the validation top-1 of each."""
+    """Test top-1/top-5 in percent, the chosen weight decay and the validation top-1 of each.
+    With `desc`, a progress bar counts the L-BFGS fits (one per penalty, then the refit)."""
     fit_idx, val_idx = stratified_split(train_labels, val_fraction, seed)
     x_fit, x_val = standardise(train_features[fit_idx].to(device), train_features[val_idx].to(device))
     y_fit = train_labels[fit_idx].to(device)
     validation = {}
+    bar = progress(total=len(weight_decays) + 1, desc=desc, disable=desc is None, leave=False, unit="fit")
     for weight_decay in weight_decays:
+        bar.set_postfix(weight_decay=weight_decay, refresh=False)
         head = fit_linear(x_fit, y_fit, num_classes, weight_decay)
         validation[weight_decay] = topk_accuracy(head(x_val).cpu(), train_labels[val_idx])["top1"]
+        bar.update(1)
     chosen = max(weight_decays, key=lambda wd: (validation[wd], wd))  # ties: the stronger penalty
     x_train, x_test = standardise(train_features.to(device), test_features.to(device))
+    bar.set_postfix(refit=chosen, refresh=False)
     head = fit_linear(x_train, train_labels.to(device), num_classes, chosen)
+    bar.update(1)
+    bar.close()
     result = topk_accuracy(head(x_test).cpu(), test_labels)
     return dict(**result, weight_decay=chosen, val_top1={str(wd): acc for wd, acc in validation.items()})

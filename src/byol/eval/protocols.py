@@ -47,7 +47,8 @@ def evaluate(
                                         len(train_data.classes), k, temperature)
         else:
             result[name] = linear_probe(train_x, train_data.labels, test_x, test_data.labels,
-                                        len(train_data.classes), device=device, seed=config.seed)
+                                        len(train_data.classes), device=device, seed=config.seed,
+                                        desc=f"{name} linear probe")
     if len(networks) == 2:
         result["gain_top1"] = result["pretrained"]["top1"] - result["random_init"]["top1"]
     return result
