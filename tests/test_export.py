@@ -1,6 +1,7 @@
 """Exported encoders load into plain torchvision models; embeddings come one row per file."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -104,3 +105,27 @@ def test_the_export_and_embed_commands(small_cifar, tmp_path, capsys):
     assert main(["embed", "--checkpoint", str(tmp_path / "nothing.safetensors"), "--data", str(small_cifar[1]),
                  "--out", str(tmp_path / "x.npy")]) == 2
     assert "neither a run folder nor an exported encoder" in capsys.readouterr().err
+
+
+def test_embed_writes_the_same_rows_as_a_parquet_table(small_cifar, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    run = write_run(tmp_path / "run", width=0.125)
+    embed_folder(run, small_cifar[1], tmp_path / "e.npy", batch_size=24, workers=0)
+    result = embed_folder(run, small_cifar[1], tmp_path / "e.parquet", batch_size=24, workers=0)
+    table = pq.read_table(tmp_path / "e.parquet")
+    assert result["images"] == table.num_rows == 64
+    assert pq.ParquetFile(tmp_path / "e.parquet").num_row_groups == 3  # one per batch of 24
+    assert table.column("file").to_pylist() == (tmp_path / "e.npy.files.txt").read_text().splitlines()
+    np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)),
+                                  np.load(tmp_path / "e.npy"))
+
+
+def test_embed_refuses_an_unknown_output_format(small_cifar, tmp_path):
+    with pytest.raises(ByolError, match=r"name the file \.npy .* or \.parquet"):
+        embed_folder(write_run(tmp_path / "run"), small_cifar[1], tmp_path / "e.csv")
+
+
+def test_parquet_without_pyarrow_names_the_fix(small_cifar, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` now fails
+    with pytest.raises(ByolError, match=r"Parquet needs pyarrow \(pip install pyarrow\), or name the file \.npy"):
+        embed_folder(write_run(tmp_path / "run"), small_cifar[1], tmp_path / "e.parquet")

@@ -109,10 +109,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed", help="one embedding per image of a folder, as .npy rows")
+    p = sub.add_parser("embed", help="one embedding per image of a folder, as .npy rows or a Parquet table")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt or exported encoder")
     p.add_argument("--data", required=True, type=Path, help="folder of images, any size, any layout")
-    p.add_argument("--out", required=True, type=Path, help="FILE.npy (file list: FILE.npy.files.txt)")
+    p.add_argument("--out", required=True, type=Path, help="FILE.npy (file list: FILE.npy.files.txt) or FILE.parquet (columns file, embedding; needs pyarrow)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2, help="decoding processes")
     p.add_argument("--device", default="auto")

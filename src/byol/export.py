@@ -121,34 +121,76 @@ class _Images(torch.utils.data.Dataset):
         return torch.from_numpy(pixels.copy()).permute(2, 0, 1), True
 
 
+class _NpyRows:
+    """Rows of a .npy file written in place through a memory map; row i is line i of FILE.files.txt."""
+
+    def __init__(self, out: Path, names: list[str], dim: int) -> None:
+        self.out, self.names = out, names
+        self.rows = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(names), dim))
+
+    def write(self, start: int, features: np.ndarray) -> None:
+        self.rows[start:start + len(features)] = features
+
+    def close(self) -> None:
+        self.rows.flush()
+        del self.rows
+        Path(f"{self.out}.files.txt").write_text("\n".join(self.names) + "\n", errors="backslashreplace")
+
+
+class _ParquetRows:
+    """A Parquet table with columns `file` and `embedding` (fixed-size float32 lists), one row
+    group per batch."""
+
+    def __init__(self, out: Path, names: list[str], dim: int) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ByolError(f"--out {out}: Parquet needs pyarrow (pip install pyarrow), or name the file .npy") from None
+        self.pa, self.dim = pa, dim
+        self.names = [name.encode("utf-8", "backslashreplace").decode("utf-8") for name in names]
+        self.schema = pa.schema([("file", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+        self.writer = pq.ParquetWriter(out, self.schema)
+
+    def write(self, start: int, features: np.ndarray) -> None:
+        pa = self.pa
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), self.dim)
+        files = pa.array(self.names[start:start + len(features)], pa.string())
+        self.writer.write_table(pa.Table.from_arrays([files, embedding], schema=self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+EMBEDDING_WRITERS = {".npy": _NpyRows, ".parquet": _ParquetRows}
+
+
 @torch.no_grad()
 def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256, workers: int = 2,
                  device: torch.device | str = "cpu") -> dict:
-    """One embedding per image file under `data`, written as rows of `out` (.npy, float32)
-    as they are computed, so memory stays flat whatever the folder's size; row i is the
-    i-th line of `out`.files.txt; rows of undecodable files are NaN and listed in
-    `out`.skipped.txt."""
-    if out.suffix != ".npy":
-        raise ByolError(f"--out {out}: name the file .npy")
+    """One embedding per image file under `data`, written to `out` batch by batch as they are
+    computed, so memory stays flat whatever the folder's size: `.npy` rows (row i is the i-th
+    line of `out`.files.txt) or a `.parquet` table of (file, embedding). Undecodable files get
+    NaN rows and are listed in `out`.skipped.txt."""
+    if out.suffix not in EMBEDDING_WRITERS:
+        raise ByolError(f"--out {out}: name the file .npy (NumPy rows) or .parquet (a table, needs pyarrow)")
     encoder, card = load_encoder_and_card(checkpoint)
     encoder = encoder.to(device)
     listing = folders.scan_folder(data)
     spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(listing.files), card["feature_dim"]))
+    names = [str(p.relative_to(listing.root)) for p in listing.files]
+    rows = EMBEDDING_WRITERS[out.suffix](out, names, card["feature_dim"])
     loader = torch.utils.data.DataLoader(_Images(listing.files, card["input_size"]), batch_size=batch_size,
                                          num_workers=workers)
     skipped, start = [], 0
     for images, decoded in progress(loader, desc="embed", unit="batch"):
         features = encoder(eval_transform(images.to(device), spec)).float().cpu()
         features[~decoded] = float("nan")
-        rows[start:start + len(images)] = features.numpy()
+        rows.write(start, features.numpy())
         skipped += [listing.files[start + i] for i in torch.nonzero(~decoded).flatten().tolist()]
         start += len(images)
-    rows.flush()
-    del rows
-    relative = [str(p.relative_to(listing.root)) for p in listing.files]
-    Path(f"{out}.files.txt").write_text("\n".join(relative) + "\n", errors="backslashreplace")
+    rows.close()
     if skipped:
         Path(f"{out}.skipped.txt").write_text("\n".join(map(str, skipped)) + "\n", errors="backslashreplace")
     return dict(embeddings=str(out), images=len(listing.files), dim=card["feature_dim"], skipped=len(skipped))
