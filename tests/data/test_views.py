@@ -2,6 +2,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torchvision.ops import roi_align
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
@@ -44,6 +45,20 @@ def test_full_image_box_reproduces_the_image_and_flip_mirrors_it():
     spec = ViewSpec(size=8, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0)
     torch.testing.assert_close(resized_crop_flip(x, spec), x)
     torch.testing.assert_close(resized_crop_flip(x, replace(spec, flip_p=1.0)), x.flip(3))
+
+
+def test_the_batched_crop_samples_where_roi_align_does():
+    x = torch.rand(64, 3, 16, 16)
+    spec = ViewSpec(size=16)
+    torch.manual_seed(5)
+    fast = resized_crop_flip(x, spec)  # crops never larger than the output: one grid_sample
+    torch.manual_seed(5)
+    boxes = crop_boxes(64, 16, 16, spec.crop_scale, spec.crop_ratio, x.device)
+    flip = (torch.rand(64) < spec.flip_p)[:, None, None, None]
+    rois = torch.cat([torch.arange(64, dtype=boxes.dtype)[:, None], boxes], dim=1)
+    reference = roi_align(x, rois, output_size=16, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+    torch.testing.assert_close(fast, torch.where(flip, reference.flip(3), reference), atol=1e-5, rtol=0)
+    assert 10 < flip.sum() < 54
 
 
 @pytest.mark.parametrize("which", ["brightness", "contrast", "saturation", "hue"])

@@ -12,6 +12,7 @@ image, hue rotated in HSV) on values in [0, 1].
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -121,41 +122,64 @@ def crop_boxes(
 def resized_crop_flip(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
     """Random resized crop and horizontal flip of a float batch, one box per image.
 
-    roi_align with adaptive sampling averages over each output pixel's footprint,
-    so large crops are downsampled without aliasing and small ones are bilinear.
+    Where no crop is larger than the output (images no larger than `spec.size`, as the
+    in-memory training path stores them), one bilinear `grid_sample` does both, the flip
+    folded into each image's sampling grid; it samples exactly where roi_align would, several
+    times faster. Larger images go through roi_align with adaptive sampling, which averages
+    over each output pixel's footprint, so that shrinking does not alias.
     """
-    n, _, height, width = images.shape
+    n, channels, height, width = images.shape
     boxes = crop_boxes(n, height, width, spec.crop_scale, spec.crop_ratio, images.device)
+    flip = _chance(spec.flip_p, n, images.device)
+    if height <= spec.size and width <= spec.size:
+        left, top, right, bottom = boxes.unbind(1)
+        crop_w, crop_h = right - left, bottom - top
+        # output pixel centres g in (-1, 1) map to (2 * x1 + w * (1 + g)) / W - 1 in the input's
+        # normalised coordinates (align_corners=False): roi_align's aligned=True sample points
+        theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
+        theta[:, 0, 0] = torch.where(flip, -crop_w, crop_w) / width
+        theta[:, 0, 2] = (2 * left + crop_w) / width - 1
+        theta[:, 1, 1] = crop_h / height
+        theta[:, 1, 2] = (2 * top + crop_h) / height - 1
+        grid = F.affine_grid(theta, [n, channels, spec.size, spec.size], align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     rois = torch.cat([torch.arange(n, device=images.device, dtype=boxes.dtype)[:, None], boxes], dim=1)
     out = roi_align(images, rois, output_size=spec.size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
-    flip = _chance(spec.flip_p, n, images.device)[:, None, None, None]
-    return torch.where(flip, out.flip(3), out)
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
 def grey(x: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(GREY_WEIGHTS, device=x.device, dtype=x.dtype)
-    return torch.einsum("nchw,c->nhw", x, weights).unsqueeze(1)
+    """Luma (N, 1, H, W), as a weighted sum of the channel planes (several times faster than a
+    contraction over the channel axis on CPUs)."""
+    r, g, b = x.unbind(1)
+    return (r * GREY_WEIGHTS[0]).add_(g, alpha=GREY_WEIGHTS[1]).add_(b, alpha=GREY_WEIGHTS[2]).unsqueeze(1)
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    f = factor[:, None, None, None]
-    return (f * x + (1 - f) * other).clamp_(0, 1)
+    """factor * x + (1 - factor) * other, clamped to [0, 1]."""
+    return torch.lerp(other, x, factor[:, None, None, None]).clamp_(0, 1)
 
 
 def _rotate_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Add `shift` (in turns) to the hue of each image, via HSV."""
+    """Add `shift` (in turns) to the hue of each image, via HSV, plane by plane.
+
+    Value V = max and chroma C = max - min do not change. The hue in sextants is
+    (g - b) / C where red is the largest, (b - r) / C + 2 where green is, (r - g) / C + 4
+    where blue is (torchvision's order for ties); back to RGB, channel n is
+    V - C * clamp(min(k, 4 - k), 0, 1) with k = (n + 6H) mod 6 (n = 5, 3, 1 for r, g, b).
+    A grey pixel (C = 0) stays V whatever its hue.
+    """
     r, g, b = x.unbind(1)
-    value, argmax = x.max(dim=1)
-    chroma = value - x.min(dim=1).values
-    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    hue_by_max = torch.stack([((g - b) / safe) % 6, (b - r) / safe + 2, (r - g) / safe + 4], dim=1)
-    hue = hue_by_max.gather(1, argmax.unsqueeze(1)).squeeze(1) / 6
-    hue = torch.where(chroma > 0, hue, torch.zeros_like(hue))
-    hue = (hue + shift[:, None, None]) % 1.0
-    saturation = torch.where(value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value))
-    # HSV -> RGB: channel n is V - V*S*clamp(min(k, 4 - k), 0, 1) with k = (n + 6H) mod 6.
-    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device)[None, :, None, None] + 6 * hue.unsqueeze(1)) % 6
-    return value.unsqueeze(1) * (1 - saturation.unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1))
+    value = torch.maximum(torch.maximum(r, g), b)
+    chroma = value - torch.minimum(torch.minimum(r, g), b)
+    sextant = torch.where(value == r, g - b,
+                          torch.where(value == g, (b - r).add_(chroma, alpha=2), (r - g).add_(chroma, alpha=4)))
+    sextant = sextant.div_(chroma.clamp_min(1e-12)).add_(6 * shift[:, None, None])
+    channels = []
+    for offset in (5.0, 3.0, 1.0):
+        k = (sextant + offset).remainder_(6)
+        channels.append(value - chroma * torch.minimum(k, 4 - k).clamp_(0, 1))
+    return torch.stack(channels, dim=1)
 
 
 def color_jitter(x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
@@ -201,21 +225,27 @@ def gaussian_blur(x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
     return x
 
 
+def _on_some(x: torch.Tensor, p: float, op: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply `op` to each image with probability p, computing it only on the chosen ones."""
+    idx = _chance(p, x.shape[0], x.device).nonzero().squeeze(1)
+    if idx.numel():
+        x[idx] = op(x[idx])
+    return x
+
+
 def colour_and_normalise(crops: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
     """Everything after the crop: jitter, grayscale, blur, solarise, normalise."""
-    n = crops.shape[0]
     x = color_jitter(crops, spec)
-    to_grey = _chance(spec.grayscale_p, n, x.device)[:, None, None, None]
-    x = torch.where(to_grey, grey(x).expand_as(x), x)
+    x = _on_some(x, spec.grayscale_p, lambda v: grey(v).expand_as(v))
     x = gaussian_blur(x, spec)
-    solarise = _chance(spec.solarize_p, n, x.device)[:, None, None, None]
-    return normalise(torch.where(solarise & (x >= 0.5), 1 - x, x), spec)
+    x = _on_some(x, spec.solarize_p, lambda v: torch.where(v >= 0.5, 1 - v, v))
+    return normalise(x, spec)
 
 
 def normalise(x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
     mean = torch.tensor(spec.mean, device=x.device)[None, :, None, None]
     std = torch.tensor(spec.std, device=x.device)[None, :, None, None]
-    return (x - mean) / std
+    return (x - mean).div_(std)
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
