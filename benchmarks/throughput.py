@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -83,6 +83,7 @@ class Setup:
     precision: str
     lr: float
     optimizer: str = "sgd"
+    seed: int = 0  # initial weights; batches and views follow from it
 
     def batch_indices(self) -> torch.Tensor:
         return torch.randint(len(self.images), (self.batch,))
@@ -112,7 +113,7 @@ def sync(device: torch.device) -> None:
 def our_learner(setup: Setup) -> nn.Module:
     config = Config(encoder="resnet18", width=setup.width, cifar_stem=True, projector_hidden=4096,
                     predictor_hidden=4096, projection_dim=256, augment="cifar", image_size=32)
-    torch.manual_seed(0)
+    torch.manual_seed(setup.seed)
     return build_learner(config).to(setup.device)
 
 
@@ -225,7 +226,7 @@ def floor(setup: Setup) -> Trainer:
 def byol_pytorch(setup: Setup) -> Trainer:
     from byol_pytorch import BYOL as LucidBYOL
 
-    torch.manual_seed(0)
+    torch.manual_seed(setup.seed)
     learner = LucidBYOL(setup.encoder(), image_size=32, hidden_layer=-1, projection_size=256,
                         projection_hidden_size=4096, moving_average_decay=TAU, use_simplicial_embeddings=False)
     optimizer = setup.optimizer_for(learner.parameters())
@@ -268,7 +269,7 @@ def lightly(setup: Setup) -> Trainer:
     from lightly.models.utils import update_momentum
     from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
 
-    torch.manual_seed(0)
+    torch.manual_seed(setup.seed)
     encoder = setup.encoder()
     model = LightlyBYOL(encoder, encoder.feature_dim).to(setup.device)
     transform = BYOLTransform(view_1_transform=BYOLView1Transform(input_size=32, gaussian_blur=0.0),
@@ -410,7 +411,7 @@ def quality(setup: Setup, test_images: torch.Tensor, train_labels: torch.Tensor,
     scores = {}
     for name, make in runs.items():
         if make is None:
-            torch.manual_seed(0)
+            torch.manual_seed(setup.seed)
             encoder, spec = setup.encoder(), view_specs("cifar", 32)[0]
         else:
             trainer = make()
@@ -445,6 +446,28 @@ def table(rates: dict[str, list[float]], flops: int, peak: float, memory: dict[s
     return lines
 
 
+def mean_and_spread(values: list[float]) -> str:
+    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.2f}{spread} ({', '.join(f'{v:.2f}' for v in values)})"
+
+
+def measure_speed(setup: Setup, args: argparse.Namespace) -> tuple[list[str], dict]:
+    """The round-robin table, FLOPs against the GEMM peak, memory, and the augmentations alone."""
+    dtype = autocast_dtype(args.precision, setup.device)
+    trainers = {name: make() for name, make in variants(setup, args.compile).items()}
+    rates = time_round_robin(trainers, args.rounds, setup)
+    del trainers
+    flops, peak = flops_per_image(setup), gemm_peak_gflops(setup.device, dtype)
+    memory = {} if args.quick else {name: peak_memory_mb(name, args) for name in rates}
+    augment = augmentation_rates(setup)
+    lines = table(rates, flops, peak, memory) + [
+        "", f"autocast dtype {dtype}; {flops / 1e9:.2f} GFLOP per image (forward + backward); "
+            f"GEMM peak {peak:.0f} GFLOP/s",
+        "augmentation alone, both views of 512 images: " + ", ".join(f"{n} {r:.0f} img/s" for n, r in augment.items())]
+    return lines, dict(rates=rates, flops_per_image=flops, gemm_peak_gflops=peak, peak_memory_mb=memory,
+                       augmentation_img_s=augment)
+
+
 def load_setup(args: argparse.Namespace) -> tuple[Setup, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     device = pick_device(args.device)
     lr = 0.05 if args.optimizer == "sgd" else 2e-3
@@ -462,13 +485,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for throughput.json")
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up round")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up round; 0: no timing")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--compile", action="store_true", help="add ours + torch.compile (slow to compile)")
     parser.add_argument("--quality-steps", type=int, default=300)
     parser.add_argument("--quality-width", type=float, default=0.125)
+    parser.add_argument("--quality-seeds", default="0", help="comma-separated; each trains every implementation")
     parser.add_argument("--quick", action="store_true", help="width 1/8, 3 rounds, no memory or quality runs")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -479,28 +503,20 @@ def main() -> None:
         print(json.dumps(dict(peak_mb=measure_memory(args.memory_of, setup))))
         return
 
-    dtype = autocast_dtype(args.precision, setup.device)
     device_name = torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{device_name}; torch {torch.__version__}; autocast dtype {dtype}; width {args.width}, batch {args.batch}",
-          file=sys.stderr)
-    trainers = {name: make() for name, make in variants(setup, args.compile).items()}
-    rates = time_round_robin(trainers, args.rounds, setup)
-    del trainers
-    flops, peak = flops_per_image(setup), gemm_peak_gflops(setup.device, dtype)
-    memory = {} if args.quick else {name: peak_memory_mb(name, args) for name in rates}
-    lines = table(rates, flops, peak, memory)
-    augment = augmentation_rates(setup)
-    lines += ["", f"{flops / 1e9:.2f} GFLOP per image (forward + backward); GEMM peak {peak:.0f} GFLOP/s",
-              "augmentation alone, both views of 512 images: " + ", ".join(f"{n} {r:.0f} img/s" for n, r in augment.items())]
-    result = dict(device=device_name, torch=torch.__version__, args={k: str(v) for k, v in vars(args).items()},
-                  rates=rates, flops_per_image=flops, gemm_peak_gflops=peak, peak_memory_mb=memory,
-                  augmentation_img_s=augment)
+    print(f"{device_name}; torch {torch.__version__}; width {args.width}, batch {args.batch}", file=sys.stderr)
+    lines, result = [], dict(device=device_name, torch=torch.__version__, args={k: str(v) for k, v in vars(args).items()})
+    if args.rounds:
+        lines, speed = measure_speed(setup, args)
+        result.update(speed)
     if args.quality_steps and args.data is not None:
-        quality_setup = Setup(setup.images, setup.batch, args.quality_width, setup.device, setup.precision,
-                              2e-3, "adamw")
-        result["quality"] = quality(quality_setup, test_images, train_labels, test_labels, args.quality_steps)
+        seeds = [int(seed) for seed in args.quality_seeds.split(",")]
+        runs = [quality(replace(setup, width=args.quality_width, lr=2e-3, optimizer="adamw", seed=seed),
+                        test_images, train_labels, test_labels, args.quality_steps) for seed in seeds]
+        result["quality"] = {name: [run[name] for run in runs] for name in runs[0]}
         lines += [f"k-NN top-1 after {args.quality_steps} steps of batch {setup.batch} at width {args.quality_width} "
-                  "(AdamW 2e-3, tau 0.99): " + ", ".join(f"{n} {v:.2f}" for n, v in result["quality"].items())]
+                  f"(AdamW 2e-3, tau 0.99), seeds {args.quality_seeds}: "
+                  + ", ".join(f"{name} {mean_and_spread(scores)}" for name, scores in result["quality"].items())]
     print("\n".join(lines))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
