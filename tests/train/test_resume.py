@@ -75,7 +75,9 @@ def test_a_run_killed_with_sigkill_and_resumed_ends_bit_identical(small_cifar, r
     process.kill()  # SIGKILL: no handler, no cleanup, possibly in the middle of a write
     process.wait()
     killed_at = safe_load(out / "checkpoint.pt")["step"]
-    assert 10 <= killed_at < TOTAL_STEPS and not (out / "summary.json").exists()
+    # step 10's file is complete once it appears; a kill before checkpoint.pt is linked to it
+    # leaves the previous checkpoint (step 5) as the last good one, which is as correct
+    assert 5 <= killed_at < TOTAL_STEPS and not (out / "summary.json").exists()
     finished = resume(out)
     assert finished.returncode == 0, finished.stderr
     assert f"resuming {out} at step {killed_at}" in finished.stderr
