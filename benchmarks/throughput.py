@@ -58,7 +58,7 @@ from byol.eval.knn import knn_accuracy
 from byol.losses import byol_loss
 from byol.methods import build_learner
 from byol.nets.encoders import ScaledResNet
-from byol.train.optim import build_optimizer, param_groups
+from byol.train.optim import build_optimizer
 from byol.train.runtime import autocast, autocast_dtype, channels_last_is_safe, pick_device
 
 TAU = 0.99  # byol-pytorch's default decay; every variant uses it
@@ -105,6 +105,15 @@ class Setup:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def seconds(call: Callable[[], object], device: torch.device) -> float:
+    """Wall time of one call, with the device's queued work included."""
+    sync(device)
+    start = time.perf_counter()
+    call()
+    sync(device)
+    return time.perf_counter() - start
 
 
 # --- ours --------------------------------------------------------------------------------
@@ -318,12 +327,9 @@ def time_round_robin(trainers: dict[str, Trainer], rounds: int, setup: Setup) ->
     rates: dict[str, list[float]] = {name: [] for name in trainers}
     for round_ in range(rounds + 1):
         for name, trainer in trainers.items():
-            sync(setup.device)
-            start = time.perf_counter()
-            trainer.step()
-            sync(setup.device)
+            elapsed = seconds(trainer.step, setup.device)
             if round_:
-                rates[name].append(setup.batch / (time.perf_counter() - start))
+                rates[name].append(setup.batch / elapsed)
         print(f"round {round_}/{rounds}: " + ", ".join(f"{n} {r[-1]:.1f}" for n, r in rates.items() if r),
               file=sys.stderr)
     return rates
@@ -343,11 +349,7 @@ def gemm_peak_gflops(device: torch.device, dtype: torch.dtype | None) -> float:
     a @ b
     best = 0.0
     for _ in range(5):
-        sync(device)
-        start = time.perf_counter()
-        a @ b
-        sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+        best = max(best, 2 * n**3 / seconds(lambda: a @ b, device) / 1e9)
     return best
 
 
@@ -360,14 +362,7 @@ def augmentation_rates(setup: Setup, batch: int = 512, reps: int = 5) -> dict[st
     for name, make in (("batched tensor views (ours)", lambda: batched(images)),
                        ("per-image PIL views", lambda: pil(pil_images))):
         make()
-        times = []
-        for _ in range(reps):
-            sync(setup.device)
-            start = time.perf_counter()
-            make()
-            sync(setup.device)
-            times.append(time.perf_counter() - start)
-        rates[name] = batch / statistics.median(times)
+        rates[name] = batch / statistics.median(seconds(make, setup.device) for _ in range(reps))
     return rates
 
 
