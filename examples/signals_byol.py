@@ -79,7 +79,7 @@ def main(steps: int = 1000, batch_size: int = 128) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        learner.update_target(tau_at(step, steps, tau_base=0.99))
+        learner.update_target(tau_at(step / steps, tau_base=0.99))
         if step % 250 == 0:
             print(f"step {step}: loss {loss.item():.3f}", flush=True)
     learner.encoder.eval()

@@ -1,10 +1,12 @@
-import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
+CLASSES = ("checks", "disc", "horizontal", "vertical")
 
 
 @pytest.fixture(autouse=True)
@@ -16,24 +18,52 @@ def _isolated(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
+    """The bundled CIFAR-10, for the slow checks only: the default suite never needs it."""
     if not (CIFAR / "train").is_dir():
         pytest.skip(f"bundled CIFAR-10 not found at {CIFAR}")
     return CIFAR
 
 
-def copy_subset(src: Path, dst: Path, per_class: int, classes: int = 10) -> Path:
-    for class_dir in sorted(src.iterdir())[:classes]:
-        target = dst / class_dir.name
-        target.mkdir(parents=True)
-        for image in sorted(class_dir.iterdir())[:per_class]:
-            shutil.copy(image, target / image.name)
-    return dst
+def pattern_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A photo-like image of one of four classes: a pattern of random period, phase, colours
+    and position, blurred by the JPEG coding and with pixel noise, so that views of it differ
+    and nearest neighbours can tell the classes apart."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    period, phase = rng.uniform(0.15, 0.4), rng.uniform(0, 1)
+    if kind == "horizontal":
+        mask = np.sin(2 * np.pi * (y / period + phase)) > 0
+    elif kind == "vertical":
+        mask = np.sin(2 * np.pi * (x / period + phase)) > 0
+    elif kind == "checks":
+        mask = (np.sin(2 * np.pi * (x / period + phase)) > 0) ^ (np.sin(2 * np.pi * (y / period + phase)) > 0)
+    else:
+        cy, cx, radius = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.35)
+        mask = (y - cy) ** 2 + (x - cx) ** 2 < radius ** 2
+    ink, paper = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    pixels = np.where(mask[..., None], ink, paper) + rng.normal(0, 12, (size, size, 3))
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+def write_pattern_folder(root: Path, per_class: int, size: int, seed: int, suffix: str = ".jpg") -> Path:
+    """An ImageFolder of `per_class` pattern images for each of the four classes."""
+    rng = np.random.default_rng(seed)
+    for kind in CLASSES:
+        (root / kind).mkdir(parents=True)
+        for i in range(per_class):
+            pattern_image(kind, size, rng).save(root / kind / f"{i:03d}{suffix}", quality=90)
+    return root
 
 
 @pytest.fixture(scope="session")
-def small_cifar(cifar_root, tmp_path_factory) -> tuple[Path, Path]:
-    """(train, test) ImageFolders: 4 classes, 64 training and 16 test images each."""
-    root = tmp_path_factory.mktemp("small_cifar")
-    train = copy_subset(cifar_root / "train", root / "train", per_class=64, classes=4)
-    test = copy_subset(cifar_root / "test", root / "test", per_class=16, classes=4)
-    return train, test
+def small_folders(tmp_path_factory) -> tuple[Path, Path]:
+    """(train, test) ImageFolders of 32-px JPEGs: 4 classes, 64 training and 16 test images each."""
+    root = tmp_path_factory.mktemp("small_folders")
+    return (write_pattern_folder(root / "train", 64, 32, seed=1),
+            write_pattern_folder(root / "test", 16, 32, seed=2))
+
+
+@pytest.fixture(scope="session")
+def large_folder(tmp_path_factory) -> Path:
+    """An ImageFolder of 96-px JPEGs (4 classes x 64), larger than what is held in memory:
+    training streams it through loader workers."""
+    return write_pattern_folder(tmp_path_factory.mktemp("large_folder") / "train", 64, 96, seed=3)

@@ -15,8 +15,8 @@ TINY = ["--epochs", "2", "--batch-size", "32", "--width", "0.0625", "--optimizer
 
 
 @pytest.fixture(scope="module")
-def run(small_cifar, tmp_path_factory):
-    train, test = small_cifar
+def run(small_folders, tmp_path_factory):
+    train, test = small_folders
     out = tmp_path_factory.mktemp("run") / "r"
     assert main(["pretrain", "--data", str(train), "--test", str(test), "--out", str(out), *TINY]) == 0
     return out
@@ -34,8 +34,8 @@ def test_pretrain_writes_a_complete_run_folder(run):
     assert config["width"] == 0.0625 and config["batch_size"] == 32 and config["data"].endswith("train")
 
 
-def test_eval_knn_scores_the_encoder_and_its_random_init_baseline(run, small_cifar, capsys):
-    train, test = small_cifar
+def test_eval_knn_scores_the_encoder_and_its_random_init_baseline(run, small_folders, capsys):
+    train, test = small_folders
     assert main(["eval", "knn", "--checkpoint", str(run), "--train", str(train), "--test", str(test)]) == 0
     result = json.loads((run / "eval_knn.json").read_text())
     assert result == json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -50,10 +50,10 @@ def test_eval_knn_scores_the_encoder_and_its_random_init_baseline(run, small_cif
     assert both["pretrained"] != both["random_init"]
 
 
-def test_eval_linear_chooses_the_penalty_on_validation_and_scores_the_test_split(run, small_cifar):
+def test_eval_linear_chooses_the_penalty_on_validation_and_scores_the_test_split(run, small_folders):
     from byol.eval.linear import WEIGHT_DECAYS
 
-    train, test = small_cifar
+    train, test = small_folders
     assert main(["eval", "linear", "--checkpoint", str(run), "--train", str(train), "--test", str(test),
                  "--baseline"]) == 0
     result = json.loads((run / "eval_linear.json").read_text())
@@ -65,11 +65,11 @@ def test_eval_linear_chooses_the_penalty_on_validation_and_scores_the_test_split
         assert (scores["top1"] * 64 / 100) == pytest.approx(round(scores["top1"] * 64 / 100), abs=1e-3)
 
 
-def test_transfer_to_grayscale_images_of_another_size(run, small_cifar, tmp_path):
+def test_transfer_to_grayscale_images_of_another_size(run, small_folders, tmp_path):
     from PIL import Image
 
     for split, count in (("train", 12), ("test", 4)):
-        for label, class_dir in enumerate(sorted(small_cifar[1].iterdir())[:2]):
+        for label, class_dir in enumerate(sorted(small_folders[1].iterdir())[:2]):
             (tmp_path / split / f"kind{label}").mkdir(parents=True)
             for i, src in enumerate(sorted(class_dir.iterdir())[:count]):
                 Image.open(src).convert("L").resize((20, 24)).save(tmp_path / split / f"kind{label}" / f"{i}.png")
@@ -80,16 +80,16 @@ def test_transfer_to_grayscale_images_of_another_size(run, small_cifar, tmp_path
     assert result["pretrained"]["top1"] in {100 * k / 8 for k in range(9)}
 
 
-def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, small_cifar, tmp_path, capsys):
+def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, small_folders, tmp_path, capsys):
     from byol.train.checkpoint import atomic_save, safe_load
 
-    assert main(["inspect", "--checkpoint", str(run), "--data", str(small_cifar[0]), "--images", "128"]) == 0
+    assert main(["inspect", "--checkpoint", str(run), "--data", str(small_folders[0]), "--images", "128"]) == 0
     out, err = capsys.readouterr()
     healthy = json.loads(out)
     assert healthy["images"] == 128 and healthy["projection_dim"] == 16 and healthy["alarms"] == []
     assert {"proj_std", "proj_rank", "feature_rank", "alignment", "uniformity"} <= healthy.keys()
     assert err.strip() == "no sign of collapse"
-    assert main(["inspect", "--checkpoint", str(run), "--data", str(small_cifar[0]), "--random-init"]) == 0
+    assert main(["inspect", "--checkpoint", str(run), "--data", str(small_folders[0]), "--random-init"]) == 0
     start = json.loads(capsys.readouterr().out)
     assert start["random_init"] is True and start["proj_std"] != healthy["proj_std"]
     # the logged probe at the last step saw the same network on the same kind of views
@@ -99,7 +99,7 @@ def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, sm
     state = safe_load(run / "checkpoint.pt")  # every projection the same vector
     state["learner"]["online.projector.3.weight"].zero_()
     atomic_save(state, tmp_path / "collapsed.pt")
-    assert main(["inspect", "--checkpoint", str(tmp_path / "collapsed.pt"), "--data", str(small_cifar[0])]) == 0
+    assert main(["inspect", "--checkpoint", str(tmp_path / "collapsed.pt"), "--data", str(small_folders[0])]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["proj_rank"] < 1.01 and err.startswith("COLLAPSED: proj_std is 0")
 
@@ -119,11 +119,11 @@ def test_report_writes_figures_and_pages_for_one_run_and_overlays_several(run, t
     assert (tmp_path / "both" / "report.md").read_text().count(f"| {run.parent.name}/{run.name} |") == 2
 
 
-def test_a_collapsing_run_is_stopped_with_exit_code_3_keeping_the_last_checkpoint(small_cifar, tmp_path, capsys):
+def test_a_collapsing_run_is_stopped_with_exit_code_3_keeping_the_last_checkpoint(small_folders, tmp_path, capsys):
     from byol.train.checkpoint import safe_load
 
     out = tmp_path / "r"  # a learning rate far too high for AdamW: measured, rank 2.4 at step 2, std 0.01/sqrt(d) at 4
-    argv = ["pretrain", "--data", str(small_cifar[0]), "--out", str(out), *TINY, "--lr", "1.0",
+    argv = ["pretrain", "--data", str(small_folders[0]), "--out", str(out), *TINY, "--lr", "1.0",
             "--set", "collapse_every=2", "--set", "checkpoint_every=2", "--set", "collapse_stop=true"]
     assert main(argv) == 3
     err = capsys.readouterr().err.strip().split("\n")[-1]  # after the progress bar's line
@@ -134,8 +134,8 @@ def test_a_collapsing_run_is_stopped_with_exit_code_3_keeping_the_last_checkpoin
     assert [r["step"] for r in logged] == [2, 4] and logged[-1]["proj_std"] < 0.05 / 4
 
 
-def test_compare_trains_each_method_scores_it_and_resumes_without_retraining(small_cifar, tmp_path, capsys):
-    train, test = small_cifar
+def test_compare_trains_each_method_scores_it_and_resumes_without_retraining(small_folders, tmp_path, capsys):
+    train, test = small_folders
     argv = ["compare", "--data", str(train), "--test", str(test), "--out", str(tmp_path / "c"),
             "--methods", "byol,simclr", "--seeds", "0,1", *TINY, "--epochs", "1"]
     assert main(argv) == 0
@@ -188,8 +188,8 @@ def error_of(capsys, argv) -> str:
     (["--set", "epochs=ten"], "config key 'epochs' must be int, got 'ten'"),
     (["--optimizer", "adam"], "unknown optimizer 'adam'"),
 ])
-def test_bad_settings_get_one_line_errors(capsys, small_cifar, tmp_path, extra, message):
-    err = error_of(capsys, ["pretrain", "--data", str(small_cifar[0]), "--out", str(tmp_path / "r"), *TINY, *extra])
+def test_bad_settings_get_one_line_errors(capsys, small_folders, tmp_path, extra, message):
+    err = error_of(capsys, ["pretrain", "--data", str(small_folders[0]), "--out", str(tmp_path / "r"), *TINY, *extra])
     assert message in err
 
 
@@ -202,10 +202,10 @@ def test_bad_data_folders_get_one_line_errors(capsys, tmp_path):
     assert "could be decoded" in error_of(capsys, ["pretrain", "--data", str(tmp_path / "bad"), "--out", str(tmp_path / "r")])
 
 
-def test_too_few_images_for_one_step_is_a_one_line_error(capsys, small_cifar, tmp_path):
-    err = error_of(capsys, ["pretrain", "--data", str(small_cifar[0]), "--out", str(tmp_path / "r"), *TINY,
+def test_too_few_images_for_one_step_is_a_one_line_error(capsys, small_folders, tmp_path):
+    err = error_of(capsys, ["pretrain", "--data", str(small_folders[0]), "--out", str(tmp_path / "r"), *TINY,
                             "--batch-size", "300"])
-    assert f"{small_cifar[0]} has 256 usable images, too few for one step of 300: lower --batch-size" in err
+    assert f"{small_folders[0]} has 256 usable images, too few for one step of 300: lower --batch-size" in err
 
 
 def mismatched(run, tmp_path):
@@ -218,8 +218,8 @@ def mismatched(run, tmp_path):
     return tmp_path / "wider.pt"
 
 
-def test_eval_errors(capsys, run, small_cifar, tmp_path):
-    train, test = small_cifar
+def test_eval_errors(capsys, run, small_folders, tmp_path):
+    train, test = small_folders
     assert "does not exist" in error_of(capsys, ["eval", "knn", "--checkpoint", str(tmp_path / "x.pt"),
                                                  "--train", str(train), "--test", str(test)])
     other = tmp_path / "other"

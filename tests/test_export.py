@@ -70,9 +70,9 @@ def test_an_exported_encoder_of_another_width_needs_byol_and_says_so(tmp_path):
         export_encoder(run, tmp_path / "encoder.bin")
 
 
-def test_embed_writes_one_row_per_file_and_nan_rows_for_undecodable_ones(small_cifar, tmp_path):
+def test_embed_writes_one_row_per_file_and_nan_rows_for_undecodable_ones(small_folders, tmp_path):
     run = write_run(tmp_path / "run", width=0.125)
-    folder = small_cifar[1]
+    folder = small_folders[1]
     broken = tmp_path / "mixed"
     for item in sorted(folder.iterdir())[:2]:
         (broken / item.name).mkdir(parents=True)
@@ -92,26 +92,26 @@ def test_embed_writes_one_row_per_file_and_nan_rows_for_undecodable_ones(small_c
     np.testing.assert_allclose(np.delete(rows, 3, axis=0), expected.detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_the_export_and_embed_commands(small_cifar, tmp_path, capsys):
+def test_the_export_and_embed_commands(small_folders, tmp_path, capsys):
     from byol.cli import main
 
     run = write_run(tmp_path / "run", width=0.125)
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "e.safetensors")]) == 0
     assert json.loads(capsys.readouterr().out)["feature_dim"] == 64
-    assert main(["embed", "--checkpoint", str(tmp_path / "e.safetensors"), "--data", str(small_cifar[1]),
+    assert main(["embed", "--checkpoint", str(tmp_path / "e.safetensors"), "--data", str(small_folders[1]),
                  "--out", str(tmp_path / "e.npy"), "--workers", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 64
     assert np.load(tmp_path / "e.npy").shape == (64, 64)
-    assert main(["embed", "--checkpoint", str(tmp_path / "nothing.safetensors"), "--data", str(small_cifar[1]),
+    assert main(["embed", "--checkpoint", str(tmp_path / "nothing.safetensors"), "--data", str(small_folders[1]),
                  "--out", str(tmp_path / "x.npy")]) == 2
     assert "neither a run folder nor an exported encoder" in capsys.readouterr().err
 
 
-def test_embed_writes_the_same_rows_as_a_parquet_table(small_cifar, tmp_path):
+def test_embed_writes_the_same_rows_as_a_parquet_table(small_folders, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     run = write_run(tmp_path / "run", width=0.125)
-    embed_folder(run, small_cifar[1], tmp_path / "e.npy", batch_size=24, workers=0)
-    result = embed_folder(run, small_cifar[1], tmp_path / "e.parquet", batch_size=24, workers=0)
+    embed_folder(run, small_folders[1], tmp_path / "e.npy", batch_size=24, workers=0)
+    result = embed_folder(run, small_folders[1], tmp_path / "e.parquet", batch_size=24, workers=0)
     table = pq.read_table(tmp_path / "e.parquet")
     assert result["images"] == table.num_rows == 64
     assert pq.ParquetFile(tmp_path / "e.parquet").num_row_groups == 3  # one per batch of 24
@@ -120,12 +120,12 @@ def test_embed_writes_the_same_rows_as_a_parquet_table(small_cifar, tmp_path):
                                   np.load(tmp_path / "e.npy"))
 
 
-def test_embed_refuses_an_unknown_output_format(small_cifar, tmp_path):
+def test_embed_refuses_an_unknown_output_format(small_folders, tmp_path):
     with pytest.raises(ByolError, match=r"name the file \.npy .* or \.parquet"):
-        embed_folder(write_run(tmp_path / "run"), small_cifar[1], tmp_path / "e.csv")
+        embed_folder(write_run(tmp_path / "run"), small_folders[1], tmp_path / "e.csv")
 
 
-def test_parquet_without_pyarrow_names_the_fix(small_cifar, tmp_path, monkeypatch):
+def test_parquet_without_pyarrow_names_the_fix(small_folders, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` now fails
     with pytest.raises(ByolError, match=r"Parquet needs pyarrow \(pip install pyarrow\), or name the file \.npy"):
-        embed_folder(write_run(tmp_path / "run"), small_cifar[1], tmp_path / "e.parquet")
+        embed_folder(write_run(tmp_path / "run"), small_folders[1], tmp_path / "e.parquet")

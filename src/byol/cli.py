@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from byol.train.loop import pretrain
+    from byol.train.trainer import pretrain
 
     if args.resume:
         if args.out or args.no_resume or args.config or args.preset:

@@ -1,8 +1,8 @@
 """`byol compare`: several methods under one budget, one encoder and one seed list, evaluated alike.
 
 Each (method, seed) is an ordinary run folder, OUT/METHOD/seedS; a compare that was
-interrupted picks up where it stopped, since finished runs (those with a summary.json)
-are kept and an unfinished one is started again.
+interrupted picks up where it stopped: finished runs (those with a summary.json) are
+kept, and an unfinished one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import statistics
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from byol.eval.inspect import inspect_checkpoint
 from byol.eval.protocols import evaluate
 from byol.methods import METHODS
 from byol.report.page import write_report
-from byol.train.loop import pretrain
+from byol.train.trainer import pretrain
 
 REFERENCE = "byol"
 RANDOM = "random encoder"
@@ -32,9 +31,7 @@ def _run(config: Config, run_dir: Path) -> dict:
     summary = run_dir / "summary.json"
     if summary.is_file():
         return json.loads(summary.read_text())
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an interrupted run: start it again
-    return pretrain(config, run_dir)
+    return pretrain(config, run_dir)  # a new run, or an interrupted one continued where it stopped
 
 
 def _collapse(stats: dict, dim: int) -> dict:

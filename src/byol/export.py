@@ -95,7 +95,8 @@ def load_encoder_and_card(path: str | Path) -> tuple[nn.Module, dict]:
     if path.suffix not in WEIGHT_SUFFIXES or not path.is_file():
         raise ByolError(f"{path} is neither a run folder nor an exported encoder (.safetensors or .pt)")
     card = _read_card(path)
-    encoder = build_encoder(card["architecture"], card["width"], card["cifar_stem"])
+    with torch.random.fork_rng(devices=[]):  # initialising draws nothing from the caller's stream
+        encoder = build_encoder(card["architecture"], card["width"], card["cifar_stem"])
     weights = load_file(str(path)) if path.suffix == ".safetensors" else safe_load(path)
     load_weights(encoder, weights, path)
     return encoder.eval(), card

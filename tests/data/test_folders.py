@@ -84,10 +84,10 @@ def test_decoded_images_are_cached_and_the_cache_follows_file_changes(tmp_path, 
     assert len(decode_folder(tmp_path / "imgs", size=8).images) == 3
 
 
-def test_cifar_images_decode_exactly_as_pil_reads_them(cifar_root, tmp_path):
-    shutil.copytree(cifar_root / "test" / "cat", tmp_path / "cat", ignore=lambda d, names: sorted(names)[5:])
+def test_images_of_the_training_size_decode_exactly_as_pil_reads_them(small_folders, tmp_path):
+    shutil.copytree(small_folders[1] / "disc", tmp_path / "disc", ignore=lambda d, names: sorted(names)[5:])
     data = decode_folder(tmp_path, size=32)
-    first = sorted((tmp_path / "cat").iterdir())[0]
+    first = sorted((tmp_path / "disc").iterdir())[0]
     expected = torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1)
     assert torch.equal(data.images[0], expected)
-    assert data.classes == ["cat"]
+    assert data.classes == ["disc"]

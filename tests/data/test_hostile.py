@@ -1,7 +1,10 @@
 """Messy and hostile folders: what decodes is used as RGB, the rest is skipped, listed and counted."""
 
+import ctypes
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,14 +13,14 @@ from PIL import Image
 from byol.config import Config
 from byol.data.folders import decode_folder, scan_folder
 from byol.errors import ByolError
-from byol.train.loop import pretrain
+from byol.train.trainer import pretrain
 
 
-def hostile_folder(root, cifar_root):
-    """Four real CIFAR images plus one of every kind of trouble; returns (folder, usable, unusable)."""
+def hostile_folder(root, small_folders):
+    """Four real JPEG images plus one of every kind of trouble; returns (folder, usable, unusable)."""
     folder = root / "messy"
     folder.mkdir()
-    for image in sorted((cifar_root / "train" / "cat").iterdir())[:4]:
+    for image in sorted((small_folders[0] / "disc").iterdir())[:4]:
         shutil.copy(image, folder / image.name)
     jpeg = (folder / sorted(os.listdir(folder))[0]).read_bytes()
     usable = {
@@ -44,8 +47,8 @@ def hostile_folder(root, cifar_root):
     return folder, 4 + len(usable), sorted(unusable)
 
 
-def test_every_decodable_image_is_used_as_rgb_and_the_rest_listed(tmp_path, cifar_root):
-    folder, usable, unusable = hostile_folder(tmp_path, cifar_root)
+def test_every_decodable_image_is_used_as_rgb_and_the_rest_listed(tmp_path, small_folders):
+    folder, usable, unusable = hostile_folder(tmp_path, small_folders)
     data = decode_folder(folder, size=16)
     assert data.images.shape == (usable, 3, 16, 16)
     assert sorted(os.path.basename(p) for p in data.skipped) == unusable
@@ -55,8 +58,8 @@ def test_every_decodable_image_is_used_as_rgb_and_the_rest_listed(tmp_path, cifa
     assert data.images[kept.index("grey.png")].unique().tolist() == [90]  # grey in all three channels
 
 
-def test_a_run_lists_the_skipped_files_or_with_strict_data_refuses_to_start(tmp_path, cifar_root):
-    folder, _, unusable = hostile_folder(tmp_path, cifar_root)
+def test_a_run_lists_the_skipped_files_or_with_strict_data_refuses_to_start(tmp_path, small_folders):
+    folder, _, unusable = hostile_folder(tmp_path, small_folders)
     config = Config(data=str(folder), image_size=16, width=1 / 8, projector_hidden=16, predictor_hidden=16,
                     projection_dim=8, batch_size=4, steps=2, optimizer="adamw", lr=1e-3, warmup_epochs=0,
                     collapse_every=0).validate()
@@ -86,10 +89,25 @@ def test_images_beyond_the_decompression_bomb_limit_are_skipped(tmp_path, monkey
     assert len(data.images) == 1 and [os.path.basename(p) for p in data.skipped] == ["bomb.png"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # <linux/prctl.h>, <linux/capability.h>
+
+
+def without_root_file_access() -> None:
+    """Drop the capabilities that let root read any file; the exec that follows loses them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 def test_unreadable_files_are_skipped(tmp_path):
+    """Run as root too (as CI does): the decoding process gives up root's right to read anything."""
     Image.new("RGB", (10, 10)).save(tmp_path / "ok.png")
     Image.new("RGB", (10, 10)).save(tmp_path / "locked.png")
     (tmp_path / "locked.png").chmod(0)
-    data = decode_folder(tmp_path, size=8)
-    assert [os.path.basename(p) for p in data.skipped] == ["locked.png"]
+    code = ("import os, sys; from byol.data.folders import decode_folder; data = decode_folder(sys.argv[1], size=8); "
+            "print(len(data.images), *[os.path.basename(p) for p in data.skipped])")
+    checked = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                             preexec_fn=without_root_file_access if os.geteuid() == 0 else None)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.split() == ["1", "locked.png"]

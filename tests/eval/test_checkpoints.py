@@ -9,7 +9,7 @@ from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder
 from byol.methods import build_learner
 from byol.train.checkpoint import CHECKPOINT_FORMAT, atomic_save, safe_load
-from byol.train.loop import CHECKPOINT
+from byol.train.trainer import CHECKPOINT
 
 
 def write_run(tmp_path, **changes):

@@ -100,14 +100,14 @@ def train(learner, model, rows):
 
 
 def ddp_worker(rank: int, port: int, results) -> None:
-    from byol.train.distributed import sync_batchnorm
-    from byol.train.loop import LossOf
+    from byol.train.distributed import data_parallel, sync_batchnorm
+    from byol.train.trainer import LossOf
 
     torch.set_default_dtype(torch.float64)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         learner = sync_batchnorm(tiny_byol(), torch.device("cpu"))
-        model = torch.nn.parallel.DistributedDataParallel(LossOf(learner), forward_sync_buffers=False)
+        model = data_parallel(LossOf(learner), torch.device("cpu"))
         half = IMAGES // 2
         results[rank] = train(learner, model, slice(rank * half, (rank + 1) * half))
     finally:
@@ -122,7 +122,7 @@ def close(got: torch.Tensor, expected: torch.Tensor) -> bool:
 def test_ddp_on_two_processes_matches_one_process_with_the_global_batch():
     """In float64, so that what is compared is the arithmetic and not fp32 rounding: with
     BatchNorm over a few images, fp32 differences of 1e-5 grow to percents within 3 steps."""
-    from byol.train.loop import LossOf
+    from byol.train.trainer import LossOf
 
     results = mp.Manager().dict()
     mp.spawn(ddp_worker, args=(free_port(), results), nprocs=2, join=True)
@@ -145,14 +145,14 @@ def test_ddp_on_two_processes_matches_one_process_with_the_global_batch():
     assert any(key.startswith("target.") for key in state)
 
 
-def test_torchrun_trains_with_two_processes_and_only_rank_0_writes(small_cifar, tmp_path):
+def test_torchrun_trains_with_two_processes_and_only_rank_0_writes(small_folders, tmp_path):
     import json
     import subprocess
     import sys
 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-               str(free_port()), "-m", "byol", "pretrain", "--data", str(small_cifar[0]), "--out", str(out)]
+               str(free_port()), "-m", "byol", "pretrain", "--data", str(small_folders[0]), "--out", str(out)]
     for setting in ("image_size=16", "width=0.125", "projector_hidden=32", "predictor_hidden=32",
                     "projection_dim=16", "batch_size=32", "epochs=1", "optimizer=adamw", "lr=0.004",
                     "log_every=1", "collapse_every=4", "threads=1"):

@@ -15,17 +15,25 @@ from byol.config import Config
 from byol.errors import ByolError
 from byol.methods import BYOL
 from byol.train.checkpoint import safe_load
-from byol.train.loop import pretrain
+from byol.train.trainer import pretrain
 
 SETTINGS = dict(image_size=16, width=0.125, projector_hidden=32, predictor_hidden=32, projection_dim=16,
                 batch_size=16, epochs=6, optimizer="adamw", lr=0.004, warmup_epochs=0.5, tau_base=0.9,
                 deterministic=True, threads=1, checkpoint_every=5, log_every=1, collapse_every=10, knn_every=2)
-TOTAL_STEPS = 6 * 256 // 16  # small_cifar: 256 training images
+TOTAL_STEPS = 6 * 256 // 16  # the 256 training images of small_folders
+CASES = {  # name -> (settings beyond SETTINGS, total steps)
+    "in memory": ({}, TOTAL_STEPS),
+    # 96-px files cropped to 72 px are streamed: two loader workers cut the crops
+    "streamed by 2 workers": (dict(image_size=72, cifar_stem=False, workers=2, epochs=2, knn_every=0), 2 * 16),
+    # 16 micro-batches an epoch, 3 to a step: 5 steps, the 16th micro-batch dropped; checkpoints
+    # only at the ends of epochs, where a micro-batch left over would be lost
+    "accumulation remainder": (dict(accumulate=3, epochs=3, knn_every=0, checkpoint_every=1000), 3 * 5),
+}
 
 
-def start(data, out, *extra):
+def start(data, out, *extra, **settings):
     command = [sys.executable, "-m", "byol", "pretrain", "--data", str(data), "--out", str(out)]
-    for key, value in SETTINGS.items():
+    for key, value in {**SETTINGS, **settings}.items():
         command += ["--set", f"{key}={value}"]
     return subprocess.Popen(command + list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -49,9 +57,9 @@ def trajectory(out):
     return [{k: v for k, v in r.items() if k not in ("img_s", "time_s")} for r in records]
 
 
-def assert_bit_identical(out, reference):
+def assert_bit_identical(out, reference, total_steps=TOTAL_STEPS):
     a, b = safe_load(out / "checkpoint.pt"), safe_load(reference / "checkpoint.pt")
-    assert a["step"] == b["step"] == TOTAL_STEPS
+    assert a["step"] == b["step"] == total_steps
     assert a["learner"].keys() == b["learner"].keys()
     for key in a["learner"]:
         assert torch.equal(a["learner"][key], b["learner"][key]), key
@@ -60,34 +68,55 @@ def assert_bit_identical(out, reference):
     assert trajectory(out) == trajectory(reference)
 
 
+def case_data(case, small_folders, large_folder):
+    return large_folder if case.startswith("streamed") else small_folders[0]
+
+
 @pytest.fixture(scope="module")
-def reference(small_cifar, tmp_path_factory):
-    out = tmp_path_factory.mktemp("uninterrupted") / "run"
-    process = start(small_cifar[0], out)
-    assert process.wait() == 0, process.stderr.read()
-    return out
+def references(small_folders, large_folder, tmp_path_factory):
+    """Each case's uninterrupted run, started on first use."""
+    made = {}
+
+    def reference(case):
+        if case not in made:
+            out = tmp_path_factory.mktemp("uninterrupted") / "run"
+            process = start(case_data(case, small_folders, large_folder), out, **CASES[case][0])
+            assert process.wait() == 0, process.stderr.read()
+            made[case] = out
+        return made[case]
+    return reference
 
 
-def test_a_run_killed_with_sigkill_and_resumed_ends_bit_identical(small_cifar, reference, tmp_path):
+@pytest.fixture(scope="module")
+def reference(references):
+    return references("in memory")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_run_killed_with_sigkill_and_resumed_ends_bit_identical(case, small_folders, large_folder, references,
+                                                                   tmp_path):
+    settings, total_steps = CASES[case]
     out = tmp_path / "run"
-    process = start(small_cifar[0], out)
+    process = start(case_data(case, small_folders, large_folder), out, **settings)
     wait_for(out / "checkpoints" / "step-00000010.pt", process)
     process.kill()  # SIGKILL: no handler, no cleanup, possibly in the middle of a write
     process.wait()
     killed_at = safe_load(out / "checkpoint.pt")["step"]
     # step 10's file is complete once it appears; a kill before checkpoint.pt is linked to it
     # leaves the previous checkpoint (step 5) as the last good one, which is as correct
-    assert 5 <= killed_at < TOTAL_STEPS and not (out / "summary.json").exists()
+    assert 5 <= killed_at < total_steps and not (out / "summary.json").exists()
+    assert (out / ".lock").read_text().strip() == str(process.pid)  # the dead process's lock blocks nothing
     finished = resume(out)
     assert finished.returncode == 0, finished.stderr
     assert f"resuming {out} at step {killed_at}" in finished.stderr
-    assert_bit_identical(out, reference)
-    assert_tensorboard_matches_the_metrics(out)  # the steps the killed run logged twice are purged
+    assert_bit_identical(out, references(case), total_steps)
+    if case == "in memory":
+        assert_tensorboard_matches_the_metrics(out)  # the steps the killed run logged twice are purged
 
 
-def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues(small_cifar, reference, tmp_path):
+def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues(small_folders, reference, tmp_path):
     out = tmp_path / "run"
-    process = start(small_cifar[0], out)
+    process = start(small_folders[0], out)
     wait_for(out / "checkpoints" / "step-00000005.pt", process)
     process.send_signal(signal.SIGTERM)
     assert process.wait() == 128 + signal.SIGTERM
@@ -100,6 +129,22 @@ def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues(smal
     assert_bit_identical(out, reference)
 
 
+def test_a_second_process_on_a_live_run_is_refused_naming_the_first(small_folders, tmp_path):
+    out = tmp_path / "run"
+    first = start(small_folders[0], out)
+    try:
+        wait_for(out / "checkpoints" / "step-00000005.pt", first)
+        second = resume(out)
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"byol: error: {out} is in use by another byol pretrain (process {first.pid}): wait for it to end "
+            "or stop it, or choose another --out folder"]
+        assert first.poll() is None  # the first run goes on, untouched
+    finally:
+        first.kill()
+        first.wait()
+
+
 def test_only_the_newest_checkpoints_are_kept_and_the_latest_is_the_last(reference):
     kept = sorted(p.name for p in (reference / "checkpoints").iterdir())
     assert kept == ["step-00000095.pt", "step-00000096.pt"]  # every 5 steps and each epoch's end; keep 2
@@ -107,13 +152,13 @@ def test_only_the_newest_checkpoints_are_kept_and_the_latest_is_the_last(referen
     assert os.path.samefile(latest, newest)
 
 
-def test_resuming_with_another_config_is_refused_naming_the_difference(small_cifar, reference, tmp_path):
+def test_resuming_with_another_config_is_refused_naming_the_difference(small_folders, reference, tmp_path):
     out = tmp_path / "run"
-    process = start(small_cifar[0], out)
+    process = start(small_folders[0], out)
     wait_for(out / "checkpoints" / "step-00000005.pt", process)
     process.kill()
     process.wait()
-    changed = start(small_cifar[0], out, "--set", "lr=0.1")
+    changed = start(small_folders[0], out, "--set", "lr=0.1")
     assert changed.wait() == 2
     assert "the config differs from the run's in lr (run: 0.004, now: 0.1)" in changed.stderr.read()
 
@@ -136,18 +181,18 @@ def nan_on_call(monkeypatch, bad_call):
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(
-        small_cifar, tmp_path, monkeypatch):
+        small_folders, tmp_path, monkeypatch):
     nan_on_call(monkeypatch, bad_call=4)
     with pytest.raises(ByolError, match="the loss became nan at step 3: the learning rate may be too high"):
-        pretrain(tiny_config(small_cifar[0]), tmp_path / "run")
+        pretrain(tiny_config(small_folders[0]), tmp_path / "run")
     kept = safe_load(tmp_path / "run" / "checkpoint.pt")
     assert kept["step"] == 3
     assert all(torch.isfinite(v).all() for v in kept["learner"].values() if v.is_floating_point())
 
 
-def test_with_nonfinite_skip_the_bad_step_is_skipped_and_counted(small_cifar, tmp_path, monkeypatch):
+def test_with_nonfinite_skip_the_bad_step_is_skipped_and_counted(small_folders, tmp_path, monkeypatch):
     nan_on_call(monkeypatch, bad_call=4)
-    result = pretrain(tiny_config(small_cifar[0], nonfinite="skip"), tmp_path / "run")
+    result = pretrain(tiny_config(small_folders[0], nonfinite="skip"), tmp_path / "run")
     assert result["skipped_steps"] == 1 and result["steps"] == 256 // 16  # the step count is still reached
     kept = safe_load(tmp_path / "run" / "checkpoint.pt")
     assert all(torch.isfinite(v).all() for v in kept["learner"].values() if v.is_floating_point())

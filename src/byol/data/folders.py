@@ -251,13 +251,15 @@ class CroppedPairs(torch.utils.data.Dataset):
     The crop and flip need the full-resolution image, so loader workers cut
     them per image (torchvision's RandomResizedCrop, same distribution as the
     batched path); the colour stage then runs batched on the training device.
+    An item's key is epoch * len(self) + index, and its crops are drawn from a generator
+    seeded by (seed, key): the same crops whichever worker cuts them, and after a resume.
     Undecodable files yield None and are dropped by `collate_pairs`.
     """
 
-    def __init__(self, listing: ImageFiles, specs: tuple) -> None:
+    def __init__(self, listing: ImageFiles, specs: tuple, seed: int = 0) -> None:
         from torchvision.transforms import v2
 
-        self.listing = listing
+        self.listing, self.seed = listing, seed
         self.crops = [
             v2.Compose([
                 v2.PILToTensor(),
@@ -270,11 +272,13 @@ class CroppedPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.listing.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        img = open_rgb(self.listing.files[index])
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        img = open_rgb(self.listing.files[key % len(self)])
         if img is None:
             return None
-        return self.crops[0](img), self.crops[1](img)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed << 40) + key)
+            return self.crops[0](img), self.crops[1](img)
 
 
 def collate_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -49,8 +49,9 @@ def load_run_encoder(path: Path, random_init: bool = False) -> tuple[nn.Module, 
     pretrained result is read against.
     """
     state, config, checkpoint = read_checkpoint(path)
-    torch.manual_seed(config.seed)
-    encoder = build_encoder(config.encoder, config.width, config.cifar_stem)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+        torch.manual_seed(config.seed)
+        encoder = build_encoder(config.encoder, config.width, config.cifar_stem)
     if not random_init:
         weights = {k[len(ENCODER_PREFIX):]: v for k, v in state["learner"].items() if k.startswith(ENCODER_PREFIX)}
         load_weights(encoder, weights, checkpoint)
@@ -61,8 +62,9 @@ def load_run_learner(path: Path, random_init: bool = False) -> tuple[Method, Con
     """The whole learner of a run (online, predictor, target), in eval mode; with
     random_init, the learner the run started from."""
     state, config, checkpoint = read_checkpoint(path)
-    torch.manual_seed(config.seed)
-    learner = build_learner(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        learner = build_learner(config)
     if not random_init:
         load_weights(learner, state["learner"], checkpoint)
     return learner.eval(), config, checkpoint

@@ -10,7 +10,7 @@ Typical use, a whole training loop::
     for step, images in enumerate(batches):        # uint8 (N, 3, H, W)
         loss = learner(images)
         optimizer.zero_grad(); loss.backward(); optimizer.step()
-        learner.update_target(tau_at(step, total_steps, tau_base=0.99))
+        learner.update_target(tau_at(step / total_steps, tau_base=0.99))
 
 The switches are the paper's ablations (section 5 and appendix F): no predictor, a fixed
 tau (0: the target is the online network behind a stop-gradient; 1: a fixed random

@@ -2,7 +2,11 @@
 
 The order of an epoch is a permutation fixed by (seed, epoch), the same in every process:
 each process takes its slice of every global batch, and a resumed run starts mid-epoch
-at the batch where the checkpoint was written.
+at the batch where the checkpoint was written. An epoch holds whole optimiser steps only
+(the micro-batches of an incomplete step are dropped with the incomplete batch), so no
+gradient ever crosses the checkpoint written at an epoch's end. Streamed crops are drawn
+from a generator seeded by (seed, epoch, image), so loader workers hold no random state
+that a checkpoint would have to carry.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from byol.data.views import TwoViews
 
 
 class EpochBatches:
-    """This process's image indices for each global batch of an epoch (incomplete last batch dropped)."""
+    """This process's image indices for each global micro-batch of an epoch, `per_step`
+    micro-batches to an optimiser step; the last incomplete step is dropped."""
 
-    def __init__(self, size: int, global_batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, size: int, global_batch: int, seed: int, rank: int = 0, world: int = 1,
+                 per_step: int = 1) -> None:
         self.size, self.global_batch, self.seed, self.rank, self.world = size, global_batch, seed, rank, world
+        self.batches_per_epoch = size // (global_batch * per_step) * per_step
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -29,14 +36,29 @@ class EpochBatches:
         self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return self.size // self.global_batch - self.start
+        return self.batches_per_epoch - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         local = self.global_batch // self.world
-        for batch in range(self.start, self.size // self.global_batch):
+        for batch in range(self.start, self.batches_per_epoch):
             first = batch * self.global_batch + self.rank * local
             yield order[first:first + local].tolist()
+
+
+class DrawKeys(torch.utils.data.Sampler):
+    """EpochBatches as keys epoch * size + index: what a streamed image's crops are seeded by."""
+
+    def __init__(self, batches: EpochBatches) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        offset = self.batches.epoch * self.batches.size
+        for indices in self.batches:
+            yield [offset + index for index in indices]
 
 
 @dataclass
@@ -56,27 +78,30 @@ class TrainData:
     def __len__(self) -> int:
         return self.batches.size
 
-    def view_batches(self, views: TwoViews, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The (view_1, view_2) batches of the epoch set on `batches`, this process's share."""
+    def view_batches(self, views: TwoViews, device: torch.device
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor] | None]:
+        """The (view_1, view_2) batches of the epoch set on `batches`, this process's share;
+        None for a streamed batch with fewer than 2 decodable images."""
         if self.memory is not None:
             for indices in self.batches:
                 yield views(self.memory.images[indices].to(device, non_blocking=True))
         else:
             for crops_1, crops_2, undecodable in self.loader:
                 self.stream_skips += undecodable
-                if len(crops_1) >= 2:
-                    yield views.from_crops(crops_1.to(device), crops_2.to(device))
+                yield views.from_crops(crops_1.to(device), crops_2.to(device)) if len(crops_1) >= 2 else None
 
 
 def load_train_data(config: Config, views: TwoViews, rank: int = 0, world: int = 1) -> TrainData:
     if config.image_size <= folders.IN_MEMORY_MAX_SIZE or folders.is_named(config.data):
         memory = folders.load_images(config.data, config.image_size)
-        return TrainData(EpochBatches(len(memory.images), config.batch_size, config.seed, rank, world), memory=memory)
+        batches = EpochBatches(len(memory.images), config.batch_size, config.seed, rank, world, config.accumulate)
+        return TrainData(batches, memory=memory)
     listing = folders.scan_folder(config.data)
-    batches = EpochBatches(len(listing.files), config.batch_size, config.seed, rank, world)
+    batches = EpochBatches(len(listing.files), config.batch_size, config.seed, rank, world, config.accumulate)
     loader = torch.utils.data.DataLoader(
-        folders.CroppedPairs(listing, views.specs), batch_sampler=batches, num_workers=config.workers,
-        collate_fn=folders.collate_pairs, persistent_workers=config.workers > 0,
+        folders.CroppedPairs(listing, views.specs, config.seed), batch_sampler=DrawKeys(batches),
+        num_workers=config.workers, collate_fn=folders.collate_pairs, persistent_workers=config.workers > 0,
         pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator(),  # not the global one: starting an epoch's workers draws nothing from it
     )
     return TrainData(batches, loader=loader)

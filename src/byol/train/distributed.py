@@ -5,6 +5,7 @@ Every helper works unchanged in a single process, where it does nothing.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -162,3 +163,12 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
         else:
             sync_batchnorm(child, device)
     return module
+
+
+def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel that does not re-broadcast buffers before every forward: BatchNorm
+    statistics already span the global batch, so every process holds the same ones."""
+    ddp = nn.parallel.DistributedDataParallel
+    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+                      else {"broadcast_buffers": False})  # its name before torch 2.13
+    return ddp(model, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +16,17 @@ from byol.errors import ByolError
 
 
 def pick_device(name: str) -> torch.device:
+    """`auto` (a CUDA GPU when one is visible, else the CPU), `cpu`, `cuda` or `cuda:N`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ByolError(f"device {name!r} is not one byol runs on: use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ByolError("device cuda was asked for but no CUDA GPU is visible: use --device cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ByolError(f"device {name} does not exist: {torch.cuda.device_count()} GPUs are visible")
+    return device
 
 
 def cpu_has_bf16() -> bool:
@@ -93,3 +101,21 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def caller_state_kept() -> Iterator[None]:
+    """Restore what a run changes process-wide (thread count, deterministic mode, RNG
+    states) when it ends, so that calling `pretrain` in-process leaves the caller as it was."""
+    threads = torch.get_num_threads()
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    benchmark = torch.backends.cudnn.benchmark
+    rngs = rng_state()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.benchmark = benchmark
+        set_rng_state(rngs)

@@ -1,4 +1,8 @@
-"""The paper's schedules as pure functions of the optimiser step."""
+"""The paper's schedules as pure functions of the run's progress in [0, 1].
+
+Progress is steps done / total steps for a run of fixed length, and training seconds /
+budget for a run with a time budget, so the schedules are continuous whatever the budget.
+"""
 
 import math
 
@@ -6,25 +10,27 @@ import math
 TAU_SCHEDULES = ("cosine", "constant")
 
 
-def tau_at(step: int, total_steps: int, tau_base: float, schedule: str = "cosine") -> float:
-    """Target decay rate: 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2.
+def tau_at(progress: float, tau_base: float, schedule: str = "cosine") -> float:
+    """Target decay rate: 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2, with k / K = progress.
 
-    Grill et al. 2020, section 3.2: tau rises from tau_base at k = 0 to 1 at k = K,
-    with k and K counted in optimiser steps (not micro-batches). `constant` keeps
-    tau_base throughout: a short run's target then never freezes.
+    Grill et al. 2020, section 3.2: tau rises from tau_base at the start to 1 at the end,
+    k and K counted in optimiser steps (not micro-batches). `constant` keeps tau_base
+    throughout: a short run's target then never freezes.
     """
     if schedule == "constant":
         return tau_base
-    progress = min(step, total_steps) / max(total_steps, 1)
-    return 1 - (1 - tau_base) * (math.cos(math.pi * progress) + 1) / 2
+    return 1 - (1 - tau_base) * (math.cos(math.pi * min(progress, 1.0)) + 1) / 2
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
-    """Linear warm-up to peak_lr, then cosine decay to 0 at total_steps (paper, Appendix C)."""
+def lr_at(step: int, progress: float, warmup_steps: int, warmup_progress: float, peak_lr: float) -> float:
+    """Linear warm-up over `warmup_steps` steps to peak_lr, then cosine decay to 0 at progress 1
+    (paper, Appendix C). `warmup_progress` is where the warm-up ended (for a run of fixed
+    length: warmup_steps / total steps)."""
     if step < warmup_steps:
         return peak_lr * step / warmup_steps
-    progress = min(step - warmup_steps, total_steps - warmup_steps) / max(total_steps - warmup_steps, 1)
-    return peak_lr * (math.cos(math.pi * progress) + 1) / 2
+    remaining = max(1.0 - warmup_progress, 1e-12)
+    decayed = min(max(progress - warmup_progress, 0.0) / remaining, 1.0)
+    return peak_lr * (math.cos(math.pi * decayed) + 1) / 2
 
 
 def scaled_lr(base_lr: float, batch_size: int) -> float:

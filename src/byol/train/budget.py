@@ -1,0 +1,41 @@
+"""How far a run is, in [0, 1]: what the schedules follow and when the run ends.
+
+A run of fixed length is at steps done / total steps. Under a time budget it is at training
+seconds / budget, measured on the lead process's clock alone: the processes agree on that
+clock at sync steps (`agree`), and between them every process extrapolates it at the last
+interval's pace. So the progress of a step is the same number in every process, the
+schedules are the same, and every process stops at the same step; and since progress
+never goes back, the schedules move smoothly where a re-estimated step count would jump.
+"""
+
+from __future__ import annotations
+
+
+class Budget:
+    def __init__(self, total_steps: int, seconds: float | None, warmup_steps: int) -> None:
+        self.total_steps, self.seconds, self.warmup_steps = total_steps, seconds, warmup_steps
+        self.warmup_progress = warmup_steps / total_steps  # re-set where warm-up ends under a time budget
+        self.synced_step, self.synced_seconds, self.seconds_per_step = 0, 0.0, 0.0
+        self.reached = 0.0
+
+    def agree(self, step: int, lead_seconds: float) -> None:
+        """The lead process's training seconds after `step` steps, as every process received them."""
+        if self.seconds is None:
+            return
+        if step > self.synced_step:
+            self.seconds_per_step = (lead_seconds - self.synced_seconds) / (step - self.synced_step)
+        self.synced_step, self.synced_seconds = step, lead_seconds
+
+    def progress(self, step: int) -> float:
+        """The progress when `step` steps are done (asked in step order); at least the last answer."""
+        done = step / self.total_steps
+        if self.seconds is not None:
+            elapsed = self.synced_seconds + (step - self.synced_step) * self.seconds_per_step
+            done = max(done, elapsed / self.seconds)
+        self.reached = max(self.reached, min(done, 1.0))
+        if step == self.warmup_steps and self.seconds is not None:
+            self.warmup_progress = self.reached
+        return self.reached
+
+    def done(self, step: int) -> bool:
+        return self.progress(step) >= 1.0

@@ -1,0 +1,417 @@
+"""Pretraining: data in, online network trained, target moved, run folder written.
+
+`Trainer.step` is the whole BYOL (or SimCLR, ...) update: the loss of the two views,
+backward, the optimiser step, the target update. Everything else here is around it:
+building, resuming, logging, agreeing between processes, checkpointing, evaluating.
+
+Under torchrun every process runs the same steps on its share of each global batch; rank 0
+alone writes the run folder. A checkpoint holds everything needed to continue exactly
+(weights, optimiser, schedules, data position, every process's RNG states), so a run
+killed at any point and resumed ends where the uninterrupted run would have. Nothing is
+read back from the device on an ordinary step: the processes agree (on the time spent, a
+stop request, a non-finite loss, the loss to log) only at sync steps, every `log_every`
+steps and wherever a checkpoint, a collapse probe or the end of an epoch comes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from byol import config as cfg
+from byol.config import Config
+from byol.errors import ByolError, CollapseError, Stopped
+from byol.methods import Method, build_learner
+from byol.progress import note, progress
+from byol.train import distributed
+from byol.train.batches import TrainData, load_train_data
+from byol.train.budget import Budget
+from byol.train.checkpoint import CHECKPOINT_FORMAT, remove_partial_writes, safe_load, save_with_history
+from byol.train.lock import run_folder_lock
+from byol.train.logbook import Logbook
+from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
+from byol.train.optim import build_optimizer, param_groups, set_lr
+from byol.train.runtime import (autocast, autocast_dtype, caller_state_kept, channels_last_is_safe,
+                                make_deterministic, rng_state, seed_everything, set_rng_state)
+from byol.train.schedules import lr_at, scaled_lr, tau_at
+from byol.train.signals import StopRequests
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "checkpoints"
+ENCODER = "encoder.safetensors"
+SUMMARY = "summary.json"
+# keys that may change when a run is resumed: where and how fast it runs, not what it computes
+RUNTIME_KEYS = frozenset({"device", "threads", "workers", "log_every", "checkpoint_every", "keep_checkpoints"})
+
+
+class LossOf(nn.Module):
+    """The learner's loss as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, learner: Method) -> None:
+        super().__init__()
+        self.learner = learner
+
+    def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
+        return self.learner.loss(view_1, view_2)
+
+
+class LossWatch:
+    """The step's mean loss and the first non-finite one, kept on the device: reading them
+    back is left to the sync steps."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.step_loss = torch.zeros((), device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+
+    def observe(self, step_loss: torch.Tensor, step: int) -> None:
+        self.step_loss = step_loss
+        first = ~torch.isfinite(step_loss) & (self.bad_step < 0)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, step_loss, self.bad_loss)
+
+    def report(self) -> dict:
+        """This process's view, as plain numbers (a host sync)."""
+        return dict(loss=self.step_loss.item(), bad_step=int(self.bad_step.item()), bad_loss=self.bad_loss.item())
+
+
+def open_run(config: Config, out: Path, resume: bool) -> dict | None:
+    """The checkpoint to continue from, or None for a new run. A finished run, a run of
+    another config, or (without `resume`) any existing run is refused."""
+    if not (out / CHECKPOINT).exists():
+        return None
+    if not resume:
+        raise ByolError(f"{out} already holds a run (its {CHECKPOINT}): resume it (without --no-resume) "
+                        "or choose a new --out folder")
+    if (out / SUMMARY).exists():
+        raise ByolError(f"{out} holds a finished run (its {SUMMARY}): choose a new --out folder")
+    checkpoint = safe_load(out / CHECKPOINT)
+    resumable = (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT
+                 and "reached" in checkpoint.get("budget", {}))
+    if not resumable:
+        raise ByolError(f"{out / CHECKPOINT} cannot be resumed (not a byol checkpoint, or one written by an older "
+                        "byol): choose a new --out folder")
+    saved = checkpoint["config"]
+    changed = [f"{k} (run: {saved.get(k)!r}, now: {v!r})" for k, v in config.to_dict().items()
+               if k not in RUNTIME_KEYS and saved.get(k) != v]
+    if changed:
+        raise ByolError(f"cannot resume {out}: the config differs from the run's in {', '.join(changed)}; "
+                        f"continue it with `byol pretrain --resume {out}`, or choose a new --out folder")
+    return checkpoint
+
+
+def pretrain(config: Config, out: Path, resume: bool = True) -> dict:
+    """Run pretraining as `config` says and write everything to `out`; a run folder that holds
+    an unfinished run is continued (unless `resume` is False)."""
+    if not config.data:
+        raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
+    out = Path(out)
+    device = distributed.setup(config.device)
+    try:
+        with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
+            return Trainer(config, out, device, open_run(config, out, resume)).run()
+    finally:
+        distributed.teardown()
+
+
+class Trainer:
+    """One pretraining run: built from a config, resumed from a checkpoint, run step by step."""
+
+    def __init__(self, config: Config, out: Path, device: torch.device, checkpoint: dict | None = None) -> None:
+        self.config, self.out, self.device = config, out, device
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.lead = self.rank == 0
+        if self.lead:
+            remove_partial_writes(out)
+            cfg.save(config, out / "config.yaml")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if config.deterministic:
+            make_deterministic()
+        self.dtype = autocast_dtype(config.precision, device)
+        self._build_networks()
+        self.data = self._load_data()
+        if config.channels_last and self.memory_format != torch.channels_last and self.lead:
+            note("channels_last is off for this encoder: under 8 channels in a strided 1x1 convolution, "
+                 "where PyTorch's CPU kernel is unsafe")
+        self._build_optimisation()
+        self.monitor = knn_monitor(config, self.data, device) if self.lead else None
+        self.probe = collapse_probe(config, self.data, self.learner.views, device)  # every process: all stop together
+        self.alarm = CollapseAlarm(config.projection_dim, config.collapse_stop, report=self.lead)
+        self.step_count = self.epoch = self.batch_in_epoch = self.skipped_steps = 0
+        self.train_seconds, metrics_bytes = 0.0, 0
+        self.lr = self.tau = None
+        if checkpoint is not None:
+            metrics_bytes = self.restore(checkpoint)
+        self.model = distributed.data_parallel(LossOf(self.learner), device) if self.world > 1 else LossOf(self.learner)
+        self.logbook = Logbook(out, config.tensorboard, metrics_bytes, self.step_count) if self.lead else None
+
+    def _build_networks(self) -> None:
+        config = self.config
+        seed_everything(config.seed)  # the same initial networks in every process
+        learner = build_learner(config).to(self.device)
+        seed_everything(config.seed + self.rank)  # and different augmentations
+        channels_last = config.channels_last and (self.device.type == "cuda" or channels_last_is_safe(learner))
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        learner = learner.to(memory_format=self.memory_format)
+        if self.world > 1 and config.sync_batchnorm:
+            learner = distributed.sync_batchnorm(learner, self.device)
+        self.learner = learner
+
+    def _load_data(self) -> TrainData:
+        config = self.config
+        distributed.local_batch(config.batch_size)
+        data = load_train_data(config, self.learner.views, self.rank, self.world)
+        if data.skipped:
+            listed = self.out / "skipped_files.txt"
+            if self.lead:
+                listed.write_text("\n".join(data.skipped) + "\n", errors="backslashreplace")
+            if config.strict_data:  # in every process, so that all stop
+                raise ByolError(f"{len(data.skipped)} image files cannot be decoded (e.g. {data.skipped[0]!r}; all "
+                                f"in {listed}): fix or remove them, or drop strict_data to skip them")
+            if self.lead:
+                note(f"skipped {len(data.skipped)} undecodable image files (listed in {listed})")
+        self.steps_per_epoch = data.batches.batches_per_epoch // config.accumulate
+        if self.steps_per_epoch == 0:
+            raise ByolError(f"{config.data} has {len(data)} usable images, too few for one step of "
+                            f"{config.batch_size * config.accumulate}: lower --batch-size or add images")
+        return data
+
+    def _build_optimisation(self) -> None:
+        config = self.config
+        self.peak_lr = scaled_lr(config.lr, config.batch_size * config.accumulate)
+        groups = param_groups(self.learner.trained_modules(), config.weight_decay,
+                              {"predictor": config.predictor_lr_mult})
+        self.optimizer = build_optimizer(config.optimizer, groups, self.peak_lr, config.momentum, config.lars_eta)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        total = config.steps or round(config.epochs * self.steps_per_epoch)
+        self.budget = Budget(total, config.minutes * 60 if config.minutes else None,
+                             round(config.warmup_epochs * self.steps_per_epoch))
+        self.watch = LossWatch(self.device)
+
+    def restore(self, checkpoint: dict) -> int:
+        """Continue from `checkpoint`; returns the metrics file's length at that point."""
+        self.learner.load_state_dict(checkpoint["learner"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        vars(self.budget).update(checkpoint["budget"])
+        self.alarm.strikes = checkpoint["collapse_strikes"]
+        self.step_count, self.epoch, self.batch_in_epoch = checkpoint["step"], checkpoint["epoch"], checkpoint["batch_in_epoch"]
+        self.skipped_steps, self.train_seconds = checkpoint["skipped_steps"], checkpoint["train_seconds"]
+        if len(checkpoint["rng"]) == self.world:
+            set_rng_state(checkpoint["rng"][self.rank])
+        elif self.lead:
+            note(f"resuming with {self.world} processes a run written by {len(checkpoint['rng'])}: "
+                 "it continues, but not bit-identically to an uninterrupted run")
+        if self.lead:
+            note(f"resuming {self.out} at step {self.step_count} (epoch {self.epoch})")
+        return checkpoint["metrics_bytes"]
+
+    def step(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+        """One optimiser step on micro-batches of view pairs: loss, backward, optimiser, target.
+
+        Returns False for a step not taken (a non-finite loss under nonfinite=skip, or fp16
+        gradients that overflowed): then neither the schedules nor the target move.
+        """
+        step_loss = torch.zeros((), device=self.device)
+        for i, (view_1, view_2) in enumerate(pairs):
+            with self._gradient_sync(last=i == len(pairs) - 1):
+                with autocast(self.device, self.dtype):
+                    loss = self.model(view_1.contiguous(memory_format=self.memory_format),
+                                      view_2.contiguous(memory_format=self.memory_format))
+                self.scaler.scale(loss / len(pairs)).backward()
+            step_loss = step_loss + loss.detach().float() / len(pairs)
+        self.watch.observe(step_loss, self.step_count)
+        if self.config.nonfinite == "skip" and self._skip_if_not_finite(step_loss):
+            return False
+        progress = self.budget.progress(self.step_count)
+        self.lr = lr_at(self.step_count, progress, self.budget.warmup_steps, self.budget.warmup_progress, self.peak_lr)
+        set_lr(self.optimizer, self.lr)
+        if not self._optimizer_step():
+            return False
+        self.tau = self.learner.update_target(tau_at(progress, self.config.tau_base, self.config.tau_schedule))
+        self.step_count += 1
+        return True
+
+    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Gradients are all-reduced on a step's last micro-batch only."""
+        return self.model.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
+
+    def _skip_if_not_finite(self, step_loss: torch.Tensor) -> bool:
+        """nonfinite=skip: drop the step's gradients if any process's loss is not finite, and log
+        the skip (a host sync every step, the price of deciding before the optimiser step)."""
+        bad, loss = distributed.sum_over_ranks(torch.stack([(~torch.isfinite(step_loss)).float(), step_loss])).tolist()
+        if not bad:
+            return False
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self._log(dict(step=self.step_count, skipped_steps=self.skipped_steps, loss=loss / self.world))
+        return True
+
+    def _optimizer_step(self) -> bool:
+        """The optimiser step through the grad scaler; False when fp16 gradients overflowed and
+        the scaler skipped it (seen as a lower scale: the only host sync, and fp16 only)."""
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return scale is None or self.scaler.get_scale() >= scale
+
+    def run(self) -> dict:
+        """Train until the budget is spent, then write the encoder, k-NN and the summary."""
+        self.bar = progress(total=self.budget.total_steps, initial=self.step_count, unit="step", desc="pretrain",
+                            disable=not self.lead)
+        self.clock = self.window_start = time.perf_counter()
+        self.window_images = 0
+        try:
+            with StopRequests() as stop:
+                while not self.budget.done(self.step_count):
+                    self._run_epoch(stop)
+        except KeyboardInterrupt:
+            raise ByolError(f"interrupted at step {self.step_count}; the last checkpoint in {self.out} is intact") from None
+        except CollapseError as err:
+            kept = (f"the last checkpoint in {self.out} is kept" if (self.out / CHECKPOINT).exists()
+                    else "no checkpoint was written yet")
+            raise CollapseError(f"stopped: {err}; {kept}") from None
+        finally:
+            self.bar.close()
+        self._agree()
+        self.save()
+        return self.finish()
+
+    def _run_epoch(self, stop: StopRequests) -> None:
+        start_step, start_batch = self.step_count, self.batch_in_epoch
+        for pairs in self._steps_of_epoch():
+            taken = bool(pairs) and self.step(pairs)
+            self._tick(len(pairs))
+            if taken:
+                self._after_step(stop)
+            if self.budget.done(self.step_count):
+                return
+        if self.step_count == start_step and start_batch == 0:
+            why = ("every step's loss was not finite" if self.skipped_steps
+                   else f"no complete batch of {self.config.batch_size * self.config.accumulate} images")
+            raise ByolError(f"an epoch of {self.config.data} made no progress ({why}): lower --batch-size or add images")
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        if self.monitor and self.config.knn_every and self.epoch % self.config.knn_every == 0:
+            self._log_knn(self.evaluate(), self.epoch)
+        self._agree()
+        self.save()
+
+    def _steps_of_epoch(self):
+        """The rest of the epoch as lists of one step's view pairs (a streamed micro-batch
+        without 2 decodable images is left out of its step)."""
+        self.data.batches.set_epoch(self.epoch, self.batch_in_epoch)
+        pairs, micro = [], 0
+        for pair in self.data.view_batches(self.learner.views, self.device):
+            self.batch_in_epoch, micro = self.batch_in_epoch + 1, micro + 1
+            if pair is not None:
+                pairs.append(pair)
+            if micro == self.config.accumulate:
+                yield pairs
+                pairs, micro = [], 0
+
+    def _tick(self, micro_batches: int) -> None:
+        """Count images and training time (everything but k-NN evaluation)."""
+        now = time.perf_counter()
+        self.train_seconds, self.clock = self.train_seconds + now - self.clock, now
+        self.window_images += micro_batches * self.config.batch_size
+
+    def _after_step(self, stop: StopRequests) -> None:
+        step, config = self.step_count, self.config
+        self.bar.update(1)
+        probing = self.probe is not None and step % config.collapse_every == 0
+        saving = step % config.checkpoint_every == 0
+        agreed = None
+        if step % config.log_every == 0 or probing or saving or (self.world == 1 and stop.signal):
+            agreed = self._agree(stop)
+        if step % config.log_every == 0:
+            self._log_step(agreed["loss"])
+        if probing:
+            stats = self.probe(self.learner, self.dtype)
+            self._log(dict(step=step, epoch=round(step / self.steps_per_epoch, 4), **stats))
+            self.alarm(step, stats)
+        if saving:
+            self.save()
+        if agreed and agreed["signal"]:
+            if not saving:
+                self.save()
+            raise Stopped(f"stopped by {stop.name or 'a signal to another process'} at step {step}; "
+                          f"the checkpoint is written: resume with `byol pretrain --resume {self.out}`",
+                          stop.signal or agreed["signal"])
+
+    def _agree(self, stop: StopRequests | None = None) -> dict:
+        """What every process must act on alike, gathered from all (a host sync): the lead's
+        training seconds (the time budget), a stop request, a non-finite loss, the mean loss."""
+        mine = dict(self.watch.report(), seconds=self.train_seconds, signal=(stop.signal or 0) if stop else 0)
+        everyone = distributed.all_ranks(mine)
+        bad = [(r["bad_step"], r["bad_loss"]) for r in everyone if r["bad_step"] >= 0]
+        if bad and self.config.nonfinite == "stop":
+            step, value = min(bad)
+            raise ByolError(f"the loss became {value} at step {step}: the learning rate may be too high (lower --lr), "
+                            "fp16 may overflow (--precision bf16 or fp32), or the data may hold broken values; the "
+                            "last checkpoint is kept, and --set nonfinite=skip skips such steps instead")
+        self.budget.agree(self.step_count, everyone[0]["seconds"])
+        return dict(loss=sum(r["loss"] for r in everyone) / self.world, signal=max(r["signal"] for r in everyone))
+
+    def _log(self, record: dict) -> None:
+        if self.logbook is not None:
+            self.logbook(record)
+
+    def _log_step(self, loss: float) -> None:
+        now = time.perf_counter()
+        img_s = self.window_images / (now - self.window_start)
+        self.window_start, self.window_images = now, 0
+        self._log(dict(step=self.step_count, epoch=round(self.step_count / self.steps_per_epoch, 4), loss=loss,
+                       lr=self.lr, tau=self.tau, img_s=round(img_s, 1), time_s=round(self.train_seconds, 2)))
+        self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", refresh=False)
+
+    def save(self) -> None:
+        """Write a checkpoint (rank 0), from which `restore` continues exactly."""
+        rngs = distributed.all_ranks(rng_state())
+        if not self.lead:
+            return
+        state = dict(learner=self.learner.state_dict(), optimizer=self.optimizer.state_dict(),
+                     scaler=self.scaler.state_dict(), config=self.config.to_dict(), step=self.step_count,
+                     epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, skipped_steps=self.skipped_steps,
+                     train_seconds=self.train_seconds, budget=vars(self.budget), collapse_strikes=self.alarm.strikes,
+                     metrics_bytes=self.logbook.tell(), rng=rngs, format=CHECKPOINT_FORMAT)
+        save_with_history(state, self.out / CHECKPOINT, self.out / HISTORY / f"step-{self.step_count:08d}.pt",
+                          self.config.keep_checkpoints)
+
+    def evaluate(self) -> dict[str, float]:
+        """k-NN of the online encoder (rank 0); its time is left out of the training time."""
+        knn = self.monitor(self.learner.encoder, self.dtype)
+        self.clock = self.window_start = time.perf_counter()
+        self.window_images = 0
+        return knn
+
+    def _log_knn(self, knn: dict[str, float], epoch: float) -> None:
+        self._log(dict(step=self.step_count, epoch=epoch, time_s=round(self.train_seconds, 2),
+                       **{f"knn_{k}": v for k, v in knn.items()}))
+
+    def finish(self) -> dict:
+        """The summary of the finished run; rank 0 also writes the encoder, k-NN and summary.json."""
+        global_batch = self.config.batch_size * self.config.accumulate
+        result = dict(steps=self.step_count, epochs=round(self.step_count / self.steps_per_epoch, 3),
+                      train_seconds=round(self.train_seconds, 1),
+                      img_s=round(self.step_count * global_batch / max(self.train_seconds, 1e-9), 1),
+                      skipped_files=len(self.data.skipped) + self.data.stream_skips,
+                      skipped_steps=self.skipped_steps, processes=self.world)
+        if not self.lead:
+            return result
+        encoder = self.learner.encoder.state_dict()
+        save_file({k: v.contiguous() for k, v in encoder.items()}, str(self.out / ENCODER))
+        if self.monitor:
+            result["knn"] = self.evaluate()
+            self._log_knn(result["knn"], result["epochs"])
+            (self.out / "knn.json").write_text(json.dumps(result["knn"], indent=1) + "\n")
+        self.logbook.close()
+        (self.out / SUMMARY).write_text(json.dumps(result, indent=1) + "\n")
+        return result
