@@ -247,3 +247,40 @@ def test_the_installed_command_exits_2_with_one_line(tmp_path):
                            "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"byol: error: data folder {tmp_path / 'none'} does not exist: pass an existing folder of images"
+
+
+def test_compare_continues_an_interrupted_run_from_its_checkpoint(small_folders, tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from byol.cli import _config_from, build_parser
+    from byol.errors import ByolError
+    from byol.train.trainer import Trainer, pretrain
+
+    train, test = small_folders
+    flags = [*TINY, "--epochs", "1", "--set", "checkpoint_every=2", "--set", "knn_every=0"]
+    argv = ["compare", "--data", str(train), "--test", str(test), "--out", str(tmp_path / "c"), "--methods", "byol",
+            *flags]
+    config = _config_from(build_parser().parse_args(argv))  # what compare trains each run with
+    step = Trainer.step
+
+    def interrupted_at_step_4(self, pairs):
+        if self.step_count == 4:
+            raise KeyboardInterrupt
+        return step(self, pairs)
+
+    monkeypatch.setattr(Trainer, "step", interrupted_at_step_4)
+    with pytest.raises(ByolError, match="interrupted at step 4"):
+        pretrain(dataclasses.replace(config, method="byol", seed=0), tmp_path / "c" / "byol" / "seed0")
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"resuming {tmp_path / 'c' / 'byol' / 'seed0'} at step 4" in capsys.readouterr().err
+    records = [json.loads(x) for x in (tmp_path / "c" / "byol" / "seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 4, 6, 8]  # each step logged once
+
+
+def test_eval_out_in_a_new_folder_is_created(run, small_folders, tmp_path):
+    out = tmp_path / "new" / "folder" / "knn.json"
+    assert main(["eval", "knn", "--checkpoint", str(run), "--train", str(small_folders[0]),
+                 "--test", str(small_folders[1]), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["protocol"] == "knn"

@@ -129,3 +129,16 @@ def test_parquet_without_pyarrow_names_the_fix(small_folders, tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` now fails
     with pytest.raises(ByolError, match=r"Parquet needs pyarrow \(pip install pyarrow\), or name the file \.npy"):
         embed_folder(write_run(tmp_path / "run"), small_folders[1], tmp_path / "e.parquet")
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_load_encoder_leaves_the_callers_random_stream_alone(tmp_path, exported):
+    source = write_run(tmp_path / "run", width=0.125)
+    if exported:
+        export_encoder(source, tmp_path / "enc.safetensors")
+        source = tmp_path / "enc.safetensors"
+    torch.manual_seed(99)
+    expected = torch.rand(4)
+    torch.manual_seed(99)
+    byol.load_encoder(source)
+    assert torch.equal(torch.rand(4), expected)

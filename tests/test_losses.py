@@ -20,9 +20,10 @@ def test_regression_loss_matches_cosine_similarity_on_random_vectors():
 
 
 def test_symmetric_loss_sums_both_directions_and_averages_over_the_batch():
-    p1, p2, z1, z2 = (torch.randn(8, 4) for _ in range(4))
-    expected = (regression_loss(p1, z2) + regression_loss(p2, z1)).mean()
-    torch.testing.assert_close(byol_loss(p1, p2, z1, z2), expected)
+    p1, z2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[3.0, 0.0], [1.0, 0.0]])  # cosines 1, 0
+    p2, z1 = torch.tensor([[1.0, 1.0], [0.0, -1.0]]), torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # 1/sqrt(2), -1
+    # image 1: 0 + (2 - sqrt 2); image 2: 2 + 4; the mean of the two
+    assert byol_loss(p1, p2, z1, z2).item() == pytest.approx((2 - math.sqrt(2) + 6) / 2)
     # a pair of orthogonal predictions costs 2 + 2 = 4, not the average 2
     e1, e2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
     assert byol_loss(e1, e1, e1, e2).item() == 2.0  # view 1 -> target 2 orthogonal (2), view 2 -> target 1 aligned (0)

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
 from byol import config as cfg
@@ -118,8 +119,15 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, like byol's own, with exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="byol", description="BYOL self-supervised pretraining and evaluation")
+    parser = OneLineParser(prog="byol", description="BYOL self-supervised pretraining and evaluation")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_pretrain(sub)
     _add_compare(sub)
@@ -171,6 +179,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from byol.train.runtime import pick_device
 
     encoders = ("pretrained", "random_init") if args.baseline else ("pretrained",)
+    if args.out is not None:  # before the evaluation, not after it
+        _make_parent(args.out)
     result = evaluate(args.protocol, args.checkpoint, args.train, args.test, encoders=encoders,
                       device=pick_device(args.device), k=getattr(args, "k", None),
                       temperature=getattr(args, "temperature", None))
@@ -182,6 +192,13 @@ def run_eval(args: argparse.Namespace) -> int:
         line += f", random init {result['random_init']['top1']:.2f}% ({result['gain_top1']:+.2f} points)"
     print(line, file=sys.stderr)
     return 0
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ByolError(f"cannot create the folder of --out {path} ({err.strerror}): choose another place") from None
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -97,6 +97,9 @@ class Config:
             (self.keep_checkpoints >= 1, f"keep_checkpoints is {self.keep_checkpoints}: keep 1 or more"),
             (self.nonfinite in ("stop", "skip"), f"nonfinite is {self.nonfinite!r}: choose stop or skip"),
             (self.collapse_every >= 0, f"collapse_every is {self.collapse_every}: use 0 (off) or more"),
+            (self.threads >= 0, f"threads is {self.threads}: use 0 (torch's default) or more"),
+            (self.workers >= 0, f"workers is {self.workers}: use 0 (load in the training process) or more"),
+            (self.knn_every >= 0, f"knn_every is {self.knn_every}: use 0 (only at the end) or more"),
         ]
         for ok, message in checks:
             if not ok:
@@ -169,7 +172,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ByolError(f"--set {text!r}: write it as key=value, e.g. --set knn_every=5")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ByolError(f"--set {text!r}: the value is not valid YAML; quote text, e.g. --set data=\"my folder\"") from None
 
 
 def resolve(preset: str | None = None, config_file: str | None = None,

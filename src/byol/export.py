@@ -70,10 +70,21 @@ def _read_card(weights: Path) -> dict:
     if not path.is_file():
         raise ByolError(f"{weights} has no card beside it ({path.name}): export it with `byol export`, "
                         "or pass a run folder")
-    card = json.loads(path.read_text())
-    if card.get("format") != CARD_FORMAT:
-        raise ByolError(f"{path} is not a byol encoder card")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        card = None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise ByolError(f"{path} is not a byol encoder card: export the encoder again with `byol export`")
     return card
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        raise ByolError(f"{path} is not a readable safetensors file ({str(err)[:120]}): export the encoder "
+                        "again with `byol export`") from None
 
 
 def _is_run(path: Path) -> bool:
@@ -97,7 +108,7 @@ def load_encoder_and_card(path: str | Path) -> tuple[nn.Module, dict]:
     card = _read_card(path)
     with torch.random.fork_rng(devices=[]):  # initialising draws nothing from the caller's stream
         encoder = build_encoder(card["architecture"], card["width"], card["cifar_stem"])
-    weights = load_file(str(path)) if path.suffix == ".safetensors" else safe_load(path)
+    weights = _load_safetensors(path) if path.suffix == ".safetensors" else safe_load(path)
     load_weights(encoder, weights, path)
     return encoder.eval(), card
 
@@ -175,6 +186,9 @@ def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256,
     NaN rows and are listed in `out`.skipped.txt."""
     if out.suffix not in EMBEDDING_WRITERS:
         raise ByolError(f"--out {out}: name the file .npy (NumPy rows) or .parquet (a table, needs pyarrow)")
+    if batch_size < 1 or workers < 0:
+        raise ByolError(f"--batch-size is {batch_size} and --workers {workers}: use a batch of 1 or more "
+                        "images and 0 or more workers")
     encoder, card = load_encoder_and_card(checkpoint)
     encoder = encoder.to(device)
     listing = folders.scan_folder(data)

@@ -37,15 +37,38 @@ def test_the_probe_scores_the_test_split_and_chooses_the_penalty_without_looking
     assert shuffled["top1"] < 60  # the test labels matter only to the final score
 
 
-def test_the_penalty_is_chosen_by_validation_accuracy():
-    # 2-d features where only dimension 0 carries the class and 30 noisy dimensions invite overfitting
-    generator = torch.Generator().manual_seed(1)
+def noisy_dimensions(seed: int = 1):
+    """60 images, 2 classes: dimension 0 carries the class, 30 noisy ones invite overfitting."""
+    generator = torch.Generator().manual_seed(seed)
     y = torch.arange(2).repeat(30)
     x = torch.randn(60, 31, generator=generator) * 2
     x[:, 0] = y * 1.0 + 0.6 * torch.randn(60, generator=generator)
+    return x, y
+
+
+def test_where_a_weak_penalty_overfits_the_strong_one_is_chosen():
+    x, y = noisy_dimensions()
     result = linear_probe(x, y, x, y, 2, weight_decays=(1e-6, 1.0), val_fraction=0.5)
-    best = max(result["val_top1"].values())
-    assert result["val_top1"][str(result["weight_decay"])] == best
+    assert result["weight_decay"] == 1.0
+    assert result["val_top1"]["1.0"] > result["val_top1"]["1e-06"] + 10
+
+
+def test_where_a_strong_penalty_erases_the_weights_the_weak_one_is_chosen():
+    # 4 to 1 imbalanced clusters: with its weights erased the classifier predicts the majority (80%)
+    x, y = clusters(40, classes=2)
+    keep = torch.cat([torch.arange(40), torch.arange(40, 50)])
+    result = linear_probe(x[keep], y[keep], x, y, 2, weight_decays=(1e-4, 1e4), val_fraction=0.2)
+    assert result["weight_decay"] == 1e-4
+    assert result["val_top1"]["0.0001"] == 100.0 and result["val_top1"]["10000.0"] == pytest.approx(80.0)
+
+
+def test_validation_images_are_held_out_of_the_fit():
+    # random labels: a classifier that had seen the validation images would score them perfectly
+    generator = torch.Generator().manual_seed(2)
+    x, y = torch.randn(80, 60, generator=generator), torch.randint(0, 2, (80,), generator=generator)
+    assert fit_linear(x, y, 2, weight_decay=1e-6)(x).argmax(dim=1).eq(y).all()  # it memorises what it fits
+    result = linear_probe(x, y, x, y, 2, weight_decays=(1e-6,), val_fraction=0.5)
+    assert result["val_top1"]["1e-06"] < 75
 
 
 def test_the_probe_counts_its_fits_on_a_progress_bar(capsys):

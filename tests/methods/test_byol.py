@@ -66,10 +66,18 @@ def test_tau_zero_makes_the_target_equal_the_online_network_and_tau_one_freezes_
         assert torch.equal(t, o)
 
 
-def test_forward_on_raw_images_uses_the_views():
-    learner = tiny_learner(views=TwoViews.preset("cifar", 16))
-    loss = learner(torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8))
-    assert loss.shape == () and 0 <= loss.item() <= 8
+def test_forward_on_raw_images_is_the_loss_of_two_different_views_of_them():
+    views = TwoViews.preset("cifar", 16)
+    learner = tiny_learner(views=views)
+    images = torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8)
+    torch.manual_seed(7)
+    loss = learner(images)
+    torch.manual_seed(7)
+    view_1, view_2 = views(images)
+    assert view_1.shape == view_2.shape == (4, 3, 16, 16) and not torch.allclose(view_1, view_2)
+    assert torch.equal(loss, learner.loss(view_1, view_2))
+    torch.manual_seed(8)
+    assert not torch.equal(learner(images), loss)  # other draws, other views
 
 
 def test_any_module_that_returns_vectors_is_an_encoder_and_its_size_is_found_in_eval_mode():

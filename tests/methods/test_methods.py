@@ -84,10 +84,14 @@ def test_simclr_has_one_network_and_the_nt_xent_loss():
 
 
 def test_the_hybrid_adds_the_weighted_nt_xent_of_the_online_projections():
-    model = learner("byol+simclr", nt_xent_weight=0.3, temperature=0.5)
-    z_1, z_2 = model.online(V1), model.online(V2)
-    expected = model.bootstrap_loss(V1, V2, z_1, z_2) + 0.3 * nt_xent(z_1, z_2, 0.5)
-    torch.testing.assert_close(model.loss(V1, V2), expected)
+    from tests.test_losses import slow_nt_xent
+
+    hybrid, plain = learner("byol+simclr", nt_xent_weight=0.3, temperature=0.5), learner("byol")
+    plain.load_state_dict(hybrid.state_dict())  # the same networks, BYOL's loss alone
+    with torch.no_grad():
+        z_1, z_2 = hybrid.online(V1), hybrid.online(V2)
+        added = hybrid.loss(V1, V2) - plain.loss(V1, V2)
+    assert added.item() == pytest.approx(0.3 * slow_nt_xent(z_1, z_2, 0.5), rel=1e-4)
 
 
 def test_an_unknown_method_is_refused_with_the_choices():

@@ -1,6 +1,7 @@
 """Two real processes (gloo on CPU) compute what one process computes with the whole batch."""
 
 import socket
+import time
 
 import torch
 import torch.distributed as dist
@@ -165,3 +166,44 @@ def test_torchrun_trains_with_two_processes_and_only_rank_0_writes(small_folders
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 9))  # one writer, no duplicates
     assert [r["step"] for r in records if "proj_std" in r] == [4, 8]
     assert finished.stdout.count('"processes": 2') == 1  # the result is printed once
+
+
+def budgeted_worker(rank: int, port: int, data: str, out: str, results) -> None:
+    """pretrain with a 6-second budget, where rank 1's clock runs three times too fast."""
+    import time
+
+    from byol.config import Config
+    from byol.train.trainer import Trainer, pretrain
+
+    if rank == 1:
+        real = time.perf_counter
+        time.perf_counter = lambda: 3 * real()
+    finish = Trainer.finish
+
+    def finish_and_report(self):
+        results[rank] = dict(steps=self.step_count, lr=self.lr, tau=self.tau,
+                             weights={k: v.clone() for k, v in self.learner.state_dict().items()})
+        return finish(self)
+
+    Trainer.finish = finish_and_report
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    config = Config(data=data, image_size=16, width=0.125, projector_hidden=32, predictor_hidden=32,
+                    projection_dim=16, batch_size=32, epochs=100, minutes=0.1, optimizer="adamw", lr=0.004,
+                    warmup_epochs=0.5, log_every=5, checkpoint_every=1000, collapse_every=0, threads=1)
+    pretrain(config.validate(), out)
+
+
+def test_with_a_time_budget_every_process_follows_the_lead_clock_and_stops_at_the_same_step(small_folders, tmp_path):
+    results = mp.Manager().dict()
+    context = mp.spawn(budgeted_worker, args=(free_port(), str(small_folders[0]), str(tmp_path / "run"), results),
+                       nprocs=2, join=False)
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise AssertionError("the processes did not end together: a collective was left waiting")
+    assert 10 < results[0]["steps"] == results[1]["steps"] < 800  # the budget ended the run, not the epochs
+    assert (results[0]["lr"], results[0]["tau"]) == (results[1]["lr"], results[1]["tau"])
+    for key, value in results[0]["weights"].items():
+        assert torch.equal(value, results[1]["weights"][key]), key

@@ -190,6 +190,35 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkp
     assert all(torch.isfinite(v).all() for v in kept["learner"].values() if v.is_floating_point())
 
 
+def test_between_sync_steps_a_nan_is_caught_before_the_next_checkpoint_naming_its_step(
+        small_folders, tmp_path, monkeypatch):
+    """The loss is read back only every log_every steps and before each checkpoint: the
+    error still names the step where it went wrong, and no checkpoint holds its weights."""
+    nan_on_call(monkeypatch, bad_call=4)
+    config = tiny_config(small_folders[0], log_every=5, checkpoint_every=2)
+    with pytest.raises(ByolError, match="the loss became nan at step 3:"):
+        pretrain(config, tmp_path / "run")
+    kept = safe_load(tmp_path / "run" / "checkpoint.pt")
+    assert kept["step"] == 2  # the checkpoint of step 4 was never written
+    assert all(torch.isfinite(v).all() for v in kept["learner"].values() if v.is_floating_point())
+
+
+def test_the_logged_loss_is_the_mean_over_the_steps_micro_batches(small_folders, tmp_path, monkeypatch):
+    original, losses = BYOL.loss, []
+
+    def recorded(self, view_1, view_2):
+        value = original(self, view_1, view_2)
+        losses.append(value.item())
+        return value
+
+    monkeypatch.setattr(BYOL, "loss", recorded)
+    pretrain(tiny_config(small_folders[0], accumulate=4, steps=2), tmp_path / "run")
+    logged = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in x]
+    assert len(losses) == 8 and losses[0] != losses[3]
+    assert logged == pytest.approx([sum(losses[:4]) / 4, sum(losses[4:]) / 4], rel=1e-6)
+
+
 def test_with_nonfinite_skip_the_bad_step_is_skipped_and_counted(small_folders, tmp_path, monkeypatch):
     nan_on_call(monkeypatch, bad_call=4)
     result = pretrain(tiny_config(small_folders[0], nonfinite="skip"), tmp_path / "run")

@@ -67,3 +67,60 @@ def test_labelled_data_without_a_test_folder_is_monitored_on_a_held_out_tenth(sm
     assert last["knn_top1"] == knn["top1"]
     correct = knn["top1"] * 25 / 100  # 256 images: 25 held out as queries, so top-1 is a count of 25
     assert correct == pytest.approx(round(correct), abs=1e-4)
+
+
+def test_under_a_time_budget_the_lr_falls_smoothly_and_tau_rises_smoothly(small_folders, tmp_path):
+    budget_seconds = 8.0
+    config = tiny_config(small_folders[0], epochs=1000, minutes=budget_seconds / 60, warmup_epochs=0.5,
+                         optimizer="adamw", lr=0.004, collapse_every=0)
+    result = pretrain(config, tmp_path / "run")
+    assert result["train_seconds"] == pytest.approx(budget_seconds, abs=1.0) and 50 < result["steps"] < 16_000
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "lr" in r]
+    warmup, peak = 8, 0.004 * 16 / 256  # half an epoch of 16 steps; the scaled peak lr
+    decay = [r for r in steps if r["step"] > warmup + 1]
+    lrs, taus = [r["lr"] for r in decay], [r["tau"] for r in decay]
+    assert all(b <= a for a, b in zip(lrs, lrs[1:])) and all(b >= a for a, b in zip(taus, taus[1:]))
+    # between neighbouring steps the lr moves by what the time between them allows, no more:
+    # |d lr| <= peak * pi/2 * dt / budget for a cosine over the budget (2x margin)
+    longest = max(b["time_s"] - a["time_s"] for a, b in zip(steps, steps[1:]))
+    assert max(a - b for a, b in zip(lrs, lrs[1:])) <= 2 * peak * math.pi / 2 * longest / budget_seconds + 1e-9
+    assert lrs[-1] < 0.1 * peak and taus[-1] > 0.99
+
+
+def test_an_fp16_step_whose_gradients_overflow_moves_neither_the_schedules_nor_the_target(small_folders, tmp_path):
+    from byol.train.trainer import Trainer
+
+    (tmp_path / "run").mkdir()
+    config = tiny_config(small_folders[0], precision="fp16", steps=10, warmup_epochs=0, collapse_every=0)
+    trainer = Trainer(config, tmp_path / "run", torch.device("cpu"))
+    images = trainer.data.memory.images[:16]
+    target = [p.clone() for p in trainer.learner.target.parameters()]
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 100)  # fp16 gradients overflow
+    assert trainer.step([trainer.learner.views(images)]) is False
+    assert trainer.step_count == 0 and trainer.scaler.get_scale() == 2.0 ** 99
+    assert all(torch.equal(a, b) for a, b in zip(target, trainer.learner.target.parameters()))
+    assert not trainer.optimizer.state  # AdamW never stepped
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    assert trainer.step([trainer.learner.views(images)]) is True
+    assert trainer.step_count == 1 and trainer.tau == tau_at(0.0, config.tau_base)
+    assert not all(torch.equal(a, b) for a, b in zip(target, trainer.learner.target.parameters()))
+
+
+def test_pretrain_in_process_leaves_the_callers_threads_determinism_and_random_streams(small_folders, tmp_path):
+    import random
+
+    import numpy as np
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(1234)
+    random.seed(5)
+    np.random.seed(6)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(1234)
+    random.seed(5)
+    np.random.seed(6)
+    pretrain(tiny_config(small_folders[0], epochs=1, threads=1, deterministic=True, collapse_every=0), tmp_path / "r")
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    assert torch.equal(torch.rand(3), expected[0])
+    assert (random.random(), np.random.rand()) == expected[1:]

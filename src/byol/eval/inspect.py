@@ -8,6 +8,7 @@ import torch
 
 from byol.data.folders import load_images
 from byol.eval.checkpoints import load_run_learner
+from byol.errors import ByolError
 from byol.eval.collapse import collapse_alarms
 from byol.train.monitors import CollapseProbe
 from byol.train.runtime import autocast_dtype
@@ -17,6 +18,8 @@ def inspect_checkpoint(checkpoint: Path, data: str, images: int = 512,
                        device: torch.device = torch.device("cpu"), random_init: bool = False) -> dict:
     """The statistics pretraining logs, on `images` images of `data` under the run's own views,
     and the collapse alarms they raise (an empty list when none)."""
+    if images < 2:
+        raise ByolError(f"--images is {images}: the statistics need 2 images or more (default 512)")
     learner, config, path = load_run_learner(checkpoint, random_init)
     dataset = load_images(data, config.image_size)
     probe = CollapseProbe.sample(dataset.images, learner.views, device, config.seed + 1, images)

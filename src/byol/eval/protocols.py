@@ -7,11 +7,13 @@ from pathlib import Path
 import torch
 
 from byol.data.folders import load_images
+from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder
 from byol.eval.features import check_labelled_pair, extract_features, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.eval.linear import linear_probe
 from byol.train.runtime import autocast, autocast_dtype
+
 
 def evaluate(
     protocol: str, checkpoint: Path, train: str, test: str, *,
@@ -25,13 +27,18 @@ def evaluate(
     Images are resized to the encoder's input size and converted to RGB, so any labelled
     folder serves: the pretraining data's own test split or another dataset (transfer).
     """
+    if protocol == "knn" and k is not None and k < 1:
+        raise ByolError(f"k is {k}: use 1 or more neighbours")
+    if protocol == "knn" and temperature is not None and temperature <= 0:
+        raise ByolError(f"temperature is {temperature}: it must be positive")
     encoder, config, checkpoint = load_run_encoder(checkpoint)  # also checks the weights fit
     train_data, test_data = load_images(train, config.image_size), load_images(test, config.image_size)
     check_labelled_pair(train_data, test_data, train, test)
     transform = run_transform(config)
     networks = {name: encoder if name == "pretrained" else load_run_encoder(checkpoint, random_init=True)[0]
                 for name in encoders}
-    k, temperature = k or config.knn_k, temperature or config.knn_temperature
+    k = config.knn_k if k is None else k
+    temperature = config.knn_temperature if temperature is None else temperature
     result: dict = dict(protocol=protocol, checkpoint=str(checkpoint), train=str(train), test=str(test),
                         classes=len(train_data.classes), train_images=len(train_data.images),
                         test_images=len(test_data.images))

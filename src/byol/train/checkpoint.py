@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,17 +60,29 @@ def remove_partial_writes(folder: Path) -> list[Path]:
     return partial
 
 
+def _reason(err: BaseException) -> str:
+    """The line of an exception's message that says what is wrong, short."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    telling = [line for line in lines if "unsupported" in line.lower() or "global" in line.lower()]
+    return ((telling or lines or [type(err).__name__])[0])[:160]
+
+
 def safe_load(path: str | Path) -> Any:
-    """torch.load with weights_only=True: tensors and plain containers only, no code."""
+    """torch.load with weights_only=True: tensors and plain containers only, no code. Anything
+    that is not such a file (empty, text, an image, a truncated archive) is one ByolError."""
     path = Path(path)
     if not path.is_file():
         raise ByolError(f"checkpoint {path} does not exist: pass a checkpoint file or a run folder")
+    if path.stat().st_size == 0:
+        raise ByolError(f"{path} is empty, not a checkpoint: pass the checkpoint.pt of a byol run folder")
+    if not zipfile.is_zipfile(path):
+        raise ByolError(f"{path} is not a PyTorch checkpoint (not a torch.save archive): pass the checkpoint.pt "
+                        "of a byol run folder")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ByolError(
-            f"refused to load {path}: it holds pickled objects beyond tensors and plain data "
-            f"({str(err).splitlines()[0][:160]}); only load checkpoints written by byol"
-        ) from None
-    except (RuntimeError, EOFError) as err:
-        raise ByolError(f"{path} is not a readable checkpoint ({str(err).splitlines()[0][:160]})") from None
+        raise ByolError(f"refused to load {path}: it holds pickled objects beyond tensors and plain data "
+                        f"({_reason(err)}); only load checkpoints written by byol") from None
+    except Exception as err:  # torch.load's errors on a damaged archive vary by version and damage
+        raise ByolError(f"{path} is not a readable checkpoint ({_reason(err)}): pass the checkpoint.pt of a "
+                        "byol run folder") from None
