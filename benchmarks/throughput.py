@@ -180,7 +180,7 @@ def joint_loss(learner: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], tor
 
 def ours(setup: Setup, *, channels_last: bool = True, batched_views: bool = True, fused_ema: bool = True,
          joint: bool = False, compile: bool = False, precision: str | None = None) -> Trainer:
-    """Our training step as `byol pretrain` takes it (train/loop.py), with switches."""
+    """Our training step, mirroring `byol pretrain`'s Trainer.step (train/trainer.py), with switches."""
     learner = our_learner(setup)
     memory_format = memory_format_for(learner, setup, channels_last)
     learner = learner.to(memory_format=memory_format)
