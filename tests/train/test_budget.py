@@ -38,3 +38,11 @@ def test_the_step_count_still_ends_a_time_budgeted_run():
     budget = Budget(total_steps=100, seconds=3600.0, warmup_steps=0)
     budget.agree(50, lead_seconds=1.0)
     assert budget.progress(50) == 0.5 and budget.done(100)
+
+
+def test_the_expected_length_follows_the_pace():
+    budget = Budget(total_steps=10**6, seconds=60.0, warmup_steps=0)
+    assert budget.expected_steps(0) == 10**6  # nothing known yet: the step cap
+    budget.agree(100, lead_seconds=6.0)
+    budget.progress(100)
+    assert budget.expected_steps(100) == 1000  # a tenth of the budget in 100 steps

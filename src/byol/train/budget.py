@@ -39,3 +39,7 @@ class Budget:
 
     def done(self, step: int) -> bool:
         return self.progress(step) >= 1.0
+
+    def expected_steps(self, step: int) -> int:
+        """The run's length in steps as it now looks (for the progress bar)."""
+        return min(self.total_steps, max(step, round(step / self.reached))) if self.reached else self.total_steps

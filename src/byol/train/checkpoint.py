@@ -64,7 +64,8 @@ def _reason(err: BaseException) -> str:
     """The line of an exception's message that says what is wrong, short."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     telling = [line for line in lines if "unsupported" in line.lower() or "global" in line.lower()]
-    return ((telling or lines or [type(err).__name__])[0])[:160]
+    reason = (telling or lines or [type(err).__name__])[0]
+    return reason.split(" Please use")[0][:160]  # torch's advice there is to allow the code to run
 
 
 def safe_load(path: str | Path) -> Any:

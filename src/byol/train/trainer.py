@@ -331,6 +331,8 @@ class Trainer:
         agreed = None
         if step % config.log_every == 0 or probing or saving or (self.world == 1 and stop.signal):
             agreed = self._agree(stop)
+        if agreed:
+            self.bar.total = self.budget.expected_steps(step)
         if step % config.log_every == 0:
             self._log_step(agreed["loss"])
         if probing:
