@@ -260,7 +260,7 @@ def test_compare_continues_an_interrupted_run_from_its_checkpoint(small_folders,
     flags = [*TINY, "--epochs", "1", "--set", "checkpoint_every=2", "--set", "knn_every=0"]
     argv = ["compare", "--data", str(train), "--test", str(test), "--out", str(tmp_path / "c"), "--methods", "byol",
             *flags]
-    config = _config_from(build_parser().parse_args(argv))  # what compare trains each run with
+    config, _ = _config_from(build_parser().parse_args(argv))  # what compare trains each run with
     step = Trainer.step
 
     def interrupted_at_step_4(self, pairs):

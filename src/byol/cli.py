@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 
 from byol import config as cfg
+from byol.data.folders import DATASET_NAMES_HELP
 from byol.errors import ByolError
 
 FLAGS = {  # flag -> (config key, type, help)
@@ -34,8 +35,9 @@ FLAGS = {  # flag -> (config key, type, help)
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     """The arguments that resolve a Config: data, preset, config file, flags and --set."""
-    p.add_argument("--data", help="folder of images (ImageFolder or flat), or cifar10 / cifar100 / stl10")
-    p.add_argument("--test", help="labelled test folder for k-NN during and after training")
+    p.add_argument("--data", help=f"folder of images (class sub-folders optional), or {DATASET_NAMES_HELP}")
+    p.add_argument("--test", help="labelled test folder (or dataset name, e.g. cifar10:test) for k-NN during and "
+                   "after training")
     p.add_argument("--config", help="YAML file of config keys (a run's config.yaml reproduces it)")
     p.add_argument("--preset", help=f"named preset: {', '.join(cfg.preset_names())}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
@@ -43,12 +45,19 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=kind, help=text)
 
 
-def _config_from(args: argparse.Namespace) -> cfg.Config:
+def _config_from(args: argparse.Namespace) -> tuple[cfg.Config, list[str]]:
+    """The config the arguments resolve to, and notices about settings chosen for the data."""
     overrides = {key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _, _) in FLAGS.items()}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides.update({k: v for k, v in (("data", args.data), ("test", args.test)) if v is not None})
     overrides.update(cfg.parse_override(text) for text in args.set)
-    return cfg.resolve(args.preset, args.config, overrides)
+    config = cfg.resolve(args.preset, args.config, overrides)
+    if args.preset or args.config:
+        return config, []
+    from byol.data.fit import fit_to_data
+
+    config, chosen = fit_to_data(config, set(overrides))
+    return config, [chosen] if chosen else []
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -76,8 +85,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                        ("linear", "logistic regression on frozen features, L2 penalty chosen on a validation split")):
         q = protocols.add_parser(name, help=text)
         q.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
-        q.add_argument("--train", required=True, help="labelled folder: the k-NN bank or the classifier's data")
-        q.add_argument("--test", required=True, help="labelled folder with the same classes (any dataset: transfer)")
+        q.add_argument("--train", required=True, help="labelled folder or dataset name (cifar10, stl10:train, ...): "
+                       "the k-NN bank or the classifier's data; unlabelled images are left out")
+        q.add_argument("--test", required=True, help="labelled folder or dataset name (cifar10:test, stl10:test, ...) "
+                       "with the same classes (any dataset: transfer)")
         q.add_argument("--baseline", action="store_true", help="also score the same encoder at random init")
         q.add_argument("--out", type=Path, help=f"JSON file to write (default: eval_{name}.json beside the checkpoint)")
         q.add_argument("--device", default="auto")
@@ -153,7 +164,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         args.config, args.out = str(saved), args.resume
     elif args.out is None:
         raise ByolError("say where the run goes: --out DIR (or continue one with --resume RUN_DIR)")
-    result = pretrain(_config_from(args), args.out, resume=not args.no_resume)
+    config, notices = _config_from(args)
+    result = pretrain(config, args.out, resume=not args.no_resume, notices=notices)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
         print(json.dumps(result))
     return 0
@@ -163,13 +175,13 @@ def run_compare(args: argparse.Namespace) -> int:
     from byol.compare import compare
     from byol.train.runtime import pick_device
 
-    config = _config_from(args)
+    config, notices = _config_from(args)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise ByolError(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. 0,1,2") from None
     compare(config, [m.strip() for m in args.methods.split(",")], seeds, args.out, args.linear,
-            pick_device(config.device))
+            pick_device(config.device), notices)
     print((args.out / "compare.md").read_text(), end="")
     return 0
 

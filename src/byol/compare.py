@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from byol.errors import ByolError
 from byol.eval.inspect import inspect_checkpoint
 from byol.eval.protocols import evaluate
 from byol.methods import METHODS
+from byol.progress import note
 from byol.report.page import write_report
 from byol.train.trainer import pretrain
 
@@ -44,7 +46,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float | None]:
 
 
 def compare(config: Config, methods: list[str], seeds: list[int], out: Path, linear: bool = False,
-            device: torch.device = torch.device("cpu")) -> dict:
+            device: torch.device = torch.device("cpu"), notices: Sequence[str] = ()) -> dict:
     """Train every method with every seed under `config`, score each, write OUT/compare.{json,md}
     and the overlaid report; returns the per-method results."""
     unknown = [m for m in methods if m not in METHODS]
@@ -52,6 +54,8 @@ def compare(config: Config, methods: list[str], seeds: list[int], out: Path, lin
         raise ByolError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
     if not config.data or not config.test:
         raise ByolError("compare needs labelled --data (k-NN bank, linear training split) and --test folders")
+    for notice in notices:
+        note(notice)
     runs: dict[str, list[dict]] = {}
     for method in methods:
         for seed in seeds:

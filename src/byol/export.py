@@ -119,20 +119,6 @@ def load_encoder(path: str | Path) -> nn.Module:
     return load_encoder_and_card(path)[0]
 
 
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, files: list[Path], size: int) -> None:
-        self.files, self.size = files, size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool]:
-        pixels = folders.decode_square(self.files[index], self.size)
-        if pixels is None:
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1), True
-
-
 class _NpyRows:
     """Rows of a .npy file written in place through a memory map; row i is line i of FILE.files.txt."""
 
@@ -196,7 +182,7 @@ def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256,
     out.parent.mkdir(parents=True, exist_ok=True)
     names = [str(p.relative_to(listing.root)) for p in listing.files]
     rows = EMBEDDING_WRITERS[out.suffix](out, names, card["feature_dim"])
-    loader = torch.utils.data.DataLoader(_Images(listing.files, card["input_size"]), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(folders.SquareImages(listing.files, card["input_size"]), batch_size=batch_size,
                                          num_workers=workers)
     skipped, start = [], 0
     for images, decoded in progress(loader, desc="embed", unit="batch"):

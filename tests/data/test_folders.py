@@ -91,3 +91,19 @@ def test_images_of_the_training_size_decode_exactly_as_pil_reads_them(small_fold
     expected = torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1)
     assert torch.equal(data.images[0], expected)
     assert data.classes == ["disc"]
+
+
+def test_folder_batches_square_images_of_any_size_and_count_the_files_that_do_not_decode(tmp_path):
+    from byol import FolderBatches
+
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "wide.png")
+    Image.new("RGB", (100, 200), (0, 255, 0)).save(tmp_path / "tall.jpg")
+    Image.new("L", (20, 20), 90).save(tmp_path / "grey.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    batches = FolderBatches(tmp_path, image_size=16, batch_size=2, workers=0)
+    seen = list(batches)
+    assert len(batches) == 2 and sum(len(b) for b in seen) == 3 and batches.skipped == 1
+    assert all(b.dtype == torch.uint8 and b.shape[1:] == (3, 16, 16) for b in seen)
+    colours = sorted(tuple(img[:, 8, 8].tolist()) for b in seen for img in b)
+    assert (90, 90, 90) in colours and (255, 0, 0) in colours  # grey became RGB; PNG is exact
+    assert any(g > 200 and r < 50 and b < 50 for r, g, b in colours)  # the JPEG's green, near enough

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from byol.data.folders import ImageTensor
+from byol.data.folders import ImageTensor, decode_folder, scan_folder
 from byol.errors import ByolError
-from byol.eval.features import check_labelled_pair, extract_features
+from byol.eval.features import extract_features, features_and_labels, labelled_pair
 
 
 def images(classes):
@@ -27,5 +27,41 @@ def test_features_are_raw_encoder_outputs_in_eval_mode():
 ])
 def test_unusable_label_sets_are_refused_in_one_line(train, test, message):
     with pytest.raises(ByolError, match=message) as err:
-        check_labelled_pair(images(train), images(test), "train", "test")
+        labelled_pair(images(train), images(test), "train", "test")
     assert "\n" not in str(err.value)
+
+
+def test_unlabelled_images_never_reach_the_bank_and_a_split_without_labels_says_so():
+    # torchvision's STL-10 "train+unlabeled": 4 labelled images, then 6 labelled -1
+    mixed = ImageTensor(torch.arange(10).view(10, 1, 1, 1).expand(10, 3, 8, 8).to(torch.uint8),
+                        torch.tensor([0, 1, 0, 1] + [-1] * 6), ["airplane", "bird"])
+    train, test = labelled_pair(mixed, images(["airplane", "bird"]), "stl10", "stl10:test")
+    assert train.labels.tolist() == [0, 1, 0, 1] and train.images[:, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    unlabelled = ImageTensor(torch.zeros(3, 3, 8, 8, dtype=torch.uint8), torch.full((3,), -1), ["airplane", "bird"])
+    with pytest.raises(ByolError, match=r"stl10:unlabeled has no labelled images \(all carry label -1"):
+        labelled_pair(unlabelled, images(["airplane", "bird"]), "stl10:unlabeled", "test")
+
+
+def test_a_flat_folder_is_refused_as_an_evaluation_split(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (9, 9)).save(tmp_path / f"{i}.png")
+    with pytest.raises(ByolError, match="has no class sub-folders"):
+        labelled_pair(scan_folder(tmp_path), images(["a", "b"]), str(tmp_path), "test")
+
+
+def test_streamed_files_give_the_features_of_the_decoded_images_and_drop_what_does_not_decode(
+        small_folders, tmp_path):
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(small_folders[1], folder)
+    (folder / "disc" / "broken.jpg").write_bytes(b"not a jpeg")
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    transform = lambda x: x.float() / 255  # noqa: E731
+    decoded = decode_folder(folder, size=24)
+    expected, expected_labels = features_and_labels(encoder, decoded, transform, 24)
+    streamed, labels = features_and_labels(encoder, scan_folder(folder), transform, 24, batch_size=7, workers=0)
+    assert len(streamed) == len(decoded.images) == 64  # the broken file is left out, with its label
+    assert torch.allclose(streamed, expected, atol=1e-6) and torch.equal(labels, expected_labels)

@@ -93,3 +93,42 @@ def test_an_encoder_that_returns_maps_gets_a_clear_error():
 
     with pytest.raises(ByolError, match="one feature vector per image"):
         BYOL(nn.Conv2d(3, 4, 3), image_size=8)
+
+
+@pytest.mark.parametrize("size, recipe", [(32, "cifar"), (16, "cifar"), (96, "imagenet")])
+def test_without_views_a_learner_brings_the_recipe_of_its_image_size(size, recipe):
+    from byol.data.views import view_specs
+
+    learner = BYOL(build_encoder("resnet18", width=1 / 16, cifar_stem=size <= 32), image_size=size,
+                   projector_hidden=32, projection_dim=8, predictor_hidden=32)
+    assert learner.views.specs == view_specs(recipe, size)
+    loss = learner(torch.randint(0, 256, (4, 3, size + 8, size + 8), dtype=torch.uint8))
+    assert loss.shape == () and torch.isfinite(loss)
+
+
+def test_one_channel_images_are_taken_as_grey():
+    learner = tiny_learner()
+    grey = torch.randint(0, 256, (4, 1, 20, 20), dtype=torch.uint8)
+    torch.manual_seed(3)
+    loss = learner(grey)
+    torch.manual_seed(3)
+    assert torch.equal(loss, learner(grey.repeat(1, 3, 1, 1)))
+
+
+@pytest.mark.parametrize("images, says", [
+    ([[0, 1]], "got a list"),
+    (torch.zeros(3, 16, 16, dtype=torch.uint8), "got shape (3, 16, 16): add the batch dimension"),
+    (torch.zeros(4, 16, 16, 3, dtype=torch.uint8), "16 channels: channels last? use images.permute(0, 3, 1, 2)"),
+    (torch.zeros(4, 16, 16, 3, dtype=torch.uint8).permute(0, 3, 1, 2)[:, :2], "2 channels"),
+    (torch.full((4, 3, 16, 16), 200.0), "got torch.float32 values from 200 to 200: divide uint8-range values by 255"),
+    (torch.full((4, 3, 16, 16), -0.5), "from -0.5 to -0.5: pass them before normalisation"),
+    (torch.zeros(4, 3, 16, 16, dtype=torch.int64), "got torch.int64"),
+    (torch.zeros(1, 3, 16, 16, dtype=torch.uint8), "got a batch of 1: BatchNorm in training mode needs 2 images"),
+])
+def test_images_the_views_cannot_take_get_one_line_errors(images, says):
+    from byol.errors import ByolError
+
+    with pytest.raises(ByolError) as refused:
+        tiny_learner()(images)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("expected images as a tensor (N, 3, H, W)") and says in message

@@ -124,3 +124,14 @@ def test_pretrain_in_process_leaves_the_callers_threads_determinism_and_random_s
     assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
     assert torch.equal(torch.rand(3), expected[0])
     assert (random.random(), np.random.rand()) == expected[1:]
+
+
+def test_knn_during_pretraining_streams_images_larger_than_those_held_in_memory(large_folder, tmp_path):
+    from byol.eval.protocols import evaluate
+
+    config = tiny_config(large_folder, image_size=72, cifar_stem=False, steps=3, workers=1, collapse_every=0,
+                         test=str(large_folder), knn_k=20)
+    result = pretrain(config, tmp_path / "run")
+    scored = evaluate("knn", tmp_path / "run", str(large_folder), str(large_folder))
+    assert scored["train_images"] == scored["test_images"] == 256
+    assert result["knn"]["top1"] == pytest.approx(scored["pretrained"]["top1"], abs=1e-4)

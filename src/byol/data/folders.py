@@ -23,7 +23,14 @@ from byol.train.checkpoint import atomic_save, safe_load
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IN_MEMORY_MAX_SIZE = 64
-NAMED_DATASETS = ("cifar10", "cifar100", "stl10")
+NAMED_SPLITS = {  # torchvision's datasets by name, and the splits `name:split` may ask for (first: the default)
+    "cifar10": ("train", "test"), "cifar100": ("train", "test"),
+    "stl10": ("train+unlabeled", "train", "test", "unlabeled"),
+}
+NAMED_DATASETS = tuple(NAMED_SPLITS)
+DATASET_NAMES_HELP = ("a torchvision dataset by name, downloaded once into BYOL_DATA_DIR: cifar10, cifar100 or stl10, "
+                      "optionally with a split after a colon: cifar10:test, stl10:train (labelled), stl10:unlabeled, "
+                      "stl10:train+unlabeled (the default for stl10; its unlabelled images carry no label)")
 UNLABELLED = -1
 
 
@@ -40,6 +47,9 @@ class ImageFiles:
     def labelled(self) -> bool:
         return bool(self.classes)
 
+    def subset(self, indices: list[int]) -> "ImageFiles":
+        return ImageFiles(self.root, [self.files[i] for i in indices], [self.labels[i] for i in indices], self.classes)
+
 
 @dataclass
 class ImageTensor:
@@ -53,6 +63,10 @@ class ImageTensor:
     @property
     def labelled(self) -> bool:
         return bool(self.classes)
+
+    def subset(self, indices: list[int]) -> "ImageTensor":
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return ImageTensor(self.images[index], self.labels[index], self.classes, self.skipped)
 
 
 def _is_image(name: str) -> bool:
@@ -216,14 +230,17 @@ def load_named(spec: str, size: int, root: Path | None = None) -> ImageTensor:
     import torchvision.datasets as tvd
 
     name, _, split = spec.partition(":")
+    split = split or NAMED_SPLITS[name][0]
+    if split not in NAMED_SPLITS[name]:
+        raise ByolError(f"{spec}: {name} has the splits {', '.join(NAMED_SPLITS[name])} (e.g. {name}:{NAMED_SPLITS[name][1]})")
     root = root or Path(os.environ.get("BYOL_DATA_DIR", default_cache_dir() / "datasets"))
     try:
         if name in ("cifar10", "cifar100"):
             cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-            ds = cls(str(root), train=split in ("", "train"), download=True)
+            ds = cls(str(root), train=split == "train", download=True)
             images, labels, classes = torch.from_numpy(ds.data).permute(0, 3, 1, 2), ds.targets, ds.classes
         else:
-            ds = tvd.STL10(str(root), split=split or "train+unlabeled", download=True)
+            ds = tvd.STL10(str(root), split=split, download=True)
             images, labels, classes = torch.from_numpy(ds.data), ds.labels, ds.classes
     except (OSError, RuntimeError) as err:
         raise ByolError(
@@ -243,6 +260,57 @@ def is_named(spec: str) -> bool:
 def load_images(spec: str, size: int, cache_dir: Path | None = None) -> ImageTensor:
     """A dataset spec (a folder or a torchvision name) decoded into memory."""
     return load_named(spec, size) if is_named(spec) else decode_folder(spec, size, cache_dir)
+
+
+def open_images(spec: str, size: int) -> ImageTensor | ImageFiles:
+    """A dataset spec for evaluation at `size`: decoded into memory up to IN_MEMORY_MAX_SIZE (and
+    torchvision's datasets, which come decoded), else the list of files, decoded as they stream."""
+    if size <= IN_MEMORY_MAX_SIZE or is_named(spec):
+        return load_images(spec, size)
+    return scan_folder(spec)
+
+
+class SquareImages(torch.utils.data.Dataset):
+    """Image files decoded one by one into (3, size, size) uint8 squares (shorter side to
+    `size`, centre crop), with whether the file decoded (a black square when it did not)."""
+
+    def __init__(self, files: list[Path], size: int) -> None:
+        self.files, self.size = files, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool]:
+        pixels = decode_square(self.files[index], self.size)
+        if pixels is None:
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1), True
+
+
+class FolderBatches:
+    """Batches of uint8 images (N, 3, size, size) from a folder of images of any size and
+    format, in a new random order each pass; files that do not decode are left out and
+    counted in `skipped`. What `byol.image_batches` returns, for a training loop of your own."""
+
+    def __init__(self, folder: str | Path, image_size: int, batch_size: int = 256, workers: int = 2,
+                 shuffle: bool = True, seed: int = 0) -> None:
+        if image_size < 8 or batch_size < 1 or workers < 0:
+            raise ByolError(f"image_size {image_size}, batch_size {batch_size}, workers {workers}: use 8 pixels "
+                            "or more, 1 image or more a batch, 0 workers or more")
+        self.listing = scan_folder(folder)
+        self.skipped = 0
+        self.loader = torch.utils.data.DataLoader(
+            SquareImages(self.listing.files, image_size), batch_size=batch_size, shuffle=shuffle,
+            num_workers=workers, generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, decoded in self.loader:
+            self.skipped += int((~decoded).sum())
+            if decoded.any():
+                yield images[decoded]
 
 
 class CroppedPairs(torch.utils.data.Dataset):

@@ -275,6 +275,39 @@ class TwoViews:
         return colour_and_normalise(to_unit_float(crops_1), first), colour_and_normalise(to_unit_float(crops_2), second)
 
 
+def default_views(image_size: int) -> TwoViews:
+    """The views a learner gets when given none: CIFAR's recipe at 32 px and below, the
+    paper's ImageNet recipe above."""
+    return TwoViews.preset("cifar" if image_size <= 32 else "imagenet", image_size)
+
+
+def checked_images(images: object, batchnorm: bool) -> torch.Tensor:
+    """Images as the views take them: (N, 3, H, W), uint8 or float in [0, 1]; one channel is
+    repeated to three. Anything else is a one-line ByolError saying what was given."""
+    expected = "expected images as a tensor (N, 3, H, W), uint8 or float in [0, 1]"
+    if not isinstance(images, torch.Tensor):
+        raise ByolError(f"{expected}; got a {type(images).__name__}")
+    shape = tuple(images.shape)
+    if images.dim() != 4:
+        hint = ": add the batch dimension (images.unsqueeze(0))" if images.dim() == 3 else ""
+        raise ByolError(f"{expected}; got shape {shape}{hint}")
+    if shape[1] == 1:
+        images = images.repeat(1, 3, 1, 1)
+    elif shape[1] != 3:
+        hint = ": channels last? use images.permute(0, 3, 1, 2)" if shape[3] in (1, 3) else ""
+        raise ByolError(f"{expected}; got shape {shape}, {shape[1]} channels{hint}")
+    if images.dtype != torch.uint8:
+        if not images.is_floating_point():
+            raise ByolError(f"{expected}; got {images.dtype}")
+        low, high = (v.item() for v in torch.aminmax(images))
+        if low < 0 or high > 1:
+            hint = ": divide uint8-range values by 255" if low >= 0 else ": pass them before normalisation"
+            raise ByolError(f"{expected}; got {images.dtype} values from {low:.3g} to {high:.3g}{hint}")
+    if batchnorm and len(images) < 2:
+        raise ByolError(f"{expected}; got a batch of {len(images)}: BatchNorm in training mode needs 2 images or more")
+    return images
+
+
 def eval_transform(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
     """Evaluation input: no augmentation, only scaling to [0, 1] and normalisation."""
     return normalise(to_unit_float(images), spec)

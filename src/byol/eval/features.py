@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from byol.config import Config
-from byol.data.folders import ImageTensor
+from byol.data.folders import ImageFiles, ImageTensor, SquareImages
 from byol.data.views import eval_transform, view_specs
 from byol.errors import ByolError
 from byol.progress import progress
@@ -22,28 +22,71 @@ def run_transform(config: Config) -> Callable[[torch.Tensor], torch.Tensor]:
 
 @torch.no_grad()
 def extract_features(
-    encoder: nn.Module, images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor],
+    encoder: nn.Module, images: torch.Tensor | Iterable[torch.Tensor], transform: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int = 512, device: torch.device | str = "cpu", desc: str | None = None,
 ) -> torch.Tensor:
-    """Encoder outputs (N, D) of uint8 images, in eval mode, on the CPU in fp32."""
+    """Encoder outputs (N, D) of uint8 images (a tensor, or an iterable of batches), in eval
+    mode, on the CPU in fp32."""
+    batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
     was_training = encoder.training
     encoder.eval()
     out = []
     try:
-        for start in progress(range(0, len(images), batch_size), desc=desc, disable=desc is None,
-                              leave=False, unit="batch"):
-            out.append(encoder(transform(images[start:start + batch_size].to(device))).float().cpu())
+        for batch in progress(batches, desc=desc, disable=desc is None, leave=False, unit="batch"):
+            out.append(encoder(transform(batch.to(device))).float().cpu())
     finally:
         encoder.train(was_training)
     return torch.cat(out)
 
 
-def check_labelled_pair(train: ImageTensor, test: ImageTensor, train_name: str, test_name: str) -> None:
-    """Refuse, in one line, data that no supervised protocol can score."""
+class _DecodedInOrder:
+    """A list of files as uint8 batches, decoded by loader workers in order; `decoded` marks
+    the files that could be read (the others come as black squares, to be dropped)."""
+
+    def __init__(self, listing: ImageFiles, size: int, batch_size: int, workers: int) -> None:
+        self.loader = torch.utils.data.DataLoader(SquareImages(listing.files, size), batch_size=batch_size,
+                                                  num_workers=workers)
+        self.decoded: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for images, decoded in self.loader:
+            self.decoded.append(decoded)
+            yield images
+
+
+def features_and_labels(encoder: nn.Module, data: ImageTensor | ImageFiles, transform: Callable, size: int,
+                        device: torch.device | str = "cpu", desc: str | None = None, batch_size: int = 256,
+                        workers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of decoded images, or of files streamed at `size` (files that do
+    not decode are left out, with their labels)."""
+    if isinstance(data, ImageTensor):
+        return extract_features(encoder, data.images, transform, batch_size, device, desc), data.labels
+    files = _DecodedInOrder(data, size, batch_size, workers)
+    features = extract_features(encoder, files, transform, device=device, desc=desc)
+    decoded = torch.cat(files.decoded)
+    return features[decoded], torch.as_tensor(data.labels)[decoded]
+
+
+def _labelled_only(data: ImageTensor | ImageFiles, name: str) -> ImageTensor | ImageFiles:
+    keep = (torch.as_tensor(data.labels) >= 0).nonzero().flatten().tolist()
+    if not keep:
+        raise ByolError(f"{name} has no labelled images (all carry label -1, as STL-10's unlabeled split does): "
+                        "evaluate on a labelled split, e.g. stl10:train")
+    return data if len(keep) == len(data.labels) else data.subset(keep)
+
+
+def labelled_pair(train: ImageTensor | ImageFiles, test: ImageTensor | ImageFiles, train_name: str,
+                  test_name: str) -> tuple[ImageTensor | ImageFiles, ImageTensor | ImageFiles]:
+    """The labelled images of both splits: unlabelled ones (label -1) never reach a k-NN bank or
+    a linear probe. What no supervised protocol can score is refused in one line."""
     for data, name in ((train, train_name), (test, test_name)):
         if not data.labelled:
             raise ByolError(f"{name} has no class sub-folders: evaluation needs labelled ImageFolder trees "
                             "(one sub-folder of images per class)")
+    train, test = _labelled_only(train, train_name), _labelled_only(test, test_name)
     if len(train.classes) < 2:
         raise ByolError(f"{train_name} has a single class ({train.classes[0]!r}): a classifier needs at least "
                         "two class sub-folders")
@@ -53,3 +96,4 @@ def check_labelled_pair(train: ImageTensor, test: ImageTensor, train_name: str, 
         detail = f"only in train {only_train}, only in test {only_test}" if only_train or only_test else "in another order"
         raise ByolError(f"the classes of {test_name} differ from those of {train_name} ({detail}): "
                         "use a test folder with the same class sub-folders")
+    return train, test

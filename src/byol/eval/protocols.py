@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from byol.data.folders import load_images
+from byol.data.folders import open_images
 from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder
-from byol.eval.features import check_labelled_pair, extract_features, run_transform
+from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.eval.linear import linear_probe
 from byol.train.runtime import autocast, autocast_dtype
@@ -32,30 +32,29 @@ def evaluate(
     if protocol == "knn" and temperature is not None and temperature <= 0:
         raise ByolError(f"temperature is {temperature}: it must be positive")
     encoder, config, checkpoint = load_run_encoder(checkpoint)  # also checks the weights fit
-    train_data, test_data = load_images(train, config.image_size), load_images(test, config.image_size)
-    check_labelled_pair(train_data, test_data, train, test)
+    train_data, test_data = labelled_pair(open_images(train, config.image_size), open_images(test, config.image_size),
+                                          train, test)
     transform = run_transform(config)
     networks = {name: encoder if name == "pretrained" else load_run_encoder(checkpoint, random_init=True)[0]
                 for name in encoders}
     k = config.knn_k if k is None else k
     temperature = config.knn_temperature if temperature is None else temperature
     result: dict = dict(protocol=protocol, checkpoint=str(checkpoint), train=str(train), test=str(test),
-                        classes=len(train_data.classes), train_images=len(train_data.images),
-                        test_images=len(test_data.images))
+                        classes=len(train_data.classes), train_images=len(train_data.labels),
+                        test_images=len(test_data.labels))
     if protocol == "knn":
         result.update(k=k, temperature=temperature)
     for name, net in networks.items():
         net = net.to(device)
         with autocast(device, autocast_dtype(config.precision, device)):
-            train_x, test_x = (extract_features(net, data.images, transform, device=device, desc=f"{name} {split}")
-                               for data, split in ((train_data, "train"), (test_data, "test")))
+            (train_x, train_y), (test_x, test_y) = (
+                features_and_labels(net, data, transform, config.image_size, device, desc=f"{name} {split}")
+                for data, split in ((train_data, "train"), (test_data, "test")))
         if protocol == "knn":
-            result[name] = knn_accuracy(train_x, train_data.labels, test_x, test_data.labels,
-                                        len(train_data.classes), k, temperature)
+            result[name] = knn_accuracy(train_x, train_y, test_x, test_y, len(train_data.classes), k, temperature)
         else:
-            result[name] = linear_probe(train_x, train_data.labels, test_x, test_data.labels,
-                                        len(train_data.classes), device=device, seed=config.seed,
-                                        desc=f"{name} linear probe")
+            result[name] = linear_probe(train_x, train_y, test_x, test_y, len(train_data.classes), device=device,
+                                        seed=config.seed, desc=f"{name} linear probe")
     if len(networks) == 2:
         result["gain_top1"] = result["pretrained"]["top1"] - result["random_init"]["top1"]
     return result

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from byol.data.views import TwoViews, checked_images, default_views
 from byol.nets.encoders import feature_dim
 from byol.nets.heads import mlp_head
 
@@ -36,7 +37,7 @@ class Method(nn.Module):
         super().__init__()
         dim = feature_dim(encoder, image_size)
         self.online = EncoderProjector(encoder, mlp_head(dim, projector_hidden, projection_dim, head_batchnorm))
-        self.views = views
+        self.views = views if views is not None else default_views(image_size)
 
     @property
     def encoder(self) -> nn.Module:
@@ -55,9 +56,11 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Loss of a batch of raw images, augmented into two views by `views`."""
-        if self.views is None:
-            raise ValueError("this learner has no `views`; call learner.loss(view_1, view_2) instead")
+        """Loss of a batch of raw images, augmented into two views by `views` (images are
+        checked first when the views are image views)."""
+        if isinstance(self.views, TwoViews):
+            batchnorm = self.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
+            images = checked_images(images, batchnorm)
         return self.loss(*self.views(images))
 
     def update_target(self, tau: float) -> float | None:

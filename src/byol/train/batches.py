@@ -67,6 +67,7 @@ class TrainData:
 
     batches: EpochBatches
     memory: folders.ImageTensor | None = None
+    listing: folders.ImageFiles | None = None  # the files of streamed images
     loader: torch.utils.data.DataLoader | None = None
     stream_skips: int = 0  # undecodable files met by the loader (streamed images are not listed up front)
 
@@ -104,4 +105,4 @@ def load_train_data(config: Config, views: TwoViews, rank: int = 0, world: int =
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator(),  # not the global one: starting an epoch's workers draws nothing from it
     )
-    return TrainData(batches, loader=loader)
+    return TrainData(batches, listing=listing, loader=loader)

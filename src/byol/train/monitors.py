@@ -7,9 +7,9 @@ import torch
 from byol.config import Config
 from byol.data import folders
 from byol.data.views import TwoViews
-from byol.errors import ByolError, CollapseError
+from byol.errors import CollapseError
 from byol.eval.collapse import CAUSES, alignment, collapse_alarms, effective_rank, normalized_std, uniformity
-from byol.eval.features import check_labelled_pair, extract_features, run_transform
+from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.methods import Method
 from byol.progress import note
@@ -18,37 +18,40 @@ from byol.train.runtime import autocast
 
 
 class KnnMonitor:
-    """k-NN top-1/top-5 of the online encoder: training images as the bank, --test as queries."""
+    """k-NN top-1/top-5 of the online encoder: training images as the bank, --test as queries.
 
-    def __init__(self, bank: folders.ImageTensor, queries: folders.ImageTensor, config: Config,
-                 device: torch.device) -> None:
-        check_labelled_pair(bank, queries, config.data or "the training data", config.test or "the held-out split")
-        self.bank, self.queries, self.config, self.device = bank, queries, config, device
+    Small images are held decoded; larger ones stream from their files through loader
+    workers at the training size. Only labelled images enter the bank and the queries."""
+
+    def __init__(self, bank: folders.ImageTensor | folders.ImageFiles, queries: folders.ImageTensor | folders.ImageFiles,
+                 config: Config, device: torch.device) -> None:
+        self.bank, self.queries = labelled_pair(bank, queries, config.data or "the training data",
+                                                config.test or "the held-out split")
+        self.config, self.device = config, device
         self.transform = run_transform(config)
 
     def __call__(self, encoder: torch.nn.Module, dtype: torch.dtype | None) -> dict[str, float]:
+        size, workers = self.config.image_size, self.config.workers
         with autocast(self.device, dtype):
-            bank = extract_features(encoder, self.bank.images, self.transform, device=self.device, desc="k-NN bank")
-            queries = extract_features(encoder, self.queries.images, self.transform, device=self.device, desc="k-NN test")
-        return knn_accuracy(bank, self.bank.labels, queries, self.queries.labels, len(self.bank.classes),
+            bank, bank_labels = features_and_labels(encoder, self.bank, self.transform, size, self.device,
+                                                    desc="k-NN bank", workers=workers)
+            queries, query_labels = features_and_labels(encoder, self.queries, self.transform, size, self.device,
+                                                        desc="k-NN test", workers=workers)
+        return knn_accuracy(bank, bank_labels, queries, query_labels, len(self.bank.classes),
                             self.config.knn_k, self.config.knn_temperature)
 
 
 def knn_monitor(config: Config, data: TrainData, device: torch.device) -> KnnMonitor | None:
     """k-NN during training when there are labels: against --test, or else against a fixed
     10% of the training images (an optimistic but cheap signal: pretraining saw them)."""
+    training = data.memory if data.memory is not None else data.listing
     if config.test:
-        if data.memory is None:
-            raise ByolError("k-NN during pretraining needs images of at most "
-                            f"{folders.IN_MEMORY_MAX_SIZE} px; run `byol eval knn` after training instead")
-        return KnnMonitor(data.memory, folders.load_images(config.test, config.image_size), config, device)
-    if data.memory is None or len(data.memory.classes) < 2:
+        return KnnMonitor(training, folders.open_images(config.test, config.image_size), config, device)
+    if len(training.classes) < 2 or not (torch.as_tensor(training.labels) >= 0).any():
         return None
-    order = torch.randperm(len(data.memory.images), generator=torch.Generator().manual_seed(config.seed))
+    order = torch.randperm(len(training.labels), generator=torch.Generator().manual_seed(config.seed)).tolist()
     split = len(order) // 10
-    bank, queries = (folders.ImageTensor(data.memory.images[idx], data.memory.labels[idx], data.memory.classes)
-                     for idx in (order[split:], order[:split]))
-    return KnnMonitor(bank, queries, config, device)
+    return KnnMonitor(training.subset(order[split:]), training.subset(order[:split]), config, device)
 
 
 class CollapseProbe:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -106,16 +107,17 @@ def open_run(config: Config, out: Path, resume: bool) -> dict | None:
     return checkpoint
 
 
-def pretrain(config: Config, out: Path, resume: bool = True) -> dict:
+def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[str] = ()) -> dict:
     """Run pretraining as `config` says and write everything to `out`; a run folder that holds
-    an unfinished run is continued (unless `resume` is False)."""
+    an unfinished run is continued (unless `resume` is False). `notices` are printed once the
+    inputs have passed their checks."""
     if not config.data:
         raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
     out = Path(out)
     device = distributed.setup(config.device)
     try:
         with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
-            return Trainer(config, out, device, open_run(config, out, resume)).run()
+            return Trainer(config, out, device, open_run(config, out, resume), notices).run()
     finally:
         distributed.teardown()
 
@@ -123,7 +125,8 @@ def pretrain(config: Config, out: Path, resume: bool = True) -> dict:
 class Trainer:
     """One pretraining run: built from a config, resumed from a checkpoint, run step by step."""
 
-    def __init__(self, config: Config, out: Path, device: torch.device, checkpoint: dict | None = None) -> None:
+    def __init__(self, config: Config, out: Path, device: torch.device, checkpoint: dict | None = None,
+                 notices: Sequence[str] = ()) -> None:
         self.config, self.out, self.device = config, out, device
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.lead = self.rank == 0
@@ -137,9 +140,11 @@ class Trainer:
         self.dtype = autocast_dtype(config.precision, device)
         self._build_networks()
         self.data = self._load_data()
-        if config.channels_last and self.memory_format != torch.channels_last and self.lead:
-            note("channels_last is off for this encoder: under 8 channels in a strided 1x1 convolution, "
-                 "where PyTorch's CPU kernel is unsafe")
+        if config.channels_last and self.memory_format != torch.channels_last:
+            notices = [*notices, "channels_last is off for this encoder: under 8 channels in a strided 1x1 "
+                       "convolution, where PyTorch's CPU kernel is unsafe"]
+        for notice in notices if self.lead else ():
+            note(notice)
         self._build_optimisation()
         self.monitor = knn_monitor(config, self.data, device) if self.lead else None
         self.probe = collapse_probe(config, self.data, self.learner.views, device)  # every process: all stop together

@@ -1,0 +1,66 @@
+"""Settings that follow the data when no preset chooses them: input size, views and stem.
+
+Config's defaults are the paper's, and its image size is CIFAR's; a folder of photos run
+without a preset would otherwise train at 32 px with CIFAR's views. A sample of the
+images' sizes (read from their headers, no decoding) decides instead.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+from PIL import Image
+
+from byol.config import Config
+from byol.data.folders import is_named, scan_folder
+
+SAMPLE = 64
+FITTED_KEYS = ("image_size", "augment", "cifar_stem")
+NAMED_SIZES = {"cifar10": 32, "cifar100": 32, "stl10": 96}
+
+
+def typical_size(spec: str) -> int | None:
+    """The median shorter side of up to SAMPLE images of `spec` (a fixed sample), or a named
+    dataset's size; None when no sampled image can be read (decoding then says why)."""
+    if is_named(spec):
+        return NAMED_SIZES[spec.partition(":")[0]]
+    files = scan_folder(spec).files
+    sides = []
+    for path in random.Random(0).sample(files, min(SAMPLE, len(files))):
+        try:
+            with Image.open(path) as img:
+                sides.append(min(img.size))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+    return round(statistics.median(sides)) if sides else None
+
+
+def settings_for(size: int) -> dict:
+    """CIFAR's recipe for tiny images, the paper's ImageNet views above; the 3x3 stride-1 stem
+    while images are small enough that the standard stem would leave maps of 2x2 or less."""
+    if size <= 48:
+        return dict(image_size=32, augment="cifar", cifar_stem=True)
+    if size <= 80:
+        return dict(image_size=64, augment="imagenet", cifar_stem=True)
+    if size <= 160:
+        return dict(image_size=96, augment="imagenet", cifar_stem=False)
+    return dict(image_size=224, augment="imagenet", cifar_stem=False)
+
+
+def fit_to_data(config: Config, explicit: set[str]) -> tuple[Config, str | None]:
+    """`config` with the input size, views and stem chosen for its data, except the keys in
+    `explicit`; and the line that says what was chosen and why (None when nothing was)."""
+    free = [key for key in FITTED_KEYS if key not in explicit]
+    if not free or not config.data:
+        return config, None
+    size = config.image_size if "image_size" in explicit else typical_size(config.data)
+    if size is None:
+        return config, None
+    chosen = {key: value for key, value in settings_for(size).items() if key in free}
+    for key, value in chosen.items():
+        setattr(config, key, value)
+    said = ", ".join(f"{key}={value}" for key, value in chosen.items())
+    why = (f"image_size is {size}" if "image_size" in explicit
+           else f"the images of {config.data} are about {size} px (median shorter side of a sample)")
+    return config.validate(), f"no preset: {why}, so {said}; a --preset or --set overrides this"
