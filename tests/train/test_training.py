@@ -135,3 +135,17 @@ def test_knn_during_pretraining_streams_images_larger_than_those_held_in_memory(
     scored = evaluate("knn", tmp_path / "run", str(large_folder), str(large_folder))
     assert scored["train_images"] == scored["test_images"] == 256
     assert result["knn"]["top1"] == pytest.approx(scored["pretrained"]["top1"], abs=1e-4)
+
+
+def test_with_unlabelled_training_images_knn_monitors_a_split_of_the_test_folder(small_folders, tmp_path, capsys):
+    import shutil
+
+    flat = tmp_path / "unlabelled"
+    flat.mkdir()
+    for i, image in enumerate(sorted(small_folders[0].rglob("*.jpg"))):
+        shutil.copy(image, flat / f"{i:04d}.jpg")
+    result = pretrain(tiny_config(flat, steps=2, collapse_every=0, test=str(small_folders[1]), knn_k=5),
+                      tmp_path / "run")
+    assert "so 90% of" in capsys.readouterr().err
+    correct = result["knn"]["top1"] * 6 / 100  # 64 test images: 6 queries, 58 in the bank
+    assert correct == pytest.approx(round(correct), abs=1e-4)

@@ -42,16 +42,27 @@ class KnnMonitor:
 
 
 def knn_monitor(config: Config, data: TrainData, device: torch.device) -> KnnMonitor | None:
-    """k-NN during training when there are labels: against --test, or else against a fixed
-    10% of the training images (an optimistic but cheap signal: pretraining saw them)."""
+    """k-NN during training when there are labels: the training images as the bank and --test as
+    the queries; without --test, a fixed tenth of the training images as queries (optimistic:
+    pretraining saw them); with --test but unlabelled training images, a fixed tenth of --test
+    as queries and the rest as the bank."""
     training = data.memory if data.memory is not None else data.listing
-    if config.test:
-        return KnnMonitor(training, folders.open_images(config.test, config.image_size), config, device)
-    if len(training.classes) < 2 or not (torch.as_tensor(training.labels) >= 0).any():
+    test = folders.open_images(config.test, config.image_size) if config.test else None
+    if test is not None and _has_labels(training):
+        return KnnMonitor(training, test, config, device)
+    labelled = training if test is None else test
+    if not _has_labels(labelled):
         return None
-    order = torch.randperm(len(training.labels), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    if test is not None:
+        note(f"k-NN during training: {config.data} has no labels, so 90% of {config.test} is the bank "
+             "and a fixed 10% of it the queries")
+    order = torch.randperm(len(labelled.labels), generator=torch.Generator().manual_seed(config.seed)).tolist()
     split = len(order) // 10
-    return KnnMonitor(training.subset(order[split:]), training.subset(order[:split]), config, device)
+    return KnnMonitor(labelled.subset(order[split:]), labelled.subset(order[:split]), config, device)
+
+
+def _has_labels(data: folders.ImageTensor | folders.ImageFiles) -> bool:
+    return len(data.classes) >= 2 and bool((torch.as_tensor(data.labels) >= 0).any())
 
 
 class CollapseProbe:
