@@ -84,7 +84,9 @@ CASES = [  # (argv with {name} for the files above and {out} for a fresh path, w
     (["embed", "--checkpoint", "{notes}", "--data", "{images}", "--out", "{out}.npy", "--batch-size", "0"],
      "--batch-size is 0"),
     (["embed", "--checkpoint", "{notes}", "--data", "{images}", "--out", "{out}.npy", "--device", "gpu"], "device 'gpu'"),
-    (["presets", "extra"], "unrecognized arguments: extra"),
+    (["presets", "extra"], "invalid choice: 'extra'"),
+    (["presets", "show"], "say which preset to show: byol presets show NAME"),
+    (["presets", "show", "nope"], "unknown preset 'nope'"),
 ]
 
 

@@ -185,7 +185,7 @@ def error_of(capsys, argv) -> str:
     (["--batch-size", "1"], "BatchNorm needs at least 2"),
     (["--lr", "-0.1"], "the learning rate must be positive"),
     (["--tau-base", "1.5"], "it must lie in [0, 1]"),
-    (["--set", "epochs=ten"], "config key 'epochs' must be int, got 'ten'"),
+    (["--set", "epochs=ten"], "config key 'epochs' must be float, got 'ten'"),
     (["--optimizer", "adam"], "unknown optimizer 'adam'"),
 ])
 def test_bad_settings_get_one_line_errors(capsys, small_folders, tmp_path, extra, message):
@@ -284,3 +284,51 @@ def test_eval_out_in_a_new_folder_is_created(run, small_folders, tmp_path):
     assert main(["eval", "knn", "--checkpoint", str(run), "--train", str(small_folders[0]),
                  "--test", str(small_folders[1]), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["protocol"] == "knn"
+
+
+def test_version_and_help_answer_without_importing_torch():
+    code = ("import sys, contextlib, io\nfrom byol.cli import main\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    for argv in (['--version'], ['--help'], ['pretrain', '--help']):\n"
+            "        try:\n            main(argv)\n        except SystemExit as e:\n            assert e.code == 0\n"
+            "print('torch' in sys.modules, out.getvalue().splitlines()[0])")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["False", "byol", "0.1.0"]
+
+
+def test_the_package_exports_load_on_first_use():
+    import byol
+
+    assert {"BYOL", "FolderBatches", "load_encoder", "tau_at"} <= set(dir(byol))
+    assert byol.BYOL.__name__ == "BYOL" and byol.tau_at(0.5, 0.99) == pytest.approx(0.995)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        byol.nope
+
+
+def test_presets_are_listed_with_their_purpose_and_shown_key_by_key(capsys):
+    assert main(["presets"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].startswith("cifar10-cpu") and "12 minutes" in listed[0] and len(listed) >= 4
+    assert main(["presets", "show", "cifar10-cpu"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    from byol.config import Config
+
+    assert set(shown) == set(Config().to_dict())  # every key
+    assert (shown["batch_size"], shown["minutes"], shown["optimizer"]) == (32, 12.0, "adamw")
+
+
+def test_half_an_epoch_and_no_time_limit_with_a_notice_when_epochs_meet_a_budget(small_folders, tmp_path, capsys):
+    from byol.cli import _config_from, build_parser
+
+    def resolved(*argv):
+        return _config_from(build_parser().parse_args(["pretrain", "--data", str(small_folders[0]), "--out", "x", *argv]))
+
+    config, notices = resolved("--preset", "cifar10-cpu", "--epochs", "0.5")
+    assert config.epochs == 0.5 and notices == [
+        "epochs 0.5 and a 12-minute budget: the run ends at whichever comes first (--minutes 0 lifts the time limit)"]
+    config, notices = resolved("--preset", "cifar10-cpu", "--epochs", "0.5", "--minutes", "0")
+    assert config.minutes is None and notices == []
+    out = tmp_path / "half"
+    assert main(["pretrain", "--data", str(small_folders[0]), "--out", str(out), *TINY, "--epochs", "0.5",
+                 "--set", "knn_every=0"]) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4  # half of 8 steps an epoch

@@ -13,13 +13,15 @@ import typing
 from pathlib import Path
 
 from byol import config as cfg
-from byol.data.folders import DATASET_NAMES_HELP
+from byol import __version__
+from byol.data.names import DATASET_NAMES_HELP
 from byol.errors import ByolError
 
 FLAGS = {  # flag -> (config key, type, help)
     "--method": ("method", str, "byol (default), simclr, byol+simclr, or an ablation: byol-no-predictor, ..."),
-    "--epochs": ("epochs", int, "training epochs"),
-    "--minutes": ("minutes", float, "wall-clock training budget; the schedules fit into it"),
+    "--epochs": ("epochs", float, "training epochs, fractional ones too (default 100)"),
+    "--minutes": ("minutes", float, "wall-clock training budget in minutes, 0 for none; the schedules fit into it, "
+                  "and with --epochs the run ends at whichever comes first"),
     "--batch-size": ("batch_size", int, "images per micro-batch"),
     "--encoder": ("encoder", str, "resnet18, resnet34 or resnet50"),
     "--width": ("width", float, "channel width multiplier of the encoder"),
@@ -52,12 +54,16 @@ def _config_from(args: argparse.Namespace) -> tuple[cfg.Config, list[str]]:
     overrides.update({k: v for k, v in (("data", args.data), ("test", args.test)) if v is not None})
     overrides.update(cfg.parse_override(text) for text in args.set)
     config = cfg.resolve(args.preset, args.config, overrides)
+    notices = []
+    if "epochs" in overrides and config.minutes is not None:
+        notices.append(f"epochs {config.epochs:g} and a {config.minutes:g}-minute budget: the run ends at whichever "
+                       "comes first (--minutes 0 lifts the time limit)")
     if args.preset or args.config:
-        return config, []
+        return config, notices
     from byol.data.fit import fit_to_data
 
     config, chosen = fit_to_data(config, set(overrides))
-    return config, [chosen] if chosen else []
+    return config, notices + ([chosen] if chosen else [])
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -139,6 +145,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="byol", description="BYOL self-supervised pretraining and evaluation")
+    parser.add_argument("--version", action="version", version=f"byol {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_pretrain(sub)
     _add_compare(sub)
@@ -147,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_export(sub)
     _add_embed(sub)
-    sub.add_parser("presets", help="list the shipped presets")
+    p = sub.add_parser("presets", help="list the shipped presets; `presets show NAME` prints every key of one")
+    p.add_argument("show", nargs="?", choices=["show"], help="print a preset's every config key and value")
+    p.add_argument("name", nargs="?", help="the preset to show")
     return parser
 
 
@@ -255,8 +264,14 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_presets(args: argparse.Namespace) -> int:
+    if args.show:
+        if not args.name:
+            raise ByolError(f"say which preset to show: byol presets show NAME ({', '.join(cfg.preset_names())})")
+        print(f"# preset {args.name}: every key, the preset's values over the defaults")
+        print(cfg.yaml_text(cfg.resolve(args.name)), end="")
+        return 0
     for name in cfg.preset_names():
-        print(name)
+        print(f"{name:<20} {cfg.preset_summary(name)}")
     return 0
 
 

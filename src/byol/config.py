@@ -37,9 +37,9 @@ class Config:
     predictor_hidden: int = 4096
     head_batchnorm: bool = True  # BatchNorm in projector and predictor (the paper's); false: Linear-ReLU-Linear
     # optimisation
-    epochs: int = 100
+    epochs: float = 100  # may be fractional (0.5: half an epoch)
     steps: int | None = None  # optimiser steps; when set, it replaces epochs as the run's length
-    minutes: float | None = None  # wall-clock budget for training; sets the step count
+    minutes: float | None = None  # wall-clock budget for training (0 or null: none); the schedules fit into it
     batch_size: int = 256
     accumulate: int = 1  # micro-batches per optimiser step
     optimizer: str = "lars"
@@ -78,9 +78,9 @@ class Config:
             (self.lr > 0, f"lr is {self.lr}: the learning rate must be positive"),
             (self.weight_decay >= 0, f"weight_decay is {self.weight_decay}: use 0 or more"),
             (0 <= self.tau_base <= 1, f"tau_base is {self.tau_base}: it must lie in [0, 1]"),
-            (self.epochs >= 1, f"epochs is {self.epochs}: train for at least 1 epoch"),
+            (self.epochs > 0, f"epochs is {self.epochs}: train for more than 0 epochs"),
             (self.steps is None or self.steps >= 1, f"steps is {self.steps}: train for at least 1 step"),
-            (self.minutes is None or self.minutes > 0, f"minutes is {self.minutes}: give a positive budget"),
+            (self.minutes is None or self.minutes >= 0, f"minutes is {self.minutes}: give a budget, or 0 for none"),
             (self.width > 0, f"width is {self.width}: the width multiplier must be positive"),
             (self.image_size >= 8, f"image_size is {self.image_size}: use 8 pixels or more"),
             (self.warmup_epochs >= 0, f"warmup_epochs is {self.warmup_epochs}: use 0 or more"),
@@ -104,6 +104,8 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ByolError(f"invalid config: {message}")
+        if self.minutes == 0:
+            self.minutes = None
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +142,7 @@ def apply(config: Config, values: dict[str, Any], source: str) -> Config:
     for key, value in values.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "see `byol presets` for the keys"
+            hint = f"did you mean {close[0]!r}?" if close else "`byol presets show cifar10-cpu` lists every key"
             raise ByolError(f"unknown config key {key!r} in {source}: {hint}")
         setattr(config, key, _coerce(key, value))
     return config
@@ -149,6 +151,12 @@ def apply(config: Config, values: dict[str, Any], source: str) -> Config:
 def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in resources.files("byol.presets").iterdir()
                   if p.name.endswith(".yaml"))
+
+
+def preset_summary(name: str) -> str:
+    """The first comment line of a preset file: what it is for."""
+    first = preset_text(name).splitlines()[0]
+    return first.lstrip("# ").strip() if first.startswith("#") else ""
 
 
 def preset_text(name: str) -> str:
@@ -192,5 +200,9 @@ def resolve(preset: str | None = None, config_file: str | None = None,
     return config.validate()
 
 
+def yaml_text(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def save(config: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    path.write_text(yaml_text(config))

@@ -18,19 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from byol.data.names import NAMED_DATASETS, NAMED_SPLITS
 from byol.errors import ByolError
 from byol.train.checkpoint import atomic_save, safe_load
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IN_MEMORY_MAX_SIZE = 64
-NAMED_SPLITS = {  # torchvision's datasets by name, and the splits `name:split` may ask for (first: the default)
-    "cifar10": ("train", "test"), "cifar100": ("train", "test"),
-    "stl10": ("train+unlabeled", "train", "test", "unlabeled"),
-}
-NAMED_DATASETS = tuple(NAMED_SPLITS)
-DATASET_NAMES_HELP = ("a torchvision dataset by name, downloaded once into BYOL_DATA_DIR: cifar10, cifar100 or stl10, "
-                      "optionally with a split after a colon: cifar10:test, stl10:train (labelled), stl10:unlabeled, "
-                      "stl10:train+unlabeled (the default for stl10; its unlabelled images carry no label)")
 UNLABELLED = -1
 
 

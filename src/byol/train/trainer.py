@@ -195,7 +195,7 @@ class Trainer:
                               {"predictor": config.predictor_lr_mult})
         self.optimizer = build_optimizer(config.optimizer, groups, self.peak_lr, config.momentum, config.lars_eta)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        total = config.steps or round(config.epochs * self.steps_per_epoch)
+        total = config.steps or max(1, round(config.epochs * self.steps_per_epoch))
         self.budget = Budget(total, config.minutes * 60 if config.minutes else None,
                              round(config.warmup_epochs * self.steps_per_epoch))
         self.watch = LossWatch(self.device)
