@@ -151,7 +151,7 @@ class Trainer:
         self.alarm = CollapseAlarm(config.projection_dim, config.collapse_stop, report=self.lead)
         self.step_count = self.epoch = self.batch_in_epoch = self.skipped_steps = 0
         self.train_seconds, metrics_bytes = 0.0, 0
-        self.lr = self.tau = None
+        self.lr = self.tau = self.saved_at = None
         if checkpoint is not None:
             metrics_bytes = self.restore(checkpoint)
         self.model = distributed.data_parallel(LossOf(self.learner), device) if self.world > 1 else LossOf(self.learner)
@@ -286,8 +286,9 @@ class Trainer:
             raise CollapseError(f"stopped: {err}; {kept}") from None
         finally:
             self.bar.close()
-        self._agree()
-        self.save()
+        if self.saved_at != self.step_count:  # a run that ends at an epoch's end has just been saved
+            self._agree()
+            self.save()
         return self.finish()
 
     def _run_epoch(self, stop: StopRequests) -> None:
@@ -312,15 +313,15 @@ class Trainer:
     def _steps_of_epoch(self):
         """The rest of the epoch as lists of one step's view pairs (a streamed micro-batch
         without 2 decodable images is left out of its step)."""
-        self.data.batches.set_epoch(self.epoch, self.batch_in_epoch)
-        pairs, micro = [], 0
+        self.data.batches.set_epoch(self.epoch, self.batch_in_epoch)  # always at a step's first micro-batch
+        pairs = []
         for pair in self.data.view_batches(self.learner.views, self.device):
-            self.batch_in_epoch, micro = self.batch_in_epoch + 1, micro + 1
+            self.batch_in_epoch += 1
             if pair is not None:
                 pairs.append(pair)
-            if micro == self.config.accumulate:
+            if self.batch_in_epoch % self.config.accumulate == 0:
                 yield pairs
-                pairs, micro = [], 0
+                pairs = []
 
     def _tick(self, micro_batches: int) -> None:
         """Count images and training time (everything but k-NN evaluation)."""
@@ -347,7 +348,7 @@ class Trainer:
         if saving:
             self.save()
         if agreed and agreed["signal"]:
-            if not saving:
+            if self.saved_at != step:
                 self.save()
             raise Stopped(f"stopped by {stop.name or 'a signal to another process'} at step {step}; "
                           f"the checkpoint is written: resume with `byol pretrain --resume {self.out}`",
@@ -382,6 +383,7 @@ class Trainer:
     def save(self) -> None:
         """Write a checkpoint (rank 0), from which `restore` continues exactly."""
         rngs = distributed.all_ranks(rng_state())
+        self.saved_at = self.step_count
         if not self.lead:
             return
         state = dict(learner=self.learner.state_dict(), optimizer=self.optimizer.state_dict(),
