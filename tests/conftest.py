@@ -5,7 +5,6 @@ import pytest
 import torch
 from PIL import Image
 
-CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
 CLASSES = ("checks", "disc", "horizontal", "vertical")
 
 
@@ -14,14 +13,6 @@ def _isolated(monkeypatch, tmp_path_factory):
     """Deterministic, and every test's decode cache in a temporary folder."""
     torch.manual_seed(0)
     monkeypatch.setenv("BYOL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="session")
-def cifar_root() -> Path:
-    """The bundled CIFAR-10, for the slow checks only: the default suite never needs it."""
-    if not (CIFAR / "train").is_dir():
-        pytest.skip(f"bundled CIFAR-10 not found at {CIFAR}")
-    return CIFAR
 
 
 def pattern_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:

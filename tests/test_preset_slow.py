@@ -3,10 +3,20 @@ pytest -m slow tests/test_preset_slow.py"""
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from byol.cli import main
+
+CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"  # this slow check alone reads it
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    if not (CIFAR / "train").is_dir():
+        pytest.skip(f"bundled CIFAR-10 not found at {CIFAR}")
+    return CIFAR
 
 
 @pytest.mark.slow
