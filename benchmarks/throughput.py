@@ -273,16 +273,22 @@ class LightlyBYOL(nn.Module):
         return self.projection_head_momentum(self.backbone_momentum(x).flatten(start_dim=1)).detach()
 
 
+def lightly_transform():
+    """lightly's BYOLTransform as its CIFAR-10 example sets it: 32 px, no blur."""
+    from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+
+    return BYOLTransform(view_1_transform=BYOLView1Transform(input_size=32, gaussian_blur=0.0),
+                         view_2_transform=BYOLView2Transform(input_size=32, gaussian_blur=0.0))
+
+
 def lightly(setup: Setup) -> Trainer:
     from lightly.loss import NegativeCosineSimilarity
     from lightly.models.utils import update_momentum
-    from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
 
     torch.manual_seed(setup.seed)
     encoder = setup.encoder()
     model = LightlyBYOL(encoder, encoder.feature_dim).to(setup.device)
-    transform = BYOLTransform(view_1_transform=BYOLView1Transform(input_size=32, gaussian_blur=0.0),
-                              view_2_transform=BYOLView2Transform(input_size=32, gaussian_blur=0.0))
+    transform = lightly_transform()
     criterion = NegativeCosineSimilarity()
     optimizer = setup.optimizer_for(model.parameters())
 
@@ -415,10 +421,16 @@ def quality(setup: Setup, test_images: torch.Tensor, train_labels: torch.Tensor,
                 trainer.step()
             print(f"quality: {name} trained {steps} steps in {time.perf_counter() - start:.0f} s", file=sys.stderr)
             encoder, spec = trainer.encoder, trainer.eval_spec
-        features = [extract_features(encoder, images, lambda x: eval_transform(x, spec), device=setup.device)
-                    for images in (setup.images, test_images)]
-        scores[name] = knn_accuracy(features[0], train_labels, features[1], test_labels, 10)["top1"]
+        scores[name] = knn_top1(encoder, spec, setup, test_images, train_labels, test_labels)
     return scores
+
+
+def knn_top1(encoder: nn.Module, spec: ViewSpec, setup: Setup, test_images: torch.Tensor,
+             train_labels: torch.Tensor, test_labels: torch.Tensor) -> float:
+    """k-NN top-1 (k=200) of the test images against the training images as the bank."""
+    features = [extract_features(encoder, images, lambda x: eval_transform(x, spec), device=setup.device)
+                for images in (setup.images, test_images)]
+    return knn_accuracy(features[0], train_labels, features[1], test_labels, 10)["top1"]
 
 
 # --- report --------------------------------------------------------------------------------

@@ -332,3 +332,21 @@ def test_half_an_epoch_and_no_time_limit_with_a_notice_when_epochs_meet_a_budget
     assert main(["pretrain", "--data", str(small_folders[0]), "--out", str(out), *TINY, "--epochs", "0.5",
                  "--set", "knn_every=0"]) == 0
     assert json.loads((out / "summary.json").read_text())["steps"] == 4  # half of 8 steps an epoch
+
+
+def test_each_flag_has_one_spelling_and_its_default_in_the_help(capsys):
+    for argv in (["compare", "--out", "o", "--methods", "byol", "--seed", "1"],
+                 ["compare", "--out", "o", "--methods", "byol", "--method", "simclr"],
+                 ["pretrain", "--out", "o", "--epo", "1"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 100)" in text and "(default: lars)" in text and "timm:MODEL" in text
+    for command in (["eval", "knn"], ["inspect"], ["report"], ["embed"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        assert "cuda:N (default: auto)" in " ".join(capsys.readouterr().out.split())

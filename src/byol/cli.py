@@ -17,39 +17,46 @@ from byol import __version__
 from byol.data.names import DATASET_NAMES_HELP
 from byol.errors import ByolError
 
-FLAGS = {  # flag -> (config key, type, help)
-    "--method": ("method", str, "byol (default), simclr, byol+simclr, or an ablation: byol-no-predictor, ..."),
-    "--epochs": ("epochs", float, "training epochs, fractional ones too (default 100)"),
+FLAGS = {  # flag -> (config key, type, help); each help ends with the default (a preset may set its own)
+    "--method": ("method", str, "byol, simclr, byol+simclr, or an ablation: byol-no-predictor, byol-tau0, "
+                 "byol-tau1, byol-no-stopgrad, simsiam"),
+    "--epochs": ("epochs", float, "training epochs, fractional ones too"),
     "--minutes": ("minutes", float, "wall-clock training budget in minutes, 0 for none; the schedules fit into it, "
                   "and with --epochs the run ends at whichever comes first"),
-    "--batch-size": ("batch_size", int, "images per micro-batch"),
-    "--encoder": ("encoder", str, "resnet18, resnet34 or resnet50"),
+    "--batch-size": ("batch_size", int, "images per step over all processes (with --set accumulate=N, per "
+                     "micro-batch: a step is N of them)"),
+    "--encoder": ("encoder", str, "resnet18, resnet34, resnet50, or timm:MODEL for any timm model"),
     "--width": ("width", float, "channel width multiplier of the encoder"),
     "--optimizer": ("optimizer", str, "lars, sgd or adamw"),
     "--lr": ("lr", float, "base learning rate, scaled by batch/256"),
     "--tau-base": ("tau_base", float, "initial target decay rate"),
     "--seed": ("seed", int, "random seed"),
-    "--device": ("device", str, "auto, cpu or cuda"),
-    "--threads": ("threads", int, "CPU threads for torch"),
-    "--precision": ("precision", str, "auto, fp32, bf16 or fp16"),
+    "--device": ("device", str, "auto (the GPU if there is one), cpu, cuda or cuda:N"),
+    "--threads": ("threads", int, "CPU threads for torch, 0 for torch's default"),
+    "--precision": ("precision", str, "auto (bf16 where the hardware has it), fp32, bf16 or fp16"),
 }
+DEVICE_HELP = "auto (the GPU if there is one), cpu, cuda or cuda:N (default: auto)"
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
     """The arguments that resolve a Config: data, preset, config file, flags and --set."""
     p.add_argument("--data", help=f"folder of images (class sub-folders optional), or {DATASET_NAMES_HELP}")
     p.add_argument("--test", help="labelled test folder (or dataset name, e.g. cifar10:test) for k-NN during and "
                    "after training")
     p.add_argument("--config", help="YAML file of config keys (a run's config.yaml reproduces it)")
-    p.add_argument("--preset", help=f"named preset: {', '.join(cfg.preset_names())}")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
-    for flag, (_, kind, text) in FLAGS.items():
-        p.add_argument(flag, type=kind, help=text)
+    p.add_argument("--preset", help=f"named preset: {', '.join(cfg.preset_names())} (byol presets show NAME)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key (byol presets show NAME lists them)")
+    defaults = cfg.Config()
+    for flag, (key, kind, text) in FLAGS.items():
+        if flag not in leave_out:
+            default = getattr(defaults, key)
+            p.add_argument(flag, type=kind, help=f"{text} (default: {'none' if default is None else default})")
 
 
 def _config_from(args: argparse.Namespace) -> tuple[cfg.Config, list[str]]:
     """The config the arguments resolve to, and notices about settings chosen for the data."""
-    overrides = {key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _, _) in FLAGS.items()}
+    overrides = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, (key, _, _) in FLAGS.items()}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     overrides.update({k: v for k, v in (("data", args.data), ("test", args.test)) if v is not None})
     overrides.update(cfg.parse_override(text) for text in args.set)
@@ -67,7 +74,7 @@ def _config_from(args: argparse.Namespace) -> tuple[cfg.Config, list[str]]:
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="pretrain an encoder (BYOL, or --set method=...) on a folder of images")
+    p = sub.add_parser("pretrain", help="pretrain an encoder on a folder of images (BYOL; --method for others)")
     p.add_argument("--out", type=Path, help="run folder to create, or to continue if it holds an unfinished run")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR with its saved config (runtime keys such as --threads may change)")
@@ -79,9 +86,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="train several methods under one budget and compare them")
     p.add_argument("--out", required=True, type=Path, help="folder for the runs, compare.md and the report")
     p.add_argument("--methods", required=True, help="comma-separated, e.g. byol,simclr,byol-no-predictor")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     p.add_argument("--linear", action="store_true", help="also score each run with the linear probe")
-    _add_config_args(p)
+    _add_config_args(p, leave_out=("--method", "--seed"))
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -97,7 +104,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                        "with the same classes (any dataset: transfer)")
         q.add_argument("--baseline", action="store_true", help="also score the same encoder at random init")
         q.add_argument("--out", type=Path, help=f"JSON file to write (default: eval_{name}.json beside the checkpoint)")
-        q.add_argument("--device", default="auto")
+        q.add_argument("--device", default="auto", help=DEVICE_HELP)
         if name == "knn":
             q.add_argument("--k", type=int, help="neighbours (default: the run's knn_k, 200)")
             q.add_argument("--temperature", type=float, help="vote temperature (default: the run's, 0.1)")
@@ -107,9 +114,9 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="collapse statistics of a checkpoint on a folder of images")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
     p.add_argument("--data", required=True, help="folder of images (labels not needed)")
-    p.add_argument("--images", type=int, default=512, help="images to probe (default 512)")
+    p.add_argument("--images", type=int, default=512, help="images to probe (default: 512)")
     p.add_argument("--random-init", action="store_true", help="the learner the run started from, untrained")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -117,7 +124,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", type=Path, help="run folders")
     p.add_argument("--out", type=Path, help="folder to write (default: RUN/report for a single run)")
     p.add_argument("--no-embedding", action="store_true", help="skip the t-SNE/UMAP of test features")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -131,13 +138,17 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt or exported encoder")
     p.add_argument("--data", required=True, type=Path, help="folder of images, any size, any layout")
     p.add_argument("--out", required=True, type=Path, help="FILE.npy (file list: FILE.npy.files.txt) or FILE.parquet (columns file, embedding; needs pyarrow)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=2, help="decoding processes")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line, like byol's own, with exit code 2."""
+    """argparse whose errors are one line, like byol's own, with exit code 2, and that takes
+    each flag in one spelling only (no abbreviations: --seed is not --seeds)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=False, **{k: v for k, v in kwargs.items() if k != "allow_abbrev"})
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -1,14 +1,36 @@
 """Progress bars that suit both a terminal and a log file."""
 
 import sys
+from typing import TextIO
 
 from tqdm.auto import tqdm
 
 
+class LogLines:
+    """A stream for tqdm that turns its in-place redraws ("\\r" + bar) into whole lines, so
+    that a log file holds one readable line per refresh instead of one endless line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def progress(*args, **kwargs) -> tqdm:
     """tqdm that redraws every second on a terminal, and writes a line every 30 s to a log."""
-    kwargs.setdefault("mininterval", 1.0 if sys.stderr.isatty() else 30.0)
-    kwargs.setdefault("dynamic_ncols", True)
+    if sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 1.0)
+        kwargs.setdefault("dynamic_ncols", True)
+    else:
+        kwargs.setdefault("mininterval", 30.0)
+        kwargs.setdefault("file", LogLines(sys.stderr))
+        kwargs.setdefault("ncols", 100)
     return tqdm(*args, **kwargs)
 
 
