@@ -42,7 +42,7 @@ from PIL import Image
 from byol.data.folders import load_images
 from byol.data.views import IMAGENET_MEAN, IMAGENET_STD, TwoViews, view_specs
 from byol.train.runtime import autocast, autocast_dtype, pick_device
-from throughput import TAU, Setup, Trainer, knn_top1, lightly, lightly_transform, memory_format_for, our_learner
+from throughput import TAU, Runner, Setup, knn_top1, lightly, lightly_transform, memory_format_for, our_learner
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def use_lightly_heads(learner: torch.nn.Module) -> None:
     learner.target = copy.deepcopy(learner.online).requires_grad_(False)
 
 
-def ours_with(setup: Setup, recipe: Recipe) -> Trainer:
+def ours_with(setup: Setup, recipe: Recipe) -> Runner:
     """Our learner and loop with the recipe's components; its `eval_spec` matches its views."""
     learner = our_learner(setup)
     if recipe.heads == "lightly":
@@ -114,7 +114,7 @@ def ours_with(setup: Setup, recipe: Recipe) -> Trainer:
         optimizer.zero_grad(set_to_none=True)
         learner.update_target(TAU)
 
-    return Trainer(step, learner.encoder, spec)
+    return Runner(step, learner.encoder, spec)
 
 
 def same_initial_encoders(setup: Setup) -> bool:
@@ -154,7 +154,10 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--variants", default=";".join(VARIANTS), help="names separated by ; (default: all)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (1 beside another job on 2 cores)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "results.jsonl"
     results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

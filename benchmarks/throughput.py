@@ -5,7 +5,9 @@ An image is one sample that yields two views. Every variant trains the same netw
 same data: a CIFAR ResNet-18 (3x3 stride-1 stem, no max pool; `--width` scales its channels),
 projector and predictor 4096/256 with BatchNorm, batch 128, SGD with momentum 0.9, 32x32
 images held in memory as uint8. A step is all a training loop does per batch: draw the batch,
-make both views, forward and backward, optimiser step, target update. The floor is the same
+make both views, forward and backward, optimiser step, target update. Ours is `byol
+pretrain`'s own step, `Trainer.step` (train/trainer.py), called on the benchmark's batches;
+each "ours, ..." row switches one of its optimisations off, "ours + ..." adds one. The floor is the same
 networks' forward and backward alone, on fixed random views, in the same precision and
 memory format: the work no implementation can avoid. Variants run round-robin, one step each
 per round after a warm-up round, so that the machine's load touches all alike; the table gives
@@ -32,13 +34,16 @@ so that speed is not bought with worse features.
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -60,12 +65,13 @@ from byol.methods import build_learner
 from byol.nets.encoders import ScaledResNet
 from byol.train.optim import build_optimizer
 from byol.train.runtime import autocast, autocast_dtype, channels_last_is_safe, pick_device
+from byol.train.trainer import Trainer
 
 TAU = 0.99  # byol-pytorch's default decay; every variant uses it
 
 
 @dataclass
-class Trainer:
+class Runner:
     """One implementation, ready to train: `step()` takes one optimiser step on a fresh batch;
     `encoder` and `eval_spec` (its input normalisation) are what k-NN scores afterwards."""
 
@@ -164,54 +170,75 @@ def ema_per_tensor(target: nn.Module, online: nn.Module, tau: float) -> None:
         target_buffer.copy_(online_buffer)
 
 
-def joint_loss(learner: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+class PerTensorTargetUpdate:
+    """`learner.update_target` with `ema_per_tensor` in place of the fused update."""
+
+    def __init__(self, learner: nn.Module) -> None:
+        self.learner = learner
+
+    def __call__(self, tau: float) -> float:
+        ema_per_tensor(self.learner.target, self.learner.online, tau)
+        return tau
+
+
+class JointLoss(nn.Module):
     """Both views through each network in one forward of 2N images. Not what BYOL's reference
     does: BatchNorm then normalises over both views together."""
 
-    def loss(view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
+    def __init__(self, learner: nn.Module) -> None:
+        super().__init__()
+        self.learner = learner
+
+    def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
         both = torch.cat([view_1, view_2])
-        p_1, p_2 = learner.predictor(learner.online(both)).chunk(2)
+        p_1, p_2 = self.learner.predictor(self.learner.online(both)).chunk(2)
         with torch.no_grad():
-            t_1, t_2 = learner.target(both).chunk(2)
+            t_1, t_2 = self.learner.target(both).chunk(2)
         return byol_loss(p_1, p_2, t_1, t_2)
 
-    return loss
+
+def pretrain_trainer(setup: Setup, **changes) -> Trainer:
+    """`byol pretrain`'s Trainer for the benchmark's networks, optimiser and rates (constant tau,
+    no warm-up), over a scratch folder of one batch of the images (the steps get their batches
+    from `setup`), writing its run folder to scratch too."""
+    scratch = Path(tempfile.mkdtemp(prefix="byol-throughput-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    (scratch / "images" / "all").mkdir(parents=True)
+    for i, array in enumerate(setup.images[:setup.batch].permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(array).save(scratch / "images" / "all" / f"{i}.png")
+    config = Config(data=str(scratch / "images"), image_size=32, augment="cifar", encoder="resnet18", width=setup.width,
+                    cifar_stem=True, projector_hidden=4096, predictor_hidden=4096, projection_dim=256,
+                    batch_size=setup.batch, optimizer=setup.optimizer, lr=setup.lr * 256 / setup.batch,
+                    weight_decay=1e-6, momentum=0.9, warmup_epochs=0, steps=10**6, tau_base=TAU,
+                    tau_schedule="constant", precision=setup.precision, seed=setup.seed, collapse_every=0,
+                    tensorboard=False, log_every=10**6, checkpoint_every=10**6)
+    (scratch / "run").mkdir()
+    return Trainer(replace(config, **changes).validate(), scratch / "run", setup.device)
 
 
 def ours(setup: Setup, *, channels_last: bool = True, batched_views: bool = True, fused_ema: bool = True,
-         joint: bool = False, compile: bool = False, precision: str | None = None) -> Trainer:
-    """Our training step, mirroring `byol pretrain`'s Trainer.step (train/trainer.py), with switches."""
-    learner = our_learner(setup)
-    memory_format = memory_format_for(learner, setup, channels_last)
-    learner = learner.to(memory_format=memory_format)
-    dtype = autocast_dtype(precision or setup.precision, setup.device)
-    optimizer = setup.optimizer_for(learner.trainable_parameters())
+         joint: bool = False, compile: bool = False, precision: str | None = None) -> Runner:
+    """`byol pretrain`'s own step (Trainer.step) on the benchmark's batches, with switches."""
+    trainer = pretrain_trainer(setup, channels_last=channels_last, compile=compile,
+                               precision=precision or setup.precision)
+    learner = trainer.learner
     pil_views = None if batched_views else PerImageViews(learner.views.specs)
-    loss_of = joint_loss(learner) if joint else learner.loss
-    if compile:
-        loss_of = torch.compile(loss_of)
+    if not fused_ema:
+        learner.update_target = PerTensorTargetUpdate(learner)
+    if joint:
+        trainer.model = JointLoss(learner)
 
     def step() -> None:
         if pil_views is None:
-            view_1, view_2 = learner.views(setup.uint8_batch())
+            pair = learner.views(setup.uint8_batch())
         else:
-            view_1, view_2 = (v.to(setup.device) for v in pil_views(setup.pil_batch()))
-        view_1 = view_1.contiguous(memory_format=memory_format)
-        view_2 = view_2.contiguous(memory_format=memory_format)
-        with autocast(setup.device, dtype):
-            loss = loss_of(view_1, view_2)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if fused_ema:
-            learner.update_target(TAU)
-        else:
-            ema_per_tensor(learner.target, learner.online, TAU)
+            pair = tuple(v.to(setup.device) for v in pil_views(setup.pil_batch()))
+        trainer.step([pair])
 
-    return Trainer(step, learner.encoder, learner.views.specs[0])
+    return Runner(step, learner.encoder, learner.views.specs[0])
 
 
-def floor(setup: Setup) -> Trainer:
+def floor(setup: Setup) -> Runner:
     """Forward and backward of our networks alone, on fixed random views."""
     learner = our_learner(setup)
     memory_format = memory_format_for(learner, setup, True)
@@ -226,13 +253,13 @@ def floor(setup: Setup) -> Trainer:
         loss.backward()
         learner.zero_grad(set_to_none=True)
 
-    return Trainer(step, learner.encoder, learner.views.specs[0])
+    return Runner(step, learner.encoder, learner.views.specs[0])
 
 
 # --- the peers -----------------------------------------------------------------------------
 
 
-def byol_pytorch(setup: Setup) -> Trainer:
+def byol_pytorch(setup: Setup) -> Runner:
     from byol_pytorch import BYOL as LucidBYOL
 
     torch.manual_seed(setup.seed)
@@ -247,7 +274,7 @@ def byol_pytorch(setup: Setup) -> Trainer:
         optimizer.zero_grad(set_to_none=True)
         learner.update_moving_average()
 
-    return Trainer(step, learner.net, ViewSpec(size=32))  # its default views normalise with ImageNet's statistics
+    return Runner(step, learner.net, ViewSpec(size=32))  # its default views normalise with ImageNet's statistics
 
 
 class LightlyBYOL(nn.Module):
@@ -281,7 +308,7 @@ def lightly_transform():
                          view_2_transform=BYOLView2Transform(input_size=32, gaussian_blur=0.0))
 
 
-def lightly(setup: Setup) -> Trainer:
+def lightly(setup: Setup) -> Runner:
     from lightly.loss import NegativeCosineSimilarity
     from lightly.models.utils import update_momentum
 
@@ -304,15 +331,15 @@ def lightly(setup: Setup) -> Trainer:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return Trainer(step, model.backbone, ViewSpec(size=32))  # BYOLTransform normalises with ImageNet's statistics
+    return Runner(step, model.backbone, ViewSpec(size=32))  # BYOLTransform normalises with ImageNet's statistics
 
 
 # --- the variants --------------------------------------------------------------------------
 
 
-def variants(setup: Setup, compile: bool) -> dict[str, Callable[[], Trainer]]:
+def variants(setup: Setup, compile: bool) -> dict[str, Callable[[], Runner]]:
     """Name -> factory. Ours first, then each of our optimisations off in turn, then the rest."""
-    out: dict[str, Callable[[], Trainer]] = {"ours": lambda: ours(setup)}
+    out: dict[str, Callable[[], Runner]] = {"ours": lambda: ours(setup)}
     if autocast_dtype(setup.precision, setup.device) is not None:
         out["ours, fp32 (no autocast)"] = lambda: ours(setup, precision="fp32")
     if memory_format_for(our_learner(setup), setup, True) == torch.channels_last:
@@ -328,7 +355,7 @@ def variants(setup: Setup, compile: bool) -> dict[str, Callable[[], Trainer]]:
     return out
 
 
-def time_round_robin(trainers: dict[str, Trainer], rounds: int, setup: Setup) -> dict[str, list[float]]:
+def time_round_robin(trainers: dict[str, Runner], rounds: int, setup: Setup) -> dict[str, list[float]]:
     """images/s of every round after the first (warm-up), one step per variant per round."""
     rates: dict[str, list[float]] = {name: [] for name in trainers}
     for round_ in range(rounds + 1):

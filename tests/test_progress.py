@@ -16,3 +16,4 @@ def test_progress_in_a_log_writes_whole_lines(monkeypatch):
     lines = text.splitlines()
     assert len(lines) >= 4 and all(line.startswith("pretrain:") for line in lines)
     assert lines[-1].startswith("pretrain: 100%") and "4/4" in lines[-1]
+    assert lines[-2] != lines[-1]  # the final state once, though tqdm redraws it on closing

@@ -54,6 +54,7 @@ class Config:
     # runtime
     precision: str = "auto"  # auto: bf16 where the hardware has it, else fp32
     channels_last: bool = True
+    compile: bool = False  # torch.compile the loss (forward and backward); the first steps wait for the compiler
     seed: int = 0
     deterministic: bool = False  # deterministic kernels: a resumed run ends bit-identical to an uninterrupted one
     sync_batchnorm: bool = True  # under torchrun, BatchNorm statistics over the global batch (the paper's)

@@ -8,15 +8,17 @@ from tqdm.auto import tqdm
 
 class LogLines:
     """A stream for tqdm that turns its in-place redraws ("\\r" + bar) into whole lines, so
-    that a log file holds one readable line per refresh instead of one endless line."""
+    that a log file holds one readable line per refresh instead of one endless line (and
+    not twice the same line: tqdm redraws the final state when it closes)."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+        self.stream, self.last = stream, None
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").rstrip()
-        if line:
+        if line and line != self.last:
             self.stream.write(line + "\n")
+            self.last = line
 
     def flush(self) -> None:
         self.stream.flush()

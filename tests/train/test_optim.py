@@ -50,3 +50,31 @@ def test_predictor_learning_rate_multiplier_and_set_lr():
     rates = {(g["name"], g["lars"]): g["lr"] for g in opt.param_groups}
     assert rates[("online", True)] == 0.02 and rates[("predictor", True)] == 0.2
     assert isinstance(build_optimizer("adamw", groups, 1e-3, 0.9), torch.optim.AdamW)
+
+
+def test_lars_treats_each_tensor_of_a_group_with_its_own_trust_ratio():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with torch.no_grad():
+        net[2].weight.mul_(30)  # norms far apart: one shared ratio would be wrong for one of them
+    groups = param_groups({"online": net}, weight_decay=0.1, lr_mult={})
+    opt = LARS(groups, lr=0.5, momentum=0.9, eta=0.01)
+    expected = {p: p.detach().clone() for p in net.parameters()}
+    velocity = {p: torch.zeros_like(p) for p in net.parameters()}
+    for _ in range(3):
+        for p in net.parameters():
+            p.grad = torch.randn_like(p)
+            update = p.grad.clone()
+            if p.ndim > 1:
+                update = update + 0.1 * expected[p]
+                update = update * 0.01 * expected[p].norm() / update.norm()
+            velocity[p] = 0.9 * velocity[p] + update
+            expected[p] = expected[p] - 0.5 * velocity[p]
+        opt.step()
+    for p in net.parameters():
+        torch.testing.assert_close(p.detach(), expected[p])
+
+
+def test_sgd_and_adamw_update_all_tensors_in_one_fused_kernel():
+    groups = param_groups({"online": model()}, 0.0, {})
+    assert all(build_optimizer(name, groups, 0.1, 0.9).defaults["fused"] for name in ("sgd", "adamw"))

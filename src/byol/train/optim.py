@@ -24,23 +24,26 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
+        """All of a group's tensors at once (torch's multi-tensor ops), not one tensor at a time."""
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                update = p.grad
-                if group["lars"]:
-                    update = update.add(p, alpha=group["weight_decay"])
-                    param_norm, update_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
-                    trust = torch.where(
-                        (param_norm > 0) & (update_norm > 0), group["eta"] * param_norm / update_norm, 1.0
-                    )
-                    update = update * trust
-                state = self.state[p]
-                if "momentum" not in state:
-                    state["momentum"] = torch.zeros_like(p)
-                velocity = state["momentum"].mul_(group["momentum"]).add_(update)
-                p.add_(velocity, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            updates = [p.grad for p in params]
+            if group["lars"]:
+                updates = torch._foreach_add(updates, params, alpha=group["weight_decay"])
+                torch._foreach_mul_(updates, trust_ratios(params, updates, group["eta"]))
+            velocities = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in params]
+            torch._foreach_mul_(velocities, group["momentum"])
+            torch._foreach_add_(velocities, updates)
+            torch._foreach_add_(params, velocities, alpha=-group["lr"])
+
+
+def trust_ratios(params: list[torch.Tensor], updates: list[torch.Tensor], eta: float) -> list[torch.Tensor]:
+    """eta * |w| / |update| per tensor (1 where either norm is 0), as 0-d tensors."""
+    param_norms, update_norms = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(updates))
+    usable = (param_norms > 0) & (update_norms > 0)
+    return list(torch.where(usable, eta * param_norms / update_norms, 1.0).unbind())
 
 
 def is_bias_or_norm(param: torch.Tensor) -> bool:
@@ -66,10 +69,11 @@ def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float,
                     lars_eta: float = 1e-3) -> torch.optim.Optimizer:
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
+    # fused: one kernel updates every tensor of a group (CPU and GPU alike since torch 2.4)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=True)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
     raise ByolError(f"unknown optimizer {name!r}: choose lars, sgd or adamw")
 
 

@@ -48,7 +48,8 @@ HISTORY = "checkpoints"
 ENCODER = "encoder.safetensors"
 SUMMARY = "summary.json"
 # keys that may change when a run is resumed: where and how fast it runs, not what it computes
-RUNTIME_KEYS = frozenset({"device", "threads", "workers", "log_every", "checkpoint_every", "keep_checkpoints"})
+RUNTIME_KEYS = frozenset({"device", "threads", "workers", "log_every", "checkpoint_every", "keep_checkpoints",
+                          "compile"})
 
 
 class LossOf(nn.Module):
@@ -154,7 +155,7 @@ class Trainer:
         self.lr = self.tau = self.saved_at = None
         if checkpoint is not None:
             metrics_bytes = self.restore(checkpoint)
-        self.model = distributed.data_parallel(LossOf(self.learner), device) if self.world > 1 else LossOf(self.learner)
+        self.model = self._loss_module()
         self.logbook = Logbook(out, config.tensorboard, metrics_bytes, self.step_count) if self.lead else None
 
     def _build_networks(self) -> None:
@@ -168,6 +169,14 @@ class Trainer:
         if self.world > 1 and config.sync_batchnorm:
             learner = distributed.sync_batchnorm(learner, self.device)
         self.learner = learner
+
+    def _loss_module(self) -> nn.Module:
+        """The loss as a module: compiled if the config says so (the learner's loss alone: the
+        data, the optimiser and the signal handling stay outside), under DDP with several processes."""
+        module = LossOf(self.learner)
+        if self.config.compile:
+            module.compile()
+        return distributed.data_parallel(module, self.device) if self.world > 1 else module
 
     def _load_data(self) -> TrainData:
         config = self.config
