@@ -27,6 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from splits import first_per_class
+
 LIGHTLY_SGD = dict(optimizer="sgd", lr=0.12, momentum=0.9, weight_decay=5e-4, warmup_epochs=0, batch_size=128)
 RECIPES: dict[str, dict] = {
     "byol": dict(method="byol", augment="cifar", projector_hidden=1024, predictor_hidden=1024, projection_dim=256,
@@ -38,19 +40,6 @@ RECIPES: dict[str, dict] = {
 }
 COMMON = dict(image_size=32, encoder="resnet18", cifar_stem=True, knn_every=1, log_every=50, minutes=None,
               checkpoint_every=1000, collapse_every=200)
-
-
-def subset(data: Path, out: Path, per_class: int) -> Path:
-    """A class-balanced ImageFolder of links to the first `per_class` images of each class."""
-    root = out / f"train-{per_class}-per-class"
-    for class_dir in sorted(p for p in (data / "train").iterdir() if p.is_dir()):
-        target = root / class_dir.name
-        target.mkdir(parents=True, exist_ok=True)
-        for image in sorted(class_dir.iterdir())[:per_class]:
-            link = target / image.name
-            if not link.exists():
-                link.symlink_to(image.resolve())
-    return root
 
 
 def run(name: str, train: Path, args: argparse.Namespace) -> Path:
@@ -83,7 +72,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per run (1 beside another job on 2 cores)")
     parser.add_argument("--methods", default=",".join(RECIPES))
     args = parser.parse_args()
-    train = subset(args.data, args.out, args.per_class)
+    train = first_per_class(args.data / "train", args.out / f"train-{args.per_class}-per-class", args.per_class)
     curves = {name: curve(run(name, train, args)) for name in args.methods.split(",")}
     (args.out / "curves.json").write_text(json.dumps(curves, indent=1) + "\n")
     epochs = sorted({e for c in curves.values() for e in c})

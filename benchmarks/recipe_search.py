@@ -11,6 +11,11 @@ result independent of how busy the machine is. Prints a Markdown table and write
         --parallel 2 --threads 1 --variants paper-tau,base --seeds 0,1,2
 
 With several seeds the table gives the mean and the standard deviation over seeds.
+
+--validation tunes without the test split: every variant trains on nine tenths of the
+training split and k-NN scores the held-out, class-balanced tenth (every tenth image of each
+class) against the nine tenths as the bank. The test split is then scored once, for the
+chosen recipe alone (the quick start, or `byol eval knn`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from byol.config import parse_override
+from splits import validation_split
 
 # The cifar10-cpu preset with these keys is the base of every variant.
 BASE = dict(batch_size=64)
@@ -54,8 +60,8 @@ def run_variant(name: str, overrides: dict, seed: int, args: argparse.Namespace)
     sets = {**BASE, **overrides, **args.set}
     sets.update(seed=seed, steps=args.images // sets["batch_size"], minutes=None,
                 threads=args.threads)
-    command = [sys.executable, "-m", "byol", "pretrain", "--preset", "cifar10-cpu", "--data",
-               str(args.data / "train"), "--test", str(args.data / "test"), "--out", str(out)]
+    command = [sys.executable, "-m", "byol", "pretrain", "--preset", "cifar10-cpu", "--data", str(args.train),
+               "--test", str(args.test), "--out", str(out)]
     for key, value in sets.items():
         command += ["--set", f"{key}={'null' if value is None else value}"]
     if not (out / "summary.json").exists():
@@ -88,6 +94,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seeds", default="0", help="comma-separated seeds; every variant runs with each")
+    parser.add_argument("--validation", action="store_true",
+                        help="score on a held-out tenth of train, never on the test split")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key in every variant, e.g. --set knn_every=1")
     args = parser.parse_args()
@@ -97,6 +105,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variants {unknown}: choose from {list(VARIANTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    args.train, args.test = (validation_split(args.data / "train", args.out / "split") if args.validation
+                             else (args.data / "train", args.data / "test"))
     jobs = [(name, int(seed)) for seed in args.seeds.split(",") for name in names]
     with ThreadPoolExecutor(args.parallel) as pool:
         runs = list(pool.map(lambda job: run_variant(job[0], VARIANTS[job[0]], job[1], args), jobs))
