@@ -428,6 +428,21 @@ def measure_memory(name: str, setup: Setup) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
 
 
+def profile(setup: Setup, steps: int = 5) -> str:
+    """torch.profiler's table of the operators that take the most time in our step."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    runner = ours(setup)
+    runner.step()  # warm-up: lazily built state out of the profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if setup.device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            runner.step()
+            sync(setup.device)
+    sort = "self_cuda_time_total" if setup.device.type == "cuda" else "self_cpu_time_total"
+    return f"top operators over {steps} steps of ours:\n" + prof.key_averages().table(sort_by=sort, row_limit=15)
+
+
 # --- equal quality -------------------------------------------------------------------------
 
 
@@ -527,6 +542,8 @@ def main() -> None:
     parser.add_argument("--quality-steps", type=int, default=300)
     parser.add_argument("--quality-width", type=float, default=0.125)
     parser.add_argument("--quality-seeds", default="0", help="comma-separated; each trains every implementation")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="print torch.profiler's top operators over STEPS of our step, and nothing else")
     parser.add_argument("--quick", action="store_true", help="width 1/8, 3 rounds, no memory or quality runs")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -535,6 +552,9 @@ def main() -> None:
     setup, test_images, train_labels, test_labels = load_setup(args)
     if args.memory_of:
         print(json.dumps(dict(peak_mb=measure_memory(args.memory_of, setup))))
+        return
+    if args.profile:
+        print(profile(setup, args.profile))
         return
 
     device_name = torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
