@@ -16,7 +16,8 @@ changes one component to lightly's:
   divided by 4, less a constant; only the scale differs;
 - precision: bf16 autocast (what `precision: auto` picks on a CPU with bf16 units).
 
-lightly's row is its documentation's CIFAR-10 example as benchmarks/throughput.py builds it.
+lightly's row is its documentation's CIFAR-10 example, and byol-pytorch's its default BYOL
+(augmentations drawn once per batch), as benchmarks/throughput.py builds them.
 What the target sees needs no run: in both, the target runs in training mode (batch
 statistics), so its BatchNorm buffers never enter the loss; and both seed the encoder the
 same way (checked here: the initial encoders are identical for a seed). Each (variant, seed)
@@ -42,7 +43,8 @@ from PIL import Image
 from byol.data.folders import load_images
 from byol.data.views import IMAGENET_MEAN, IMAGENET_STD, TwoViews, view_specs
 from byol.train.runtime import autocast, autocast_dtype, pick_device
-from throughput import TAU, Runner, Setup, knn_top1, lightly, lightly_transform, memory_format_for, our_learner
+from throughput import (TAU, Runner, Setup, byol_pytorch, knn_top1, lightly, lightly_transform, memory_format_for,
+                        our_learner)
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,15 @@ class Recipe:
     precision: str = "fp32"
 
 
-VARIANTS: dict[str, Recipe | None] = {
+VARIANTS: dict[str, Recipe] = {
     "ours (fp32)": Recipe(),
     "ours, lightly's views": Recipe(views="lightly"),
     "ours, ImageNet normalisation": Recipe(views="ours-imagenet"),
     "ours, lightly's heads": Recipe(heads="lightly"),
     "ours, lightly's loss scale (1/4)": Recipe(loss_scale=0.25),
     "ours, bf16": Recipe(precision="bf16"),
-    "lightly 1.6.0": None,
 }
+PEERS = {"lightly 1.6.0": lightly, "byol-pytorch 0.9.1": byol_pytorch}
 
 
 class LightlyViews:
@@ -123,8 +125,7 @@ def same_initial_encoders(setup: Setup) -> bool:
 
 
 def train_and_score(name: str, setup: Setup, steps: int, test_images, train_labels, test_labels) -> dict:
-    recipe = VARIANTS[name]
-    trainer = lightly(setup) if recipe is None else ours_with(setup, recipe)
+    trainer = PEERS[name](setup) if name in PEERS else ours_with(setup, VARIANTS[name])
     start = time.perf_counter()
     for _ in range(steps):
         trainer.step()
@@ -136,7 +137,7 @@ def train_and_score(name: str, setup: Setup, steps: int, test_images, train_labe
 def table(results: list[dict], baseline: list[float]) -> list[str]:
     lines = ["| variant | k-NN top-1 mean ± sd | per seed | vs ours (fp32) |", "|---|---|---|---|"]
     reference = statistics.mean(baseline) if baseline else float("nan")
-    for name in [*VARIANTS, "random init"]:
+    for name in [*VARIANTS, *PEERS, "random init"]:
         scores = [r["knn_top1"] for r in results if r["variant"] == name]
         if scores:
             sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
@@ -152,7 +153,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated")
     parser.add_argument("--width", type=float, default=0.125)
-    parser.add_argument("--variants", default=";".join(VARIANTS), help="names separated by ; (default: all)")
+    parser.add_argument("--variants", default=";".join([*VARIANTS, *PEERS]), help="names separated by ; (default: all)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (1 beside another job on 2 cores)")
     args = parser.parse_args()
