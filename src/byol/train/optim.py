@@ -69,9 +69,11 @@ def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float,
                     lars_eta: float = 1e-3) -> torch.optim.Optimizer:
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
-    # fused: one kernel updates every tensor of a group (CPU and GPU alike since torch 2.4)
+    # SGD over all of a group's tensors at once (foreach), not fused: torch 2.14's fused SGD
+    # creates its momentum uninitialised on a first step that an fp16 grad scaler skips, and
+    # then uses it; fused AdamW (one kernel per group, CPU and GPU) starts from zeros
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     raise ByolError(f"unknown optimizer {name!r}: choose lars, sgd or adamw")
