@@ -38,6 +38,13 @@ RECIPES: dict[str, dict] = {
     "byol+simclr": dict(method="byol+simclr", augment="cifar", projector_hidden=1024, predictor_hidden=1024,
                         projection_dim=256, tau_base=0.99, tau_schedule="constant", temperature=0.5, **LIGHTLY_SGD),
 }
+# lightly's CIFAR-10 benchmark re-run epoch by epoch (ResNet-18, batch 512, 200-epoch cosine
+# schedule, k-NN k=200 with all 50,000 training images as the bank): the public CSV
+# experiments/lightly_cifar10/cifar10_knn_curves.csv of the OFSkean/FroSSL repository
+PUBLISHED = {"epochs": [1, 2, 3, 5, 10, 20, 30, 50, 100, 200],
+             "simclr": [42.5, 44.5, 47.4, 53.0, 60.6, 67.4, 69.5, 71.8, 75.5, 84.8],
+             "byol": [35.9, 37.9, 38.7, 40.6, 47.5, 57.4, 66.2, 73.8, 79.6, 86.5]}
+CIFAR10_TRAIN = 50_000
 COMMON = dict(image_size=32, encoder="resnet18", cifar_stem=True, knn_every=1, log_every=50, minutes=None,
               checkpoint_every=1000, collapse_every=200)
 
@@ -60,6 +67,31 @@ def curve(out: Path) -> dict[float, float]:
     return {r["epoch"]: r["knn_top1"] for r in records if "knn_top1" in r}
 
 
+def draw(curves: dict[str, dict[float, float]], images: int, path: Path) -> None:
+    """k-NN top-1 against images seen (in epochs of full CIFAR-10), ours beside the published."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = {"byol": "tab:blue", "simclr": "tab:orange", "byol+simclr": "tab:green"}
+    for name, points in curves.items():
+        epochs = sorted(points)
+        ax.plot([e * images / CIFAR10_TRAIN for e in epochs], [points[e] for e in epochs], color=colours.get(name),
+                label=f"{name}, here ({images:,} images, width 1/8)")
+    for name in ("byol", "simclr"):
+        ax.plot(PUBLISHED["epochs"], PUBLISHED[name], "--o", markersize=3, color=colours[name],
+                label=f"{name}, lightly's benchmark (50,000 images, width 1)")
+    ax.set(xscale="log", xlabel="images seen / 50,000 (epochs of full CIFAR-10)", ylabel="k-NN top-1 (%)",
+           title="BYOL and SimCLR learning curves on CIFAR-10")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 folder with train/ and test/")
@@ -71,10 +103,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per run (1 beside another job on 2 cores)")
     parser.add_argument("--methods", default=",".join(RECIPES))
+    parser.add_argument("--figure", type=Path, help="PNG of the curves beside the published ones")
     args = parser.parse_args()
     train = first_per_class(args.data / "train", args.out / f"train-{args.per_class}-per-class", args.per_class)
     curves = {name: curve(run(name, train, args)) for name in args.methods.split(",")}
     (args.out / "curves.json").write_text(json.dumps(curves, indent=1) + "\n")
+    if args.figure:
+        draw(curves, args.per_class * len(list(train.iterdir())), args.figure)
     epochs = sorted({e for c in curves.values() for e in c})
     print("| epoch | " + " | ".join(curves) + " |\n|---|" + "---|" * len(curves))
     for epoch in epochs:
