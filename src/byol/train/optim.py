@@ -33,10 +33,16 @@ class LARS(torch.optim.Optimizer):
             if group["lars"]:
                 updates = torch._foreach_add(updates, params, alpha=group["weight_decay"])
                 torch._foreach_mul_(updates, trust_ratios(params, updates, group["eta"]))
-            velocities = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in params]
+            velocities = [self._velocity(p) for p in params]
             torch._foreach_mul_(velocities, group["momentum"])
             torch._foreach_add_(velocities, updates)
             torch._foreach_add_(params, velocities, alpha=-group["lr"])
+
+    def _velocity(self, param: torch.Tensor) -> torch.Tensor:
+        state = self.state[param]
+        if "momentum" not in state:  # zeros only on the first step, not a fresh tensor every step
+            state["momentum"] = torch.zeros_like(param)
+        return state["momentum"]
 
 
 def trust_ratios(params: list[torch.Tensor], updates: list[torch.Tensor], eta: float) -> list[torch.Tensor]:
