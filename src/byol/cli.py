@@ -17,6 +17,7 @@ from byol import __version__
 from byol.data.names import DATASET_NAMES_HELP
 from byol.errors import ByolError
 
+DEVICES = "auto (the GPU if there is one), cpu, cuda or cuda:N"
 FLAGS = {  # flag -> (config key, type, help); each help ends with the default (a preset may set its own)
     "--method": ("method", str, "byol, simclr, byol+simclr, or an ablation: byol-no-predictor, byol-tau0, "
                  "byol-tau1, byol-no-stopgrad, simsiam"),
@@ -31,11 +32,11 @@ FLAGS = {  # flag -> (config key, type, help); each help ends with the default (
     "--lr": ("lr", float, "base learning rate, scaled by batch/256"),
     "--tau-base": ("tau_base", float, "initial target decay rate"),
     "--seed": ("seed", int, "random seed"),
-    "--device": ("device", str, "auto (the GPU if there is one), cpu, cuda or cuda:N"),
+    "--device": ("device", str, DEVICES),
     "--threads": ("threads", int, "CPU threads for torch, 0 for torch's default"),
     "--precision": ("precision", str, "auto (bf16 where the hardware has it), fp32, bf16 or fp16"),
 }
-DEVICE_HELP = "auto (the GPU if there is one), cpu, cuda or cuda:N (default: auto)"
+DEVICE_HELP = f"{DEVICES} (default: auto)"
 
 
 def _add_config_args(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
@@ -148,7 +149,8 @@ class OneLineParser(argparse.ArgumentParser):
     each flag in one spelling only (no abbreviations: --seed is not --seeds)."""
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, allow_abbrev=False, **{k: v for k, v in kwargs.items() if k != "allow_abbrev"})
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
