@@ -19,6 +19,8 @@ def test_wrong_types_and_unknown_keys_are_refused_with_the_fix():
         resolve(overrides={"tau_bas": 0.9})
     with pytest.raises(ByolError, match="tau_schedule is 'linear': choose cosine or constant"):
         resolve(overrides={"tau_schedule": "linear"})
+    with pytest.raises(ByolError, match=r"crop_min_scale is 0.0: use a fraction of the area in \(0, 1\]"):
+        resolve(overrides={"crop_min_scale": 0})
 
 
 def test_every_shipped_preset_resolves_to_a_valid_config():

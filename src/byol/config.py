@@ -24,6 +24,7 @@ class Config:
     image_size: int = 32
     strict_data: bool = False  # stop before training if any image file cannot be decoded (default: skip and list)
     augment: str = "cifar"  # view distributions: cifar or imagenet (byol.data.views)
+    crop_min_scale: float = 0.08  # smallest crop, as a fraction of the image's area (the paper's 0.08)
     # method
     method: str = "byol"  # byol, simclr, byol+simclr, or an ablation (byol.methods.METHODS)
     temperature: float = 0.5  # NT-Xent's (simclr, byol+simclr): 0.5 for CIFAR, 0.1 for ImageNet (SimCLR paper)
@@ -83,6 +84,7 @@ class Config:
             (self.steps is None or self.steps >= 1, f"steps is {self.steps}: train for at least 1 step"),
             (self.minutes is None or self.minutes >= 0, f"minutes is {self.minutes}: give a budget, or 0 for none"),
             (self.width > 0, f"width is {self.width}: the width multiplier must be positive"),
+            (0 < self.crop_min_scale <= 1, f"crop_min_scale is {self.crop_min_scale}: use a fraction of the area in (0, 1]"),
             (self.image_size >= 8, f"image_size is {self.image_size}: use 8 pixels or more"),
             (self.warmup_epochs >= 0, f"warmup_epochs is {self.warmup_epochs}: use 0 or more"),
             (self.predictor_lr_mult > 0, f"predictor_lr_mult is {self.predictor_lr_mult}: it must be positive"),

@@ -1,9 +1,12 @@
 """Each method and ablation changes exactly the part its name says."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from byol.config import Config
+from byol.data.views import TwoViews
 from byol.errors import ByolError
 from byol.losses import byol_loss, nt_xent
 from byol.methods import BYOL, SimCLR, build_learner
@@ -109,3 +112,15 @@ def test_head_batchnorm_switch_removes_batchnorm_from_projector_and_predictor_on
     encoder_norms = [m for m in without_bn.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert encoder_norms  # the encoder keeps its own
     without_bn.loss(V1, V2).backward()
+
+
+@pytest.mark.parametrize("method", ["byol", "simclr"])
+def test_crop_min_scale_bounds_the_crops_of_both_views(method):
+    views = learner(method, crop_min_scale=1.0).views
+    assert [spec.crop_scale for spec in views.specs] == [(1.0, 1.0)] * 2
+    image = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8).expand(32, -1, -1, -1)
+    plain = [replace(spec, jitter_p=0.0, grayscale_p=0.0, solarize_p=0.0) for spec in views.specs]
+    for view in TwoViews(*plain)(image.contiguous()):
+        # the whole image every time, flipped or not: two distinct views at most
+        assert len({tuple(v.flatten().tolist()) for v in view}) <= 2
+    assert [spec.crop_scale for spec in learner(method).views.specs] == [(0.08, 1.0)] * 2

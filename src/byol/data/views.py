@@ -52,8 +52,15 @@ class ViewSpec:
         return max(3, int(0.1 * self.size) // 2 * 2 + 1)
 
 
-def view_specs(preset: str, size: int) -> tuple[ViewSpec, ViewSpec]:
-    """The two view distributions of a named augmentation preset."""
+def view_specs(preset: str, size: int, crop_min_scale: float = 0.08) -> tuple[ViewSpec, ViewSpec]:
+    """The two view distributions of a named augmentation preset; crops cover from
+    `crop_min_scale` (the paper's 0.08) to all of the image's area."""
+    first, second = _preset_specs(preset, size)
+    crop_scale = (crop_min_scale, 1.0)
+    return replace(first, crop_scale=crop_scale), replace(second, crop_scale=crop_scale)
+
+
+def _preset_specs(preset: str, size: int) -> tuple[ViewSpec, ViewSpec]:
     if preset == "imagenet":
         # Grill et al. 2020, Appendix B, Table 6: crop scale 0.08-1, flip 0.5, jitter
         # 0.4/0.4/0.2/0.1 with p 0.8, grayscale 0.2, blur p 1.0 / 0.1, solarise 0 / 0.2.
@@ -259,8 +266,8 @@ class TwoViews:
         self.specs = (first, second)
 
     @classmethod
-    def preset(cls, name: str, size: int) -> "TwoViews":
-        return cls(*view_specs(name, size))
+    def preset(cls, name: str, size: int, crop_min_scale: float = 0.08) -> "TwoViews":
+        return cls(*view_specs(name, size, crop_min_scale))
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
