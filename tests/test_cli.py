@@ -319,7 +319,8 @@ def test_presets_are_listed_with_their_purpose_and_shown_key_by_key(capsys):
     from byol.config import Config
 
     assert set(shown) == set(Config().to_dict())  # every key
-    assert (shown["batch_size"], shown["minutes"], shown["optimizer"]) == (32, 12.0, "sgd")
+    assert (shown["batch_size"], shown["minutes"], shown["optimizer"], shown["lr"], shown["crop_min_scale"]) == (
+        32, 12.0, "sgd", 0.24, 0.2)
 
 
 def test_the_presets_earlier_adamw_recipe_still_resolves_for_the_docs_that_name_it():
@@ -327,8 +328,8 @@ def test_the_presets_earlier_adamw_recipe_still_resolves_for_the_docs_that_name_
 
     earlier = Path(__file__).resolve().parents[1] / "benchmarks" / "cifar10-cpu-adamw.yaml"
     config = resolve("cifar10-cpu", str(earlier))
-    assert (config.optimizer, config.batch_size, config.tau_base, config.width, config.minutes) == (
-        "adamw", 32, 0.95, 0.125, 12.0)
+    assert (config.optimizer, config.batch_size, config.tau_base, config.crop_min_scale, config.width,
+            config.minutes) == ("adamw", 32, 0.95, 0.08, 0.125, 12.0)
 
 
 def test_half_an_epoch_and_no_time_limit_with_a_notice_when_epochs_meet_a_budget(small_folders, tmp_path, capsys):
