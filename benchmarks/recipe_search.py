@@ -42,8 +42,8 @@ BASE = {**yaml.safe_load((Path(__file__).parent / "cifar10-cpu-adamw.yaml").read
 # lightly's CIFAR-10 BYOL recipe (benchmarks/curves.py) with the paper's predictor rate: it keeps
 # climbing on longer runs (12 minutes see up to ~400,000 images).
 LIGHTLY = {**RECIPES["byol"], "predictor_lr_mult": 1.0}
-# It at batch 32 was cifar10-cpu until the search at the slowest machine's budget (108,608 images)
-# chose it with crops from 0.2 and twice the rate: lightly-sgd-b32-crop-0.2-lr-x2, the preset now.
+# lightly's recipe at batch 32: cifar10-cpu until the search at the slowest machine's budget
+# (108,608 images) added crops from 0.2 and twice the rate (lightly-sgd-b32-crop-0.2-lr-x2).
 PRESET = {**LIGHTLY, "batch_size": 32}
 # Rates are per 256 images: the base's 0.008 is 2e-3 at batch 64.
 VARIANTS: dict[str, dict] = {

@@ -24,6 +24,7 @@ from byol.errors import ByolError
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+PAPER_CROP_MIN_SCALE = 0.08  # the smallest crop's share of the image's area (Grill et al. 2020, Table 6)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ViewSpec:
     """The distribution of one view. Probabilities are per image."""
 
     size: int
-    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_scale: tuple[float, float] = (PAPER_CROP_MIN_SCALE, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
     jitter_p: float = 0.8
@@ -52,9 +53,9 @@ class ViewSpec:
         return max(3, int(0.1 * self.size) // 2 * 2 + 1)
 
 
-def view_specs(preset: str, size: int, crop_min_scale: float = 0.08) -> tuple[ViewSpec, ViewSpec]:
+def view_specs(preset: str, size: int, crop_min_scale: float = PAPER_CROP_MIN_SCALE) -> tuple[ViewSpec, ViewSpec]:
     """The two view distributions of a named augmentation preset; crops cover from
-    `crop_min_scale` (the paper's 0.08) to all of the image's area."""
+    `crop_min_scale` to all of the image's area."""
     first, second = _preset_specs(preset, size)
     crop_scale = (crop_min_scale, 1.0)
     return replace(first, crop_scale=crop_scale), replace(second, crop_scale=crop_scale)
@@ -266,7 +267,7 @@ class TwoViews:
         self.specs = (first, second)
 
     @classmethod
-    def preset(cls, name: str, size: int, crop_min_scale: float = 0.08) -> "TwoViews":
+    def preset(cls, name: str, size: int, crop_min_scale: float = PAPER_CROP_MIN_SCALE) -> "TwoViews":
         return cls(*view_specs(name, size, crop_min_scale))
 
     @torch.no_grad()

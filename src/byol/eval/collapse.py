@@ -43,7 +43,7 @@ def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
 
 # Collapse lines, from measurements on the cifar10-cpu preset (docs/evaluation.md): a random
 # network sits at proj_std ~ 0.16/sqrt(d) and proj_rank ~ 21; healthy training holds about
-# 0.7/sqrt(d) and 8 (AdamW recipe) or 58-64 (SGD recipe); runs with a learning rate too high
+# 0.7/sqrt(d) and 8 (AdamW recipe) or 0.77/sqrt(d) and 37-42 (SGD); runs with a learning rate too high
 # fell to rank 1.6-2.3 with k-NN near the random encoder's; complete collapse is std 0 and rank 1.
 STD_MIN = 0.05  # times 1/sqrt(d)
 RANK_MIN = 3.0
