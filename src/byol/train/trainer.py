@@ -175,7 +175,9 @@ class Trainer:
         data, the optimiser and the signal handling stay outside), under DDP with several processes."""
         module = LossOf(self.learner)
         if self.config.compile:
-            module.compile()
+            # inductor turns every CPU convolution channels_last unless told not to, which would
+            # bring back the oneDNN kernel that channels_last_is_safe keeps away (it hangs on AVX2)
+            module.compile(options={"layout_optimization": self.memory_format == torch.channels_last})
         return distributed.data_parallel(module, self.device) if self.world > 1 else module
 
     def _load_data(self) -> TrainData:
