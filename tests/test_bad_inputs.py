@@ -70,7 +70,7 @@ CASES = [  # (argv with {name} for the files above and {out} for a fresh path, w
     (["eval", "knn", "--checkpoint", "{notes}", "--train", "{images}", "--test", "{images}", "--device", "gpu"],
      "device 'gpu'"),
     (["eval", "knn", "--checkpoint", "{notes}", "--train", "{images}", "--test", "{images}", "--out", "{notes}/x.json"],
-     "cannot create the folder of --out"),
+     "part of the path is a file, not a folder"),
     (["inspect", "--checkpoint", "{notes}", "--data", "{images}"], NOT_A_CHECKPOINT),
     (["inspect", "--checkpoint", "{notes}", "--data", "{images}", "--images", "0"], "--images is 0"),
     (["inspect", "--checkpoint", "{notes}", "--data", "{images}", "--device", "cuda:x"], "device 'cuda:x'"),

@@ -86,7 +86,8 @@ def test_transfer_to_grayscale_images_of_another_size(run, small_folders, tmp_pa
 
 
 def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, small_folders, tmp_path, capsys):
-    from byol.train.checkpoint import atomic_save, safe_load
+    from byol.files import save_torch
+    from byol.train.checkpoint import safe_load
 
     assert main(["inspect", "--checkpoint", str(run), "--data", str(small_folders[0]), "--images", "128"]) == 0
     out, err = capsys.readouterr()
@@ -103,7 +104,7 @@ def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, sm
 
     state = safe_load(run / "checkpoint.pt")  # every projection the same vector
     state["learner"]["online.projector.3.weight"].zero_()
-    atomic_save(state, tmp_path / "collapsed.pt")
+    save_torch(state, tmp_path / "collapsed.pt")
     assert main(["inspect", "--checkpoint", str(tmp_path / "collapsed.pt"), "--data", str(small_folders[0])]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["proj_rank"] < 1.01 and err.startswith("COLLAPSED: proj_std is 0")
@@ -112,7 +113,7 @@ def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, sm
 def test_report_writes_figures_and_pages_for_one_run_and_overlays_several(run, tmp_path):
     assert main(["report", str(run)]) == 0
     names = {p.name for p in (run / "report").iterdir()}
-    assert names == {"training.png", "knn.png", "collapse.png", "embedding.png", "report.md", "report.html"}
+    assert names == {".byol", "training.png", "knn.png", "collapse.png", "embedding.png", "report.md", "report.html"}
     markdown = (run / "report" / "report.md").read_text()
     assert f"| {run.name} |" in markdown and "![embedding](embedding.png)" in markdown
     page = (run / "report" / "report.html").read_text()
@@ -215,11 +216,12 @@ def test_too_few_images_for_one_step_is_a_one_line_error(capsys, small_folders, 
 
 def mismatched(run, tmp_path):
     """The run's checkpoint, its config claiming a wider encoder than its weights."""
-    from byol.train.checkpoint import atomic_save, safe_load
+    from byol.files import save_torch
+    from byol.train.checkpoint import safe_load
 
     state = safe_load(run / "checkpoint.pt")
     state["config"]["width"] = 0.125
-    atomic_save(state, tmp_path / "wider.pt")
+    save_torch(state, tmp_path / "wider.pt")
     return tmp_path / "wider.pt"
 
 

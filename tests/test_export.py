@@ -17,7 +17,8 @@ from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder
 from byol.export import embed_folder, export_encoder
 from byol.methods import build_learner
-from byol.train.checkpoint import CHECKPOINT_FORMAT, atomic_save
+from byol.files import save_torch
+from byol.train.checkpoint import CHECKPOINT_FORMAT
 
 
 def write_run(folder, **changes):
@@ -31,7 +32,7 @@ def write_run(folder, **changes):
             if "running" in name:
                 buffer.add_(0.3)
     folder.mkdir(parents=True)
-    atomic_save(dict(learner=learner.state_dict(), config=config.to_dict(), step=7, format=CHECKPOINT_FORMAT),
+    save_torch(dict(learner=learner.state_dict(), config=config.to_dict(), step=7, format=CHECKPOINT_FORMAT),
                 folder / "checkpoint.pt")
     return folder
 

@@ -16,6 +16,7 @@ from byol import config as cfg
 from byol import __version__
 from byol.data.names import DATASET_NAMES_HELP
 from byol.errors import ByolError
+from byol.files import check_writable, refuse_foreign_file, write_json
 
 DEVICES = "auto (the GPU if there is one), cpu, cuda or cuda:N"
 FLAGS = {  # flag -> (config key, type, help); each help ends with the default (a preset may set its own)
@@ -208,31 +209,32 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_eval_result(path: Path) -> bool:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(result, dict) and result.get("protocol") in ("knn", "linear") and "checkpoint" in result
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from byol.eval.protocols import evaluate
     from byol.train.runtime import pick_device
 
     encoders = ("pretrained", "random_init") if args.baseline else ("pretrained",)
     if args.out is not None:  # before the evaluation, not after it
-        _make_parent(args.out)
+        refuse_foreign_file(args.out, _is_eval_result, "evaluation result")
+        check_writable(args.out)
     result = evaluate(args.protocol, args.checkpoint, args.train, args.test, encoders=encoders,
                       device=pick_device(args.device), k=getattr(args, "k", None),
                       temperature=getattr(args, "temperature", None))
-    out = args.out or Path(result["checkpoint"]).parent / f"eval_{args.protocol}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
     line = f"{args.protocol} top-1 on {args.test}: pretrained {result['pretrained']['top1']:.2f}%"
     if args.baseline:
         line += f", random init {result['random_init']['top1']:.2f}% ({result['gain_top1']:+.2f} points)"
     print(line, file=sys.stderr)
+    write_json(args.out or Path(result["checkpoint"]).parent / f"eval_{args.protocol}.json", result)
     return 0
-
-
-def _make_parent(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ByolError(f"cannot create the folder of --out {path} ({err.strerror}): choose another place") from None
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import torch
 
 from byol.config import Config
 from byol.errors import ByolError
+from byol.files import claim_folder, refuse_inside, write_json, write_text
 from byol.eval.inspect import inspect_checkpoint
 from byol.eval.protocols import evaluate
 from byol.methods import METHODS
@@ -34,6 +35,11 @@ def _run(config: Config, run_dir: Path) -> dict:
     if summary.is_file():
         return json.loads(summary.read_text())
     return pretrain(config, run_dir)  # a new run, or an interrupted one continued where it stopped
+
+
+def _was_a_comparison(folder: Path) -> bool:
+    """A compare folder written before such folders were marked: runs by method, and its tables."""
+    return all(p.name in METHODS or p.name in ("compare.json", "compare.md", "report") for p in folder.iterdir())
 
 
 def _collapse(stats: dict, dim: int) -> dict:
@@ -54,6 +60,10 @@ def compare(config: Config, methods: list[str], seeds: list[int], out: Path, lin
         raise ByolError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
     if not config.data or not config.test:
         raise ByolError("compare needs labelled --data (k-NN bank, linear training split) and --test folders")
+    for flag, folder in (("--data", config.data), ("--test", config.test)):
+        if Path(folder).expanduser().is_dir():
+            refuse_inside(out, Path(folder), "--out", flag)
+    claim_folder(out, "compare", was_ours=_was_a_comparison)
     for notice in notices:
         note(notice)
     runs: dict[str, list[dict]] = {}
@@ -80,9 +90,8 @@ def compare(config: Config, methods: list[str], seeds: list[int], out: Path, lin
     runs[RANDOM] = [random_row]
 
     results = {method: _aggregate(rows) for method, rows in runs.items()}
-    (out / "compare.json").write_text(json.dumps(dict(results=results, runs=runs, seeds=seeds,
-                                                      config=config.to_dict()), indent=1) + "\n")
-    (out / "compare.md").write_text(comparison_table(results, linear) + "\n")
+    write_json(out / "compare.json", dict(results=results, runs=runs, seeds=seeds, config=config.to_dict()))
+    write_text(out / "compare.md", comparison_table(results, linear) + "\n")
     write_report([out / m / f"seed{seeds[0]}" for m in methods], out / "report", device=device)
     return results
 

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from byol.errors import ByolError
+from byol.files import write_text
 from byol.train.schedules import TAU_SCHEDULES
 
 
@@ -208,4 +209,4 @@ def yaml_text(config: Config) -> str:
 
 
 def save(config: Config, path: Path) -> None:
-    path.write_text(yaml_text(config))
+    write_text(path, yaml_text(config))

@@ -21,7 +21,8 @@ from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder, load_weights
 from byol.nets.encoders import build_encoder
 from byol.progress import progress
-from byol.train.checkpoint import CHECKPOINT_FORMAT, atomic_save, safe_load
+from byol.files import refuse_foreign_file, replacing, save_torch, write_json, write_text, write_with
+from byol.train.checkpoint import CHECKPOINT_FORMAT, safe_load
 
 CARD_FORMAT = "byol-encoder-1"
 WEIGHT_SUFFIXES = (".safetensors", ".pt")
@@ -49,19 +50,29 @@ def _card(encoder: nn.Module, config: Config) -> dict:
     return dict(card, torchvision=_torchvision_recipe(card))
 
 
+def _is_export(weights: Path) -> bool:
+    """Whether `weights` is an encoder byol exported (its card beside it says so)."""
+    try:
+        return json.loads(card_path(weights).read_text()).get("format") == CARD_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def export_encoder(checkpoint: Path, out: Path) -> dict:
-    """Write a run's online encoder to `out` (.safetensors or .pt) and its card to `out`.json."""
+    """Write a run's online encoder to `out` (.safetensors or .pt) and its card to `out`.json;
+    an existing `out` is replaced only if it is an earlier export."""
     if out.suffix not in WEIGHT_SUFFIXES:
         raise ByolError(f"--out {out}: name the file .safetensors (default choice) or .pt (a torch state_dict)")
+    refuse_foreign_file(out, _is_export, "encoder export")
+    refuse_foreign_file(card_path(out), lambda card: _is_export(out), "encoder card")
     encoder, config, source = load_run_encoder(checkpoint)
     card = dict(_card(encoder, config), source=str(source), step=safe_load(source).get("step"))
     weights = {k: v.contiguous() for k, v in encoder.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
-        save_file(weights, str(out), metadata={"byol": json.dumps(card)})
+        write_with(out, lambda temporary: save_file(weights, str(temporary), metadata={"byol": json.dumps(card)}))
     else:
-        atomic_save(weights, out)
-    card_path(out).write_text(json.dumps(card, indent=1) + "\n")
+        save_torch(weights, out)
+    write_json(card_path(out), card)
     return card
 
 
@@ -120,19 +131,17 @@ def load_encoder(path: str | Path) -> nn.Module:
 
 
 class _NpyRows:
-    """Rows of a .npy file written in place through a memory map; row i is line i of FILE.files.txt."""
+    """Rows of a .npy file, appended batch by batch after a header that gives their number."""
 
     def __init__(self, out: Path, names: list[str], dim: int) -> None:
-        self.out, self.names = out, names
-        self.rows = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(names), dim))
+        self.file = out.open("wb")
+        np.lib.format.write_array_header_1_0(self.file, dict(descr="<f4", fortran_order=False, shape=(len(names), dim)))
 
-    def write(self, start: int, features: np.ndarray) -> None:
-        self.rows[start:start + len(features)] = features
+    def write(self, features: np.ndarray) -> None:
+        self.file.write(features.astype("<f4").tobytes())
 
     def close(self) -> None:
-        self.rows.flush()
-        del self.rows
-        Path(f"{self.out}.files.txt").write_text("\n".join(self.names) + "\n", errors="backslashreplace")
+        self.file.close()
 
 
 class _ParquetRows:
@@ -145,22 +154,37 @@ class _ParquetRows:
             import pyarrow.parquet as pq
         except ImportError:
             raise ByolError(f"--out {out}: Parquet needs pyarrow (pip install pyarrow), or name the file .npy") from None
-        self.pa, self.dim = pa, dim
+        self.pa, self.dim, self.written = pa, dim, 0
         self.names = [name.encode("utf-8", "backslashreplace").decode("utf-8") for name in names]
-        self.schema = pa.schema([("file", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+        self.schema = pa.schema([("file", pa.string()), ("embedding", pa.list_(pa.float32(), dim))],
+                                metadata={"byol": "embeddings"})
         self.writer = pq.ParquetWriter(out, self.schema)
 
-    def write(self, start: int, features: np.ndarray) -> None:
+    def write(self, features: np.ndarray) -> None:
         pa = self.pa
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), self.dim)
-        files = pa.array(self.names[start:start + len(features)], pa.string())
+        files = pa.array(self.names[self.written:self.written + len(features)], pa.string())
         self.writer.write_table(pa.Table.from_arrays([files, embedding], schema=self.schema))
+        self.written += len(features)
 
     def close(self) -> None:
         self.writer.close()
 
 
 EMBEDDING_WRITERS = {".npy": _NpyRows, ".parquet": _ParquetRows}
+
+
+def _is_embedding(path: Path) -> bool:
+    """Whether `path` holds embeddings byol wrote: a .npy with its file list beside it, or a
+    Parquet table marked as byol's."""
+    if path.suffix == ".npy":
+        return Path(f"{path}.files.txt").is_file()
+    try:
+        import pyarrow.parquet as pq
+
+        return (pq.read_schema(path).metadata or {}).get(b"byol") == b"embeddings"
+    except Exception:  # not Parquet, or no pyarrow to read it: not recognisably byol's
+        return False
 
 
 @torch.no_grad()
@@ -175,23 +199,33 @@ def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256,
     if batch_size < 1 or workers < 0:
         raise ByolError(f"--batch-size is {batch_size} and --workers {workers}: use a batch of 1 or more "
                         "images and 0 or more workers")
+    refuse_foreign_file(out, _is_embedding, "embedding file")
     encoder, card = load_encoder_and_card(checkpoint)
-    encoder = encoder.to(device)
     listing = folders.scan_folder(data)
-    spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
-    out.parent.mkdir(parents=True, exist_ok=True)
     names = [str(p.relative_to(listing.root)) for p in listing.files]
-    rows = EMBEDDING_WRITERS[out.suffix](out, names, card["feature_dim"])
+    with replacing(out) as temporary:
+        rows = EMBEDDING_WRITERS[out.suffix](temporary, names, card["feature_dim"])
+        skipped = _embed_rows(encoder.to(device), card, listing, rows, batch_size, workers, device)
+        rows.close()
+    if out.suffix == ".npy":
+        write_text(Path(f"{out}.files.txt"), "\n".join(names) + "\n")
+    if skipped:
+        write_text(Path(f"{out}.skipped.txt"), "\n".join(map(str, skipped)) + "\n")
+    return dict(embeddings=str(out), images=len(listing.files), dim=card["feature_dim"], skipped=len(skipped))
+
+
+def _embed_rows(encoder: nn.Module, card: dict, listing: folders.ImageFiles, rows, batch_size: int, workers: int,
+                device: torch.device | str) -> list[Path]:
+    """Write every file's embedding to `rows` in order (NaN for a file that does not decode);
+    returns the files that did not."""
+    spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
     loader = torch.utils.data.DataLoader(folders.SquareImages(listing.files, card["input_size"]), batch_size=batch_size,
                                          num_workers=workers)
     skipped, start = [], 0
     for images, decoded in progress(loader, desc="embed", unit="batch"):
         features = encoder(eval_transform(images.to(device), spec)).float().cpu()
         features[~decoded] = float("nan")
-        rows.write(start, features.numpy())
+        rows.write(features.numpy())
         skipped += [listing.files[start + i] for i in torch.nonzero(~decoded).flatten().tolist()]
         start += len(images)
-    rows.close()
-    if skipped:
-        Path(f"{out}.skipped.txt").write_text("\n".join(map(str, skipped)) + "\n", errors="backslashreplace")
-    return dict(embeddings=str(out), images=len(listing.files), dim=card["feature_dim"], skipped=len(skipped))
+    return skipped

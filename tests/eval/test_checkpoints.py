@@ -8,7 +8,8 @@ from byol.config import Config
 from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder
 from byol.methods import build_learner
-from byol.train.checkpoint import CHECKPOINT_FORMAT, atomic_save, safe_load
+from byol.files import save_torch
+from byol.train.checkpoint import CHECKPOINT_FORMAT, safe_load
 from byol.train.trainer import CHECKPOINT
 
 
@@ -18,7 +19,7 @@ def write_run(tmp_path, **changes):
     with torch.no_grad():
         for p in learner.online.parameters():
             p.add_(1.0)
-    atomic_save(dict(learner=learner.state_dict(), config=config.to_dict(), step=3, format=CHECKPOINT_FORMAT), tmp_path / CHECKPOINT)
+    save_torch(dict(learner=learner.state_dict(), config=config.to_dict(), step=3, format=CHECKPOINT_FORMAT), tmp_path / CHECKPOINT)
     return learner
 
 
@@ -49,7 +50,7 @@ def test_a_checkpoint_for_another_width_is_refused_naming_the_shapes(tmp_path):
     write_run(tmp_path)
     state = safe_load(tmp_path / "checkpoint.pt")
     state["config"]["width"] = 1 / 8
-    atomic_save(state, tmp_path / "checkpoint.pt")
+    save_torch(state, tmp_path / "checkpoint.pt")
     with pytest.raises(ByolError, match=r"does not match this encoder: keys .* of another shape \(e\.g\. conv1\.weight"):
         load_run_encoder(tmp_path)
 
@@ -71,8 +72,8 @@ def test_a_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path,
 
 
 def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
-    atomic_save({"a": torch.ones(2)}, tmp_path / "c.pt")
+    save_torch({"a": torch.ones(2)}, tmp_path / "c.pt")
     with pytest.raises((TypeError, AttributeError, pickle.PicklingError)):
-        atomic_save({"a": lambda: 0}, tmp_path / "c.pt")  # unpicklable: fails mid-write
+        save_torch({"a": lambda: 0}, tmp_path / "c.pt")  # unpicklable: fails mid-write
     assert torch.equal(safe_load(tmp_path / "c.pt")["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind

@@ -20,7 +20,9 @@ from PIL import Image
 
 from byol.data.names import NAMED_DATASETS, NAMED_SPLITS
 from byol.errors import ByolError
-from byol.train.checkpoint import atomic_save, safe_load
+from byol.files import save_torch
+from byol.progress import note
+from byol.train.checkpoint import safe_load
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IN_MEMORY_MAX_SIZE = 64
@@ -187,9 +189,9 @@ def decode_folder(root: str | Path, size: int, cache_dir: Path | None = None, wo
     listing = scan_folder(root)
     cache_dir = cache_dir or default_cache_dir()
     cache_file = cache_dir / f"images-{_cache_key(listing, size)}.pt"
-    if cache_file.exists():
-        cached = safe_load(cache_file)
-        return ImageTensor(cached["images"], cached["labels"], cached["classes"], cached["skipped"])
+    cached = _read_cache(cache_file)
+    if cached is not None:
+        return cached
     jobs = [(path, size) for path in listing.files]
     workers = workers or min(8, os.cpu_count() or 1)
     if workers > 1 and len(jobs) > 2000:
@@ -208,11 +210,22 @@ def decode_folder(root: str | Path, size: int, cache_dir: Path | None = None, wo
     labels = torch.tensor([listing.labels[i] for i in keep], dtype=torch.long)
     data = ImageTensor(images, labels, listing.classes, skipped)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save(dict(images=images, labels=labels, classes=listing.classes, skipped=skipped), cache_file)
-    except OSError:
-        pass  # a read-only cache only costs the next run a decode
+        save_torch(dict(images=images, labels=labels, classes=listing.classes, skipped=skipped), cache_file)
+    except ByolError as err:  # the cache is optional: without it the next run decodes again
+        note(f"warning: the decoded images were not cached ({err}); set BYOL_CACHE_DIR to cache them elsewhere")
     return data
+
+
+def _read_cache(cache_file: Path) -> ImageTensor | None:
+    """The cached decode, or None when there is none or it cannot be read (then it is redone)."""
+    if not cache_file.exists():
+        return None
+    try:
+        cached = safe_load(cache_file)
+        return ImageTensor(cached["images"], cached["labels"], cached["classes"], cached["skipped"])
+    except (ByolError, KeyError, TypeError) as err:
+        note(f"warning: decoding again: the cached decode {cache_file} cannot be read ({err})")
+        return None
 
 
 def load_named(spec: str, size: int, root: Path | None = None) -> ImageTensor:

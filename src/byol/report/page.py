@@ -12,6 +12,7 @@ import torch
 import yaml
 from matplotlib.figure import Figure
 
+from byol.files import claim_folder, write_text, write_with
 from byol.report.embedding import embed_2d, sample_test_features
 from byol.report.plots import collapse_curves, embedding_scatter, knn_curves, training_curves
 from byol.report.runs import Run, read_run
@@ -92,10 +93,19 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:2em auto}table{bor
          "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}")
 
 
+def _was_a_report(folder: Path) -> bool:
+    """A report folder written before report folders were marked."""
+    try:
+        return "<title>byol report" in (folder / "report.html").read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def write_report(run_dirs: list[Path], out: Path, embedding: bool = True,
                  device: torch.device = torch.device("cpu")) -> list[Path]:
     """Figures and pages for the runs, overlaid; returns the files written."""
     runs = [read_run(path, name) for path, name in zip(run_dirs, run_labels(run_dirs))]
+    claim_folder(out, "report", was_ours=_was_a_report)
     figures = {"training": ("Loss, learning rate and tau", training_curves(runs))}
     if any(run.knn for run in runs):
         figures["knn"] = ("k-NN accuracy", knn_curves(runs))
@@ -116,18 +126,17 @@ def write_report(run_dirs: list[Path], out: Path, embedding: bool = True,
         if points:
             figures["embedding"] = (f"{method} of test features", embedding_scatter(points, method))
 
-    out.mkdir(parents=True, exist_ok=True)
     written, images = [], {}
     for name, (_, figure) in figures.items():
         images[name] = _png(figure)
-        (out / f"{name}.png").write_bytes(images[name])
+        write_with(out / f"{name}.png", lambda temporary: temporary.write_bytes(images[name]))
         written.append(out / f"{name}.png")
     rows = summary_rows(runs)
     title = "byol report: " + ", ".join(run.name for run in runs)
 
     markdown = [f"# {title}", "", _markdown_table(rows), ""] + [f"*{n}*" for n in notes]
     markdown += [f"## {caption}\n\n![{name}]({name}.png)\n" for name, (caption, _) in figures.items()]
-    (out / "report.md").write_text("\n".join(markdown) + "\n")
+    write_text(out / "report.md", "\n".join(markdown) + "\n")
 
     sections = [f"<h2>{html.escape(caption)}</h2><img src='data:image/png;base64,"
                 f"{base64.b64encode(images[name]).decode()}' alt='{name}'>" for name, (caption, _) in figures.items()]
@@ -137,5 +146,5 @@ def write_report(run_dirs: list[Path], out: Path, embedding: bool = True,
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{_html_table(rows)}"
             + "".join(f"<p><em>{html.escape(n)}</em></p>" for n in notes) + "".join(sections) + configs
             + "</body></html>")
-    (out / "report.html").write_text(page)
+    write_text(out / "report.html", page)
     return written + [out / "report.md", out / "report.html"]

@@ -1,10 +1,9 @@
-"""Writing and reading checkpoints: atomic writes, loads that never unpickle code."""
+"""Writing and reading checkpoints: atomic writes (byol.files), loads that never unpickle code."""
 
 from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,52 +11,33 @@ from typing import Any
 import torch
 
 from byol.errors import ByolError
+from byol.files import replacing, save_torch
 
+CHECKPOINT = "checkpoint.pt"  # a run's last checkpoint
+HISTORY = "checkpoints"  # the folder of its recent ones
 CHECKPOINT_FORMAT = "byol-checkpoint-1"  # the "format" entry of every checkpoint byol writes
+HISTORY_PATTERN = "step-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].pt"  # what history_name writes
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
-
-    A crash or Ctrl-C at any moment leaves either the old file or the new one, never half.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def history_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
 
 
 def save_with_history(obj: Any, latest: Path, history: Path, keep: int) -> Path:
     """Write `obj` atomically as `history` (e.g. checkpoints/step-00000500.pt), point `latest`
     at it with a hard link (renamed into place, so also atomic), and delete all but the `keep`
-    newest files beside `history`. Returns the file written."""
-    history.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(obj, history)
-    link = latest.with_name(f".{latest.name}.link")
-    link.unlink(missing_ok=True)
+    newest checkpoints beside `history` (files named as `history_name` names them, no others).
+    Returns the file written."""
+    save_torch(obj, history)
     try:
-        os.link(history, link)
-        os.replace(link, latest)
-    except OSError:  # a filesystem without hard links: a second copy
-        atomic_save(obj, latest)
-    for old in sorted(history.parent.glob(f"*{history.suffix}"))[:-keep]:
+        with replacing(latest) as link:
+            link.unlink()
+            os.link(history, link)
+    except ByolError:  # a filesystem without hard links: a second copy
+        save_torch(obj, latest)
+    for old in sorted(history.parent.glob(HISTORY_PATTERN))[:-keep]:
         old.unlink()
     return history
-
-
-def remove_partial_writes(folder: Path) -> list[Path]:
-    """Delete the temporary files that a kill during `atomic_save` left behind."""
-    partial = [p for p in folder.rglob(".*.tmp") if p.is_file()]
-    for path in partial:
-        path.unlink()
-    return partial
 
 
 def _reason(err: BaseException) -> str:

@@ -15,13 +15,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from byol.errors import ByolError
+from byol.files import claim_folder
 from byol.train import distributed
+from byol.train.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, safe_load
 
 LOCK = ".lock"
 
 
+def _was_a_run(folder: Path) -> bool:
+    """A run folder written before run folders were marked: it holds a byol checkpoint."""
+    try:
+        return safe_load(folder / CHECKPOINT).get("format") == CHECKPOINT_FORMAT
+    except (ByolError, AttributeError):
+        return False
+
+
 def _acquire(out: Path) -> int:
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "run", was_ours=_was_a_run)
     fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from byol.files import write_failure
+
 METRICS = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 COLLAPSE_KEYS = ("proj_std", "proj_rank", "feature_rank", "alignment", "uniformity")
@@ -37,8 +39,11 @@ class Logbook:
                 self.board = SummaryWriter(str(folder / TENSORBOARD_DIR), purge_step=resume_step + 1 if resume_step else None)
 
     def __call__(self, record: dict) -> None:
-        self.file.write((json.dumps(record) + "\n").encode())
-        self.file.flush()
+        try:
+            self.file.write((json.dumps(record) + "\n").encode())
+            self.file.flush()
+        except OSError as err:
+            raise write_failure(Path(self.file.name), err) from None
         if self.board is not None:
             for key, value in record.items():
                 if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -16,7 +16,6 @@ steps and wherever a checkpoint, a collapse probe or the end of an epoch comes.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,12 +27,13 @@ from torch import nn
 from byol import config as cfg
 from byol.config import Config
 from byol.errors import ByolError, CollapseError, Stopped
+from byol.files import own_temporaries, refuse_inside, write_json, write_text, write_with
 from byol.methods import Method, build_learner
 from byol.progress import note, progress
 from byol.train import distributed
 from byol.train.batches import TrainData, load_train_data
 from byol.train.budget import Budget
-from byol.train.checkpoint import CHECKPOINT_FORMAT, remove_partial_writes, safe_load, save_with_history
+from byol.train.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, history_name, safe_load, save_with_history
 from byol.train.lock import run_folder_lock
 from byol.train.logbook import Logbook
 from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
@@ -43,8 +43,6 @@ from byol.train.runtime import (autocast, autocast_dtype, caller_state_kept, cha
 from byol.train.schedules import lr_at, scaled_lr, tau_at
 from byol.train.signals import StopRequests
 
-CHECKPOINT = "checkpoint.pt"
-HISTORY = "checkpoints"
 ENCODER = "encoder.safetensors"
 SUMMARY = "summary.json"
 # keys that may change when a run is resumed: where and how fast it runs, not what it computes
@@ -115,6 +113,9 @@ def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[s
     if not config.data:
         raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
     out = Path(out)
+    for flag, folder in (("--data", config.data), ("--test", config.test)):
+        if folder and Path(folder).expanduser().is_dir():
+            refuse_inside(out, Path(folder), "--out", flag)
     device = distributed.setup(config.device)
     try:
         with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
@@ -132,7 +133,8 @@ class Trainer:
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.lead = self.rank == 0
         if self.lead:
-            remove_partial_writes(out)
+            for temporary in own_temporaries(out) + own_temporaries(out / HISTORY):  # left by a killed write
+                temporary.unlink()
             cfg.save(config, out / "config.yaml")
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -187,7 +189,7 @@ class Trainer:
         if data.skipped:
             listed = self.out / "skipped_files.txt"
             if self.lead:
-                listed.write_text("\n".join(data.skipped) + "\n", errors="backslashreplace")
+                write_text(listed, "\n".join(data.skipped) + "\n")
             if config.strict_data:  # in every process, so that all stop
                 raise ByolError(f"{len(data.skipped)} image files cannot be decoded (e.g. {data.skipped[0]!r}; all "
                                 f"in {listed}): fix or remove them, or drop strict_data to skip them")
@@ -402,7 +404,7 @@ class Trainer:
                      epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, skipped_steps=self.skipped_steps,
                      train_seconds=self.train_seconds, budget=vars(self.budget), collapse_strikes=self.alarm.strikes,
                      metrics_bytes=self.logbook.tell(), rng=rngs, format=CHECKPOINT_FORMAT)
-        save_with_history(state, self.out / CHECKPOINT, self.out / HISTORY / f"step-{self.step_count:08d}.pt",
+        save_with_history(state, self.out / CHECKPOINT, self.out / HISTORY / history_name(self.step_count),
                           self.config.keep_checkpoints)
 
     def evaluate(self) -> dict[str, float]:
@@ -411,6 +413,18 @@ class Trainer:
         self.clock = self.window_start = time.perf_counter()
         self.window_images = 0
         return knn
+
+    def _final_knn(self, result: dict) -> None:
+        """The finished run's k-NN, into `result` and knn.json; when the evaluation cannot run,
+        the reason goes into `result` instead, and the run still ends finished."""
+        try:
+            result["knn"] = self.evaluate()
+        except ByolError as err:
+            result["knn_error"] = str(err)
+            note(f"the run is finished and its encoder written, but its final k-NN could not run: {err}")
+            return
+        self._log_knn(result["knn"], result["epochs"])
+        write_json(self.out / "knn.json", result["knn"])
 
     def _log_knn(self, knn: dict[str, float], epoch: float) -> None:
         self._log(dict(step=self.step_count, epoch=epoch, time_s=round(self.train_seconds, 2),
@@ -426,12 +440,10 @@ class Trainer:
                       skipped_steps=self.skipped_steps, processes=self.world)
         if not self.lead:
             return result
-        encoder = self.learner.encoder.state_dict()
-        save_file({k: v.contiguous() for k, v in encoder.items()}, str(self.out / ENCODER))
+        encoder = {k: v.contiguous() for k, v in self.learner.encoder.state_dict().items()}
+        write_with(self.out / ENCODER, lambda temporary: save_file(encoder, str(temporary)))
         if self.monitor:
-            result["knn"] = self.evaluate()
-            self._log_knn(result["knn"], result["epochs"])
-            (self.out / "knn.json").write_text(json.dumps(result["knn"], indent=1) + "\n")
+            self._final_knn(result)
         self.logbook.close()
-        (self.out / SUMMARY).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(self.out / SUMMARY, result)
         return result

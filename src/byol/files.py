@@ -1,0 +1,182 @@
+"""How byol writes files: only its own, each whole or not at all.
+
+Every file goes through `replacing`: the content is written to a temporary name beside the
+target (`.NAME.byol-XXXXXXXX.tmp`, the only temporaries byol ever cleans up), flushed to
+disk, then renamed over the target. A crash, Ctrl-C or a full disk leaves the old file or
+the new one, never half of one, and a failed write is one ByolError naming the place and
+the cause. Folders byol writes into are marked as its own (`claim_folder`), so that a
+user's folder is refused before anything in it is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from byol.errors import ByolError
+
+TEMPORARY_TAG = ".byol-"  # in every temporary's name: .NAME.byol-XXXXXXXX.tmp
+MARKER = ".byol"  # in every folder byol owns; its text says what the folder is (run, report, compare)
+FIXES = {
+    errno.ENOSPC: "free some space there or choose another place",
+    errno.EDQUOT: "free some space there or choose another place",
+    errno.EFBIG: "the file is larger than this place allows: choose another place",
+    errno.EACCES: "choose a place you may write to",
+    errno.EPERM: "choose a place you may write to",
+    errno.EROFS: "choose a place on a writable disk",
+    errno.EISDIR: "a folder has that name: choose another name",
+    errno.ENOTDIR: "part of the path is a file, not a folder: choose another place",
+    errno.EEXIST: "part of the path is a file, not a folder: choose another place",
+}
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The OSError behind a failed write: the error itself, the one torch.save's RuntimeError
+    was raised while handling, or the errno that safetensors names in its message."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    found = re.search(r"os error (\d+)", str(err))
+    return OSError(int(found[1]), os.strerror(int(found[1]))) if found else None
+
+
+def write_failure(path: Path, err: BaseException) -> ByolError:
+    """One line for a write to `path` that failed with `err`: the place, the cause, the fix."""
+    cause = _os_error_in(err)
+    if cause is None:
+        return ByolError(f"cannot write {path} ({str(err)[:120] or type(err).__name__}): check the disk has room "
+                         "or choose another place")
+    fix = FIXES.get(cause.errno, "choose another place")
+    return ByolError(f"cannot write {path}: {cause.strerror.lower()}; {fix}")
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_failure(folder, err) from None
+
+
+def temporary_beside(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMPORARY_TAG}", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, not after the work, if a file cannot be created beside `path`."""
+    make_folder(path.parent)
+    try:
+        temporary_beside(path).unlink()
+    except OSError as err:
+        raise write_failure(path, err) from None
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write `path`'s new content to; renamed over `path` when the block
+    ends, removed (and `path` untouched) when it raises. Failed writes become one ByolError."""
+    path = Path(path)
+    make_folder(path.parent)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        temporary = temporary_beside(path)
+    except OSError as err:
+        raise write_failure(path, err) from None
+    try:
+        yield temporary
+        _fsync(temporary)
+        os.replace(temporary, path)
+    except BaseException as err:
+        temporary.unlink(missing_ok=True)
+        if isinstance(err, ByolError) or _os_error_in(err) is None:
+            raise
+        raise write_failure(path, err) from None
+
+
+def write_with(path: str | Path, write: Callable[[Path], Any]) -> None:
+    """`write(temporary)` writes the content; then it replaces `path` (see `replacing`)."""
+    with replacing(path) as temporary:
+        write(temporary)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_with(path, lambda temporary: temporary.write_text(text, errors="backslashreplace"))
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    write_text(path, json.dumps(value, indent=1) + "\n")
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    """torch.save through a Python file, so that a failed write keeps its OSError."""
+    import torch
+
+    def write(temporary: Path) -> None:
+        with temporary.open("wb") as f:
+            torch.save(obj, f)
+
+    write_with(path, write)
+
+
+def own_temporaries(folder: Path) -> list[Path]:
+    """The temporaries a killed write left in `folder` (never another file)."""
+    return [p for p in folder.glob(f".*{TEMPORARY_TAG}*.tmp") if p.is_file()]
+
+
+def marker_kind(folder: Path) -> str | None:
+    try:
+        return (folder / MARKER).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def claim_folder(folder: Path, kind: str, was_ours: Callable[[Path], bool] = lambda _: False) -> None:
+    """Make `folder` byol's `kind` folder: it may be new, empty, already such a folder, or one
+    that `was_ours` recognises (written by an older byol); anything else is the user's, and
+    is refused before anything in it is touched."""
+    if folder.exists() and not folder.is_dir():
+        raise ByolError(f"{folder} is a file, not a folder: choose a new folder for the {kind}")
+    kind_there = marker_kind(folder) if folder.is_dir() else None
+    if kind_there not in (None, kind):
+        raise ByolError(f"{folder} is a byol {kind_there} folder, not a {kind}: choose a new folder")
+    if kind_there is None and folder.is_dir() and any(folder.iterdir()) and not was_ours(folder):
+        raise ByolError(f"{folder} already holds files that byol did not write: choose a new or empty folder "
+                        f"for the {kind} (byol never writes among your own files)")
+    if kind_there is None:
+        write_text(folder / MARKER, f"{kind}\n")
+
+
+def refuse_foreign_file(path: Path, is_ours: Callable[[Path], bool], what: str) -> None:
+    """Refuse to replace an existing file that byol did not write as `what`."""
+    if path.is_dir():
+        raise ByolError(f"{path} is a folder: name a file for the {what}")
+    if path.exists() and not is_ours(path):
+        raise ByolError(f"{path} exists and is not a {what} byol wrote: choose a new name (byol never replaces "
+                        "files it did not write)")
+
+
+def refuse_inside(output: Path, input_: Path, output_flag: str, input_flag: str) -> None:
+    """An output folder may be neither the input folder nor inside it (its files would become input)."""
+    out, source = output.expanduser().resolve(), input_.expanduser().resolve()
+    if out == source or source in out.parents:
+        raise ByolError(f"{output_flag} {output} is inside {input_flag} {input_}: byol would write among the "
+                        f"images it reads; choose an {output_flag} outside it")
