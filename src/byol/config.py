@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -75,45 +77,90 @@ class Config:
     knn_temperature: float = 0.1
 
     def validate(self) -> "Config":
-        checks = [
-            (self.batch_size >= 2, f"batch_size is {self.batch_size}: BatchNorm needs at least 2 images a batch"),
-            (self.accumulate >= 1, f"accumulate is {self.accumulate}: use 1 or more micro-batches per step"),
-            (self.lr > 0, f"lr is {self.lr}: the learning rate must be positive"),
-            (self.weight_decay >= 0, f"weight_decay is {self.weight_decay}: use 0 or more"),
-            (0 <= self.tau_base <= 1, f"tau_base is {self.tau_base}: it must lie in [0, 1]"),
-            (self.epochs > 0, f"epochs is {self.epochs}: train for more than 0 epochs"),
-            (self.steps is None or self.steps >= 1, f"steps is {self.steps}: train for at least 1 step"),
-            (self.minutes is None or self.minutes >= 0, f"minutes is {self.minutes}: give a budget, or 0 for none"),
-            (self.width > 0, f"width is {self.width}: the width multiplier must be positive"),
-            (0 < self.crop_min_scale <= 1, f"crop_min_scale is {self.crop_min_scale}: use a fraction of the area in (0, 1]"),
-            (self.image_size >= 8, f"image_size is {self.image_size}: use 8 pixels or more"),
-            (self.warmup_epochs >= 0, f"warmup_epochs is {self.warmup_epochs}: use 0 or more"),
-            (self.predictor_lr_mult > 0, f"predictor_lr_mult is {self.predictor_lr_mult}: it must be positive"),
-            (self.lars_eta > 0, f"lars_eta is {self.lars_eta}: the trust coefficient must be positive"),
-            (self.knn_k >= 1, f"knn_k is {self.knn_k}: use 1 or more neighbours"),
-            (self.temperature > 0, f"temperature is {self.temperature}: it must be positive"),
-            (self.nt_xent_weight >= 0, f"nt_xent_weight is {self.nt_xent_weight}: use 0 or more"),
-            (self.knn_temperature > 0, f"knn_temperature is {self.knn_temperature}: it must be positive"),
-            (self.optimizer in ("lars", "sgd", "adamw"), f"unknown optimizer {self.optimizer!r}: choose lars, sgd or adamw"),
-            (self.tau_schedule in TAU_SCHEDULES, f"tau_schedule is {self.tau_schedule!r}: choose cosine or constant"),
-            (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision is {self.precision!r}: choose auto, fp32, bf16 or fp16"),
-            (self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be 1 or more"),
-            (self.keep_checkpoints >= 1, f"keep_checkpoints is {self.keep_checkpoints}: keep 1 or more"),
-            (self.nonfinite in ("stop", "skip"), f"nonfinite is {self.nonfinite!r}: choose stop or skip"),
-            (self.collapse_every >= 0, f"collapse_every is {self.collapse_every}: use 0 (off) or more"),
-            (self.threads >= 0, f"threads is {self.threads}: use 0 (torch's default) or more"),
-            (self.workers >= 0, f"workers is {self.workers}: use 0 (load in the training process) or more"),
-            (self.knn_every >= 0, f"knn_every is {self.knn_every}: use 0 (only at the end) or more"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ByolError(f"invalid config: {message}")
+        """Every key against its line of ALLOWED; a key missing there fails every run (KeyError)."""
+        for key in (f.name for f in fields(self)):
+            value, allowed = getattr(self, key), ALLOWED[key]
+            if not allowed.ok(value):
+                raise ByolError(f"invalid config: {key} is {value!r}: {allowed.says}")
         if self.minutes == 0:
             self.minutes = None
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values a config key takes, and what the refusal says about them."""
+
+    ok: Callable[[Any], bool]
+    says: str
+
+
+def number(low: float, high: float, says: str, above: bool = False, none: bool = False) -> Allowed:
+    """A finite number in [low, high] ((low, high] with `above`), or None where `none`."""
+    def ok(value: Any) -> bool:
+        if value is None:
+            return none
+        try:
+            return math.isfinite(value) and (value > low if above else value >= low) and value <= high
+        except OverflowError:  # an int too large for a float
+            return False
+    return Allowed(ok, says)
+
+
+def choice(*names: str) -> Allowed:
+    return Allowed(lambda value: value in names, f"choose {', '.join(names[:-1])} or {names[-1]}")
+
+
+ANY = Allowed(lambda value: True, "")  # booleans: their type is all there is to check
+NAME = Allowed(lambda value: value is None or value.strip() != "", "give a name, not an empty text")
+LARGE = 10**12
+ALLOWED: dict[str, Allowed] = {
+    "data": NAME, "test": NAME, "encoder": NAME, "device": NAME, "method": NAME,  # named things: checked where built
+    "image_size": number(8, 4096, "use 8 to 4096 pixels"),
+    "strict_data": ANY,
+    "augment": choice("cifar", "imagenet", "simclr-cifar", "simclr-imagenet"),
+    "crop_min_scale": number(0, 1, "use a fraction of the area in (0, 1]", above=True),
+    "temperature": number(0, 100, "it must be positive (at most 100)", above=True),
+    "nt_xent_weight": number(0, 1000, "use 0 to 1000"),
+    "width": number(0, 8, "the width multiplier must be positive (at most 8)", above=True),
+    "cifar_stem": ANY,
+    "projector_hidden": number(1, 65536, "use 1 to 65536 units"),
+    "projection_dim": number(1, 65536, "use 1 to 65536 dimensions"),
+    "predictor_hidden": number(1, 65536, "use 1 to 65536 units"),
+    "head_batchnorm": ANY,
+    "epochs": number(0, 1e6, "train for more than 0 epochs (at most 10^6; for a time limit alone, --minutes M "
+                     "with --epochs 1000000)", above=True),
+    "steps": number(1, LARGE, "train for 1 to 10^12 steps, or null for --epochs", none=True),
+    "minutes": number(0, 1e7, "give a budget in minutes, or 0 or null for none", none=True),
+    "batch_size": number(2, 65536, "BatchNorm needs at least 2 images a batch (and at most 65536)"),
+    "accumulate": number(1, 4096, "use 1 to 4096 micro-batches per step"),
+    "optimizer": choice("lars", "sgd", "adamw"),
+    "lr": number(0, 100, "the learning rate must be positive (at most 100)", above=True),
+    "weight_decay": number(0, 1, "use 0 to 1"),
+    "momentum": number(0, 1, "use a momentum in [0, 1]"),
+    "lars_eta": number(0, 1, "the trust coefficient must be positive (at most 1)", above=True),
+    "warmup_epochs": number(0, 1e6, "use 0 or more epochs (at most 10^6)"),
+    "predictor_lr_mult": number(0, 100, "it must be positive (at most 100)", above=True),
+    "tau_base": number(0, 1, "it must lie in [0, 1]"),
+    "tau_schedule": choice(*TAU_SCHEDULES),
+    "precision": choice("auto", "fp32", "bf16", "fp16"),
+    "channels_last": ANY, "compile": ANY, "deterministic": ANY, "sync_batchnorm": ANY, "tensorboard": ANY,
+    "collapse_stop": ANY,
+    "seed": number(0, 2**31 - 1, "use a seed from 0 to 2^31 - 1"),
+    "threads": number(0, 1024, "use 0 (torch's default) to 1024"),
+    "workers": number(0, 256, "use 0 (load in the training process) to 256"),
+    "log_every": number(1, LARGE, "use 1 step or more"),
+    "checkpoint_every": number(1, LARGE, "use 1 step or more"),
+    "keep_checkpoints": number(1, 10**6, "keep 1 or more"),
+    "nonfinite": choice("stop", "skip"),
+    "collapse_every": number(0, LARGE, "use 0 (off) or more steps"),
+    "knn_every": number(0, 10**6, "use 0 (only at the end) or more epochs"),
+    "knn_k": number(1, 10**6, "use 1 or more neighbours"),
+    "knn_temperature": number(0, 100, "it must be positive (at most 100)", above=True),
+}
 
 
 FIELD_TYPES = typing.get_type_hints(Config)
@@ -199,7 +246,11 @@ def resolve(preset: str | None = None, config_file: str | None = None,
         path = Path(config_file)
         if not path.is_file():
             raise ByolError(f"config file {path} does not exist: pass a YAML file of config keys")
-        apply(config, _yaml_mapping(path.read_text(), str(path)), str(path))
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ByolError(f"config file {path} is not text: pass a YAML file of config keys") from None
+        apply(config, _yaml_mapping(text, str(path)), str(path))
     apply(config, overrides or {}, "the command line")
     return config.validate()
 

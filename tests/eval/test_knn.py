@@ -10,8 +10,16 @@ def test_knn_votes_are_weighted_by_exp_similarity_over_temperature():
     labels = torch.tensor([0, 1, 1])
     query = torch.tensor([[1.0, 0.0]])
     scores = knn_predict(bank, labels, query, num_classes=2, k=2, temperature=0.5)
-    # the two nearest: similarity 1 (class 0) and 0.8 (class 1)
-    torch.testing.assert_close(scores, torch.tensor([[torch.exp(torch.tensor(2.0)), torch.exp(torch.tensor(1.6))]]))
+    # the two nearest: similarity 1 (class 0) and 0.8 (class 1); weights exp(s / T) relative to
+    # the nearest one's, exp((0.8 - 1) / 0.5) = exp(-0.4)
+    torch.testing.assert_close(scores, torch.tensor([[1.0, torch.exp(torch.tensor(-0.4)).item()]]))
+
+
+def test_knn_votes_stay_finite_at_a_tiny_temperature():
+    bank = F.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=1)
+    scores = knn_predict(bank, torch.tensor([0, 1, 1]), torch.tensor([[0.9, 0.1]]), num_classes=2, k=3,
+                         temperature=1e-3)  # exp(s / T) alone would be inf for every neighbour
+    assert torch.isfinite(scores).all() and scores.argmax().item() == 0
 
 
 def test_knn_accuracy_is_perfect_on_separated_clusters_and_k_is_capped():

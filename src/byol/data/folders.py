@@ -351,7 +351,7 @@ class CroppedPairs(torch.utils.data.Dataset):
         if img is None:
             return None
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed << 40) + key)
+            torch.manual_seed(((self.seed << 40) + key) % 2**63)  # any seed, any epoch: within torch's range
             return self.crops[0](img), self.crops[1](img)
 
 

@@ -41,6 +41,8 @@ def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
     return torch.pdist(u).pow(2).mul(-t).exp().mean().log().item()
 
 
+MIN_IMAGES = 2  # a spread across inputs, a rank and distinct pairs need two vectors at least
+
 # Collapse lines, from measurements on the cifar10-cpu preset (docs/evaluation.md): a random
 # network sits at proj_std ~ 0.16/sqrt(d) and proj_rank ~ 21; healthy training holds about
 # 0.7/sqrt(d) and 8 (AdamW recipe) or 0.77/sqrt(d) and 37-42 (SGD); runs with a learning rate too high

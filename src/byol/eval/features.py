@@ -67,6 +67,9 @@ def features_and_labels(encoder: nn.Module, data: ImageTensor | ImageFiles, tran
     files = _DecodedInOrder(data, size, batch_size, workers)
     features = extract_features(encoder, files, transform, device=device, desc=desc)
     decoded = torch.cat(files.decoded)
+    if not decoded.any():
+        raise ByolError(f"none of the {len(data.files)} image files under {data.root} could be decoded: check that "
+                        "they are real images (not empty, truncated or of another format)")
     return features[decoded], torch.as_tensor(data.labels)[decoded]
 
 

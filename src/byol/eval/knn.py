@@ -21,7 +21,8 @@ def knn_predict(
         similarity = query_features[start:start + chunk] @ train_features.T
         top_sim, top_idx = similarity.topk(k, dim=1)
         votes = torch.zeros(len(top_sim), num_classes)
-        votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
+        # exp((s - s_max) / T): the same relative weights as exp(s / T), finite at any temperature
+        votes.scatter_add_(1, train_labels[top_idx], ((top_sim - top_sim[:, :1]) / temperature).exp())
         scores.append(votes)
     return torch.cat(scores)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from byol.errors import ByolError
 from byol.eval.knn import topk_accuracy
 from byol.progress import progress
 
@@ -30,6 +31,14 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int = 0) -> tu
         val.append(members[:count])
         fit.append(members[count:])
     return torch.cat(fit).sort().values, torch.cat(val).sort().values
+
+
+def check_probe_labels(labels: torch.Tensor) -> None:
+    """The probe chooses its penalty on held-out images: it needs a class with two or more."""
+    if len(labels) == 0 or torch.bincount(labels).max() < 2:
+        raise ByolError(f"the linear probe needs a class with 2 or more labelled images (one to fit, one to choose "
+                        f"the penalty on), and the training folder has {len(labels)} images, one a class at most: "
+                        "add images")
 
 
 def fit_linear(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float,
@@ -65,6 +74,7 @@ def linear_probe(
 ) -> dict:
     """Test top-1/top-5 in percent, the chosen weight decay and the validation top-1 of each.
     With `desc`, a progress bar counts the L-BFGS fits (one per penalty, then the refit)."""
+    check_probe_labels(train_labels)
     fit_idx, val_idx = stratified_split(train_labels, val_fraction, seed)
     x_fit, x_val = standardise(train_features[fit_idx].to(device), train_features[val_idx].to(device))
     y_fit = train_labels[fit_idx].to(device)

@@ -11,7 +11,7 @@ from byol.errors import ByolError
 from byol.eval.checkpoints import load_run_encoder
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy
-from byol.eval.linear import linear_probe
+from byol.eval.linear import check_probe_labels, linear_probe
 from byol.train.runtime import autocast, autocast_dtype
 
 
@@ -34,6 +34,8 @@ def evaluate(
     encoder, config, checkpoint = load_run_encoder(checkpoint)  # also checks the weights fit
     train_data, test_data = labelled_pair(open_images(train, config.image_size), open_images(test, config.image_size),
                                           train, test)
+    if protocol == "linear":
+        check_probe_labels(torch.as_tensor(train_data.labels))  # before any image is encoded
     transform = run_transform(config)
     networks = {name: encoder if name == "pretrained" else load_run_encoder(checkpoint, random_init=True)[0]
                 for name in encoders}

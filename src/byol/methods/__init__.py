@@ -35,7 +35,7 @@ def build_learner(config: Config) -> Method:
                    head_batchnorm=config.head_batchnorm)
     if kind in (BYOL, BYOLSimCLR):
         # SimSiam's predictor is a bottleneck: hidden = d / 4 (Chen and He 2021, section 3)
-        hidden = config.projection_dim // 4 if config.method == "simsiam" else config.predictor_hidden
+        hidden = max(1, config.projection_dim // 4) if config.method == "simsiam" else config.predictor_hidden
         options["predictor_hidden"] = hidden
     if kind in (SimCLR, BYOLSimCLR):
         options["temperature"] = config.temperature

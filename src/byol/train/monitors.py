@@ -7,8 +7,8 @@ import torch
 from byol.config import Config
 from byol.data import folders
 from byol.data.views import TwoViews
-from byol.errors import CollapseError
-from byol.eval.collapse import CAUSES, alignment, collapse_alarms, effective_rank, normalized_std, uniformity
+from byol.errors import ByolError, CollapseError
+from byol.eval.collapse import CAUSES, MIN_IMAGES, alignment, collapse_alarms, effective_rank, normalized_std, uniformity
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.methods import Method
@@ -81,6 +81,9 @@ class CollapseProbe:
     def sample(cls, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int,
                count: int = 512) -> "CollapseProbe":
         """A probe on `count` images drawn from `images` with `seed`."""
+        if len(images) < MIN_IMAGES:
+            raise ByolError(f"the collapse statistics need {MIN_IMAGES} images or more (a spread and a rank), and "
+                            f"there are {len(images)}: add images")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
         return cls(images[order[:count]], views, device, seed)
 

@@ -319,7 +319,9 @@ class Trainer:
             raise ByolError(f"an epoch of {self.config.data} made no progress ({why}): lower --batch-size or add images")
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if self.monitor and self.config.knn_every and self.epoch % self.config.knn_every == 0:
-            self._log_knn(self.evaluate(), self.epoch)
+            knn = self._knn_or_reason()
+            if isinstance(knn, dict):
+                self._log_knn(knn, self.epoch)
         self._agree()
         self.save()
 
@@ -414,17 +416,25 @@ class Trainer:
         self.window_images = 0
         return knn
 
-    def _final_knn(self, result: dict) -> None:
-        """The finished run's k-NN, into `result` and knn.json; when the evaluation cannot run,
-        the reason goes into `result` instead, and the run still ends finished."""
+    def _knn_or_reason(self) -> dict[str, float] | str:
+        """k-NN, or why it cannot run on these folders (then the run goes on, and ends, without it)."""
         try:
-            result["knn"] = self.evaluate()
+            return self.evaluate()
         except ByolError as err:
-            result["knn_error"] = str(err)
-            note(f"the run is finished and its encoder written, but its final k-NN could not run: {err}")
+            self.monitor = None
+            note(f"k-NN left out of this run: {err}")
+            return str(err)
+
+    def _final_knn(self, result: dict) -> None:
+        """The finished run's k-NN, into `result` and knn.json, or the reason it could not run
+        into `result`: the run ends finished either way."""
+        knn = self._knn_or_reason()
+        if isinstance(knn, str):
+            result["knn_error"] = knn
             return
-        self._log_knn(result["knn"], result["epochs"])
-        write_json(self.out / "knn.json", result["knn"])
+        result["knn"] = knn
+        self._log_knn(knn, result["epochs"])
+        write_json(self.out / "knn.json", knn)
 
     def _log_knn(self, knn: dict[str, float], epoch: float) -> None:
         self._log(dict(step=self.step_count, epoch=epoch, time_s=round(self.train_seconds, 2),
