@@ -1,14 +1,21 @@
 """Every subcommand, given what a new user might type: exit code 2, one line, no traceback."""
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
+from safetensors.torch import load_file
 
 import byol
 from byol.cli import main
+from byol.config import Config
 from byol.errors import ByolError
 
 
@@ -23,7 +30,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bad")
     made = {"notes": root / "notes.txt", "random": root / "random.pt", "json": root / "data.json",
             "empty": root / "empty.pt", "photo": root / "photo.pt", "code": root / "code.pt",
-            "images": root / "images", "missing": root / "missing", "card": root / "enc.safetensors"}
+            "images": root / "images", "missing": root / "missing", "card": root / "enc.safetensors",
+            "binary": root / "binary.yaml"}
+    made["binary"].write_bytes(bytes(range(256)))
     made["notes"].write_text("some notes, not a checkpoint\n")
     made["random"].write_bytes(torch.Generator().manual_seed(0).seed().to_bytes(8, "little") * 40)
     made["json"].write_text(json.dumps({"step": 3}))
@@ -52,6 +61,17 @@ CASES = [  # (argv with {name} for the files above and {out} for a fresh path, w
     (["pretrain", "--data", "{notes}", "--out", "{out}"], "is not a folder: pass a folder of images"),
     (["pretrain", "--data", "{images}", "--out", "{out}", "--batch-size", "abc"], "argument --batch-size: invalid int"),
     (["pretrain", "--resume", "{missing}"], "is not a run folder (no config.yaml)"),
+    (["pretrain", "--data", "{images}", "--out", "{out}", "--width", "inf"], "width is inf: the width multiplier"),
+    (["pretrain", "--data", "{images}", "--out", "{out}", "--epochs", "inf"], "for a time limit alone, --minutes M"),
+    (["pretrain", "--data", "{images}", "--out", "{out}", "--seed", "-1"], "seed is -1: use a seed from 0"),
+    (["pretrain", "--data", "{images}", "--out", "{out}", "--set", "projection_dim=0"], "projection_dim is 0: use 1"),
+    (["pretrain", "--data", "{images}", "--out", "{out}", "--config", "{binary}"], "is not text: pass a YAML file"),
+    (["pretrain", "--data", "{images}", "--out", "{notes}"], "is a file, not a folder"),
+    (["pretrain", "--data", "{images}", "--out", "{images}"], "is inside --data"),
+    (["report", "{images}", "--out", "{notes}"], "it is not a byol run folder"),
+    (["export", "--checkpoint", "{code}", "--out", "{notes}.pt"], "refused to load"),
+    (["export", "--checkpoint", "{empty}", "--out", "{json}.pt"], "is empty, not a checkpoint"),
+    (["embed", "--checkpoint", "{card}", "--data", "{images}", "--out", "{images}.npy"], "is not a byol encoder card"),
     (["compare", "--data", "{images}", "--test", "{images}", "--out", "{out}", "--methods", "nope"], "unknown method 'nope'"),
     (["compare", "--data", "{images}", "--test", "{images}", "--out", "{out}", "--methods", "byol", "--seeds", "a"],
      "give whole numbers separated by commas"),
@@ -110,3 +130,42 @@ def test_load_encoder_refuses_what_is_not_an_encoder_with_one_line(files, name):
     with pytest.raises(ByolError) as refused:
         byol.load_encoder(files[name])
     assert len(str(refused.value).splitlines()) == 1
+
+
+EXTREMES = [0, -1, 1, 10**12, 1e300, float("inf"), float("-inf"), float("nan"), "x", "", None, True, [1]]
+STEP = ["--width", "0.0625", "--batch-size", "16", "--set", "image_size=16", "--set", "projector_hidden=16",
+        "--set", "predictor_hidden=16", "--set", "projection_dim=8", "--set", "log_every=1", "--set", "steps=1",
+        "--set", "minutes=0.05", "--set", "collapse_every=1", "--set", "tensorboard=false", "--set", "workers=0"]
+# compile=true waits about a minute for the compiler: tests/train/test_training.py runs it
+STEP_KEYS = [f.name for f in dataclasses.fields(Config) if f.name != "compile"]
+tried = []  # (key, value, exit code) of every run, for a count
+
+
+def _as_yaml(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).split("\n...")[0].strip()
+
+
+@pytest.mark.parametrize("key", STEP_KEYS)
+@settings(max_examples=len(EXTREMES), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(value=st.sampled_from(EXTREMES))
+def test_an_extreme_value_of_any_key_is_refused_in_one_line_or_trains_a_finite_step(
+        key, value, small_folders, tmp_path_factory, capsys):
+    out = tmp_path_factory.mktemp("extreme") / "run"
+    train, test = map(str, small_folders)
+    code = main(["pretrain", "--data", train, "--test", test, "--out", str(out), *STEP,
+                 "--set", f"{key}={_as_yaml(value)}"])
+    tried.append((key, value, code))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if code == 2:
+        errors = [line for line in err.splitlines() if line.startswith("byol: error: ")]
+        assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err
+        return
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] >= 1
+    weights = load_file(str(out / "encoder.safetensors"))
+    assert all(torch.isfinite(w.float()).all() for w in weights.values()), (key, value)
+    losses = [json.loads(line).get("loss") for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(loss) for loss in losses if loss is not None), (key, value)

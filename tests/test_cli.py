@@ -192,7 +192,7 @@ def error_of(capsys, argv) -> str:
     (["--lr", "-0.1"], "the learning rate must be positive"),
     (["--tau-base", "1.5"], "it must lie in [0, 1]"),
     (["--set", "epochs=ten"], "config key 'epochs' must be float, got 'ten'"),
-    (["--optimizer", "adam"], "unknown optimizer 'adam'"),
+    (["--optimizer", "adam"], "optimizer is 'adam': choose lars, sgd or adamw"),
 ])
 def test_bad_settings_get_one_line_errors(capsys, small_folders, tmp_path, extra, message):
     err = error_of(capsys, ["pretrain", "--data", str(small_folders[0]), "--out", str(tmp_path / "r"), *TINY, *extra])

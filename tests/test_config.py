@@ -1,7 +1,14 @@
-import pytest
+import math
+from dataclasses import fields
 
-from byol.config import parse_override, resolve
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from byol.config import Config, parse_override, resolve
 from byol.errors import ByolError
+
+KEYS = [f.name for f in fields(Config)]
 
 
 def test_scientific_notation_without_a_decimal_point_is_a_number():
@@ -29,3 +36,26 @@ def test_every_shipped_preset_resolves_to_a_valid_config():
     assert {"cifar10-cpu", "cifar10-resnet18", "imagenet-resnet50", "stl10-resnet18"} <= set(preset_names())
     for name in preset_names():
         resolve(preset=name)
+
+
+def test_every_key_has_a_line_in_the_table_of_allowed_values():
+    from byol.config import ALLOWED
+
+    assert {f.name for f in fields(Config)} == set(ALLOWED)
+
+
+def _number_or_none_is_finite(value) -> bool:
+    return value is None or isinstance(value, (bool, str)) or math.isfinite(value)
+
+
+@settings(max_examples=1500, deadline=None, derandomize=True)
+@given(key=st.sampled_from(KEYS), value=st.one_of(
+    st.integers(), st.floats(), st.text(max_size=8), st.booleans(), st.none(),
+    st.sampled_from([0, -1, 10**12, 10**400, 1e300, float("inf"), float("-inf"), float("nan"), "", [1], {"a": 1}])))
+def test_any_value_of_any_key_is_refused_in_one_line_or_resolves_to_finite_settings(key, value):
+    try:
+        config = resolve(overrides={key: value})
+    except ByolError as refusal:
+        assert len(str(refusal).splitlines()) == 1 and key in str(refusal)
+        return
+    assert all(_number_or_none_is_finite(v) for v in config.to_dict().values())

@@ -180,7 +180,7 @@ def _coerce(key: str, value: Any) -> Any:
             pass
     for kind in allowed:
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return float(value) if abs(value) < 1e308 else (math.inf if value > 0 else -math.inf)  # out of range
         if kind is not float and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
             return value
     names = " or ".join("null" if k is type(None) else k.__name__ for k in allowed)

@@ -244,3 +244,16 @@ def assert_tensorboard_matches_the_metrics(out):
 
 def test_tensorboard_gets_the_scalars_of_metrics_jsonl(reference):
     assert_tensorboard_matches_the_metrics(reference)
+
+
+def test_a_kill_before_checkpoint_pt_is_linked_resumes_from_the_newest_history_file(small_folders, tmp_path,
+                                                                                      capsys):
+    out = tmp_path / "run"
+    config = tiny_config(small_folders[0])
+    first = pretrain(config, out)
+    (out / "summary.json").unlink()
+    (out / "checkpoint.pt").unlink()  # killed between writing checkpoints/step-N.pt and linking it
+    capsys.readouterr()
+    again = pretrain(config, out)
+    assert f"resuming {out} at step {first['steps']}" in capsys.readouterr().err  # not retrained from scratch
+    assert again["steps"] == first["steps"]

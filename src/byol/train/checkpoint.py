@@ -40,6 +40,15 @@ def save_with_history(obj: Any, latest: Path, history: Path, keep: int) -> Path:
     return history
 
 
+def last_checkpoint(run: Path) -> Path | None:
+    """RUN/checkpoint.pt, or the newest of RUN/checkpoints/ when a kill came between writing
+    it and linking checkpoint.pt to it; None when the run has none."""
+    if (run / CHECKPOINT).exists():
+        return run / CHECKPOINT
+    history = sorted((run / HISTORY).glob(HISTORY_PATTERN))
+    return history[-1] if history else None
+
+
 def _reason(err: BaseException) -> str:
     """The line of an exception's message that says what is wrong, short."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

@@ -33,7 +33,8 @@ from byol.progress import note, progress
 from byol.train import distributed
 from byol.train.batches import TrainData, load_train_data
 from byol.train.budget import Budget
-from byol.train.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, history_name, safe_load, save_with_history
+from byol.train.checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, history_name, last_checkpoint, safe_load,
+                                   save_with_history)
 from byol.train.lock import run_folder_lock
 from byol.train.logbook import Logbook
 from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
@@ -84,18 +85,19 @@ class LossWatch:
 def open_run(config: Config, out: Path, resume: bool) -> dict | None:
     """The checkpoint to continue from, or None for a new run. A finished run, a run of
     another config, or (without `resume`) any existing run is refused."""
-    if not (out / CHECKPOINT).exists():
+    latest = last_checkpoint(out)
+    if latest is None:
         return None
     if not resume:
         raise ByolError(f"{out} already holds a run (its {CHECKPOINT}): resume it (without --no-resume) "
                         "or choose a new --out folder")
     if (out / SUMMARY).exists():
         raise ByolError(f"{out} holds a finished run (its {SUMMARY}): choose a new --out folder")
-    checkpoint = safe_load(out / CHECKPOINT)
+    checkpoint = safe_load(latest)
     resumable = (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT
                  and "reached" in checkpoint.get("budget", {}))
     if not resumable:
-        raise ByolError(f"{out / CHECKPOINT} cannot be resumed (not a byol checkpoint, or one written by an older "
+        raise ByolError(f"{latest} cannot be resumed (not a byol checkpoint, or one written by an older "
                         "byol): choose a new --out folder")
     saved = checkpoint["config"]
     changed = [f"{k} (run: {saved.get(k)!r}, now: {v!r})" for k, v in config.to_dict().items()
