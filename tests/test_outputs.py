@@ -203,3 +203,18 @@ def test_a_run_cleans_only_the_temporaries_and_checkpoints_it_wrote(small_folder
     assert all((out / name).read_bytes() == content for name, content in theirs.items())
     assert not ours.exists()
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*.pt")) == ["step-00000003.pt"]
+
+
+def test_a_run_whose_test_images_do_not_decode_ends_finished_with_the_reason(small_folders, tmp_path, capsys):
+    test = tmp_path / "broken"
+    for name in ("checks", "disc", "horizontal", "vertical"):
+        (test / name).mkdir(parents=True)
+        (test / name / "0.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", str(small_folders[0]), "--test", str(test), "--out", str(out), *TINY_RUN,
+            "--set", "steps=2", "--set", "image_size=96", "--set", "workers=0"]  # 96 px: the test images stream
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and "none of the 4 image files" in summary["knn_error"]
+    assert (out / "encoder.safetensors").exists() and not (out / "knn.json").exists()
+    assert "holds a finished run" in refused(["pretrain", "--resume", str(out)], capsys)

@@ -8,7 +8,8 @@ from byol.config import Config
 from byol.data import folders
 from byol.data.views import TwoViews
 from byol.errors import ByolError, CollapseError
-from byol.eval.collapse import CAUSES, MIN_IMAGES, alignment, collapse_alarms, effective_rank, normalized_std, uniformity
+from byol.eval.collapse import (CAUSES, MIN_IMAGES, alignment, collapse_alarms, effective_rank, normalized_std,
+                                 uniformity)
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.methods import Method

@@ -157,6 +157,7 @@ class Trainer:
         self.step_count = self.epoch = self.batch_in_epoch = self.skipped_steps = 0
         self.train_seconds, metrics_bytes = 0.0, 0
         self.lr = self.tau = self.saved_at = None
+        self.knn_error: str | None = None  # why k-NN could not run on these folders, once it could not
         if checkpoint is not None:
             metrics_bytes = self.restore(checkpoint)
         self.model = self._loss_module()
@@ -419,24 +420,14 @@ class Trainer:
         return knn
 
     def _knn_or_reason(self) -> dict[str, float] | str:
-        """k-NN, or why it cannot run on these folders (then the run goes on, and ends, without it)."""
+        """k-NN, or why it cannot run on these folders: then the run goes on, and ends finished,
+        without it, and its summary gives the reason."""
         try:
             return self.evaluate()
         except ByolError as err:
-            self.monitor = None
+            self.monitor, self.knn_error = None, str(err)
             note(f"k-NN left out of this run: {err}")
-            return str(err)
-
-    def _final_knn(self, result: dict) -> None:
-        """The finished run's k-NN, into `result` and knn.json, or the reason it could not run
-        into `result`: the run ends finished either way."""
-        knn = self._knn_or_reason()
-        if isinstance(knn, str):
-            result["knn_error"] = knn
-            return
-        result["knn"] = knn
-        self._log_knn(knn, result["epochs"])
-        write_json(self.out / "knn.json", knn)
+            return self.knn_error
 
     def _log_knn(self, knn: dict[str, float], epoch: float) -> None:
         self._log(dict(step=self.step_count, epoch=epoch, time_s=round(self.train_seconds, 2),
@@ -454,8 +445,13 @@ class Trainer:
             return result
         encoder = {k: v.contiguous() for k, v in self.learner.encoder.state_dict().items()}
         write_with(self.out / ENCODER, lambda temporary: save_file(encoder, str(temporary)))
-        if self.monitor:
-            self._final_knn(result)
+        knn = self._knn_or_reason() if self.monitor else None
+        if isinstance(knn, dict):
+            result["knn"] = knn
+            self._log_knn(knn, result["epochs"])
+            write_json(self.out / "knn.json", knn)
+        if self.knn_error:
+            result["knn_error"] = self.knn_error
         self.logbook.close()
         write_json(self.out / SUMMARY, result)
         return result
