@@ -18,13 +18,13 @@ import torch
 
 from byol.config import Config
 from byol.errors import ByolError
-from byol.files import claim_folder, refuse_inside, write_json, write_text
+from byol.files import claim_folder, write_json, write_text
 from byol.eval.inspect import inspect_checkpoint
 from byol.eval.protocols import evaluate
 from byol.methods import METHODS
 from byol.progress import note
 from byol.report.page import write_report
-from byol.train.trainer import pretrain
+from byol.train.trainer import pretrain, refuse_out_inside_inputs
 
 REFERENCE = "byol"
 RANDOM = "random encoder"
@@ -60,9 +60,7 @@ def compare(config: Config, methods: list[str], seeds: list[int], out: Path, lin
         raise ByolError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
     if not config.data or not config.test:
         raise ByolError("compare needs labelled --data (k-NN bank, linear training split) and --test folders")
-    for flag, folder in (("--data", config.data), ("--test", config.test)):
-        if Path(folder).expanduser().is_dir():
-            refuse_inside(out, Path(folder), "--out", flag)
+    refuse_out_inside_inputs(config, out)
     claim_folder(out, "compare", was_ours=_was_a_comparison)
     for notice in notices:
         note(notice)

@@ -108,6 +108,13 @@ def open_run(config: Config, out: Path, resume: bool) -> dict | None:
     return checkpoint
 
 
+def refuse_out_inside_inputs(config: Config, out: Path) -> None:
+    """An output folder inside --data or --test would put byol's files among the images it reads."""
+    for flag, folder in (("--data", config.data), ("--test", config.test)):
+        if folder and Path(folder).expanduser().is_dir():
+            refuse_inside(out, Path(folder), "--out", flag)
+
+
 def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[str] = ()) -> dict:
     """Run pretraining as `config` says and write everything to `out`; a run folder that holds
     an unfinished run is continued (unless `resume` is False). `notices` are printed once the
@@ -115,9 +122,7 @@ def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[s
     if not config.data:
         raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
     out = Path(out)
-    for flag, folder in (("--data", config.data), ("--test", config.test)):
-        if folder and Path(folder).expanduser().is_dir():
-            refuse_inside(out, Path(folder), "--out", flag)
+    refuse_out_inside_inputs(config, out)
     device = distributed.setup(config.device)
     try:
         with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
