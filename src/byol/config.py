@@ -78,10 +78,7 @@ class Config:
 
     def validate(self) -> "Config":
         """Every key against its line of ALLOWED; a key missing there fails every run (KeyError)."""
-        for key in (f.name for f in fields(self)):
-            value, allowed = getattr(self, key), ALLOWED[key]
-            if not allowed.ok(value):
-                raise ByolError(f"invalid config: {key} is {value!r}: {allowed.says}")
+        check(self, ALLOWED, "config")
         if self.minutes == 0:
             self.minutes = None
         return self
@@ -112,6 +109,15 @@ def number(low: float, high: float, says: str, above: bool = False, none: bool =
 
 def choice(*names: str) -> Allowed:
     return Allowed(lambda value: value in names, f"choose {', '.join(names[:-1])} or {names[-1]}")
+
+
+def check(settings: Any, table: dict[str, Allowed], what: str) -> None:
+    """Every field of a settings dataclass against its line of `table`; the first that is out
+    of range is one line naming the key, the value and the range."""
+    for key in (f.name for f in fields(settings)):
+        value, allowed = getattr(settings, key), table[key]
+        if not allowed.ok(value):
+            raise ByolError(f"invalid {what}: {key} is {value!r}: {allowed.says}")
 
 
 ANY = Allowed(lambda value: True, "")  # booleans: their type is all there is to check
@@ -163,13 +169,9 @@ ALLOWED: dict[str, Allowed] = {
 }
 
 
-FIELD_TYPES = typing.get_type_hints(Config)
-
-
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(key: str, value: Any, expected: Any) -> Any:
     """Check one value against the field's type; ints are accepted for floats, and so is
     a string like 1e-5, which YAML 1.1 (PyYAML) reads as text for want of a decimal point."""
-    expected = FIELD_TYPES[key]
     allowed = typing.get_args(expected) or (expected,)
     if value is None and type(None) in allowed:
         return None
@@ -187,15 +189,17 @@ def _coerce(key: str, value: Any) -> Any:
     raise ByolError(f"config key {key!r} must be {names}, got {value!r}")
 
 
-def apply(config: Config, values: dict[str, Any], source: str) -> Config:
-    """Override `config` with `values`, refusing unknown keys with a suggestion."""
-    known = [f.name for f in fields(Config)]
+def apply(config: Any, values: dict[str, Any], source: str,
+          listing: str = "`byol presets show cifar10-cpu` lists every key") -> Any:
+    """Override the settings dataclass `config` with `values`, refusing unknown keys with a
+    suggestion (or where `listing` says every key is)."""
+    types = typing.get_type_hints(type(config))
     for key, value in values.items():
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "`byol presets show cifar10-cpu` lists every key"
-            raise ByolError(f"unknown config key {key!r} in {source}: {hint}")
-        setattr(config, key, _coerce(key, value))
+        if key not in types:
+            close = difflib.get_close_matches(key, list(types), n=1)
+            raise ByolError(f"unknown config key {key!r} in {source}: "
+                            f"{f'did you mean {close[0]!r}?' if close else listing}")
+        setattr(config, key, _coerce(key, value, types[key]))
     return config
 
 
