@@ -1,0 +1,89 @@
+"""Which labelled images a classifier learns from: a class-balanced subset, reproducible from a seed.
+
+The semi-supervised protocol of the BYOL paper (Grill et al. 2020, section 4.2) fine-tunes on
+1% or 10% of ImageNet's labels, taken class-balanced; SimCLR published its subset lists,
+one file name a line. `--labels` takes either: a share of each class (`1%`), a number of
+images a class (`50`), or such a list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from byol.data.folders import ImageFiles
+from byol.errors import ByolError
+
+LabelSpec = float | int | Path | None  # a share of each class, images a class, a list file, or all
+
+
+def parse_label_spec(text: str | None) -> LabelSpec:
+    """`--labels` as a share of each class (`1%`), images a class (`50`), a list file, or None (all)."""
+    if text is None or text == "all":
+        return None
+    if text.endswith("%"):
+        try:
+            share = float(text[:-1]) / 100
+        except ValueError:
+            share = float("nan")
+        if not 0 < share <= 1:
+            raise ByolError(f"--labels {text}: give a share of each class above 0% and at most 100%, e.g. 1% or 10%")
+        return share
+    if text.isdigit():
+        if int(text) < 1:
+            raise ByolError(f"--labels {text}: use 1 or more images a class")
+        return int(text)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ByolError(f"--labels {text}: not a share (10%), a number of images a class (50), nor an existing "
+                        "list file (one image path a line)")
+    return path
+
+
+def choose_labelled(listing: ImageFiles, spec: LabelSpec, seed: int) -> list[int]:
+    """Indices into `listing` of the images whose labels may be used, in listing order."""
+    if isinstance(spec, Path):
+        return listed_images(listing, spec)
+    labels = torch.as_tensor(listing.labels)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label, name in enumerate(listing.classes):
+        members = (labels == label).nonzero().flatten()
+        if spec is None:
+            count = len(members)
+        elif isinstance(spec, float):
+            count = max(1, round(spec * len(members)))
+        elif spec > len(members):
+            raise ByolError(f"--labels {spec}: class {name!r} has only {len(members)} images; ask for at most "
+                            f"{int(torch.bincount(labels[labels >= 0]).min())} a class, or a share such as 10%")
+        else:
+            count = spec
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return sorted(torch.cat(chosen).tolist())
+
+
+def listed_images(listing: ImageFiles, list_file: Path) -> list[int]:
+    """The images a list file names, one a line: a path relative to the labelled folder, or a
+    bare file name where it is unique there (as the published ImageNet subset lists give them)."""
+    by_path = {p.relative_to(listing.root).as_posix(): i for i, p in enumerate(listing.files)}
+    by_name: dict[str, int | None] = {}
+    for i, p in enumerate(listing.files):
+        by_name[p.name] = None if p.name in by_name else i  # None: the name is not unique
+    try:
+        lines = list_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ByolError(f"--labels {list_file} cannot be read as text ({err}): give a list of image paths") from None
+    names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    found = [by_path.get(name, by_name.get(name)) for name in names]
+    missing = [name for name, index in zip(names, found) if index is None]
+    if not names or missing:
+        example = f" (e.g. {missing[0]!r})" if missing else ""
+        raise ByolError(f"--labels {list_file}: {len(missing) if names else 'no'} listed images are not found, or "
+                        f"not unique by name, under {listing.root}{example}: list paths relative to that folder")
+    return sorted(set(found))
+
+
+def labels_text(listing: ImageFiles, chosen: list[int]) -> str:
+    """The chosen images as a list file (paths relative to the labelled folder): `--labels` reads it back."""
+    return "".join(f"{listing.files[i].relative_to(listing.root).as_posix()}\n" for i in chosen)
