@@ -12,6 +12,7 @@ _WHERE = {  # public name -> the module that defines it
     "FolderBatches": "byol.data.folders",
     "TwoViews": "byol.data.views", "ViewSpec": "byol.data.views", "view_specs": "byol.data.views",
     "load_encoder": "byol.export",
+    "load_classifier": "byol.classifier",
     "byol_loss": "byol.losses", "nt_xent": "byol.losses", "regression_loss": "byol.losses",
     "BYOL": "byol.methods.byol", "ema_update": "byol.methods.byol",
     "SimCLR": "byol.methods.simclr",

@@ -1,4 +1,5 @@
-"""The `byol` command: pretrain, compare, eval (knn, linear), inspect, report, export, embed, presets.
+"""The `byol` command: pretrain, compare, eval (knn, linear), finetune, predict, inspect, report, export,
+embed, presets.
 
 Problems the user can fix (ByolError) print one line and exit with code 2.
 """
@@ -112,6 +113,36 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
             q.add_argument("--temperature", type=float, help="vote temperature (default: the run's, 0.1)")
 
 
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a pretrained encoder and a new head on a few labels (a classifier)")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt or exported encoder")
+    p.add_argument("--train", required=True, help="labelled folder (one sub-folder of images per class)")
+    p.add_argument("--test", required=True, help="labelled folder with the same classes, scored once at the end")
+    p.add_argument("--out", required=True, type=Path, help="classifier folder to write (model, card, labels.txt, "
+                   "finetune.json)")
+    p.add_argument("--labels", help="the labels to use: a share of each class (1%%, 10%%), images a class (50), or a "
+                   "list file of image paths (e.g. an earlier labels.txt); default: all")
+    p.add_argument("--baseline", action="store_true", help="also fine-tune the same architecture from random init")
+    p.add_argument("--epochs", type=int, help="length of the cosine schedule; the run stops after the epoch chosen on "
+                   "validation (default: 30)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the labelled subset and seeds training (default: 0)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any fine-tuning setting: epochs, batch_size, lr (default: chosen on validation), "
+                   "head_lr_mult, momentum, weight_decay, crop_min_scale, val_fraction, precision, workers")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="label every image of a folder with a fine-tuned classifier, as a CSV table")
+    p.add_argument("--model", required=True, type=Path, help="the --out folder of byol finetune")
+    p.add_argument("--data", required=True, type=Path, help="folder of images, any size, any layout")
+    p.add_argument("--out", required=True, type=Path, help="FILE.csv: file, label, score (and top5 with 5 or more "
+                   "classes)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    p.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="collapse statistics of a checkpoint on a folder of images")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
@@ -130,8 +161,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="the online encoder as safetensors or a state_dict, with a JSON card")
-    p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
+    p = sub.add_parser("export", help="the online encoder (or a fine-tuned classifier) as safetensors or a state_dict, "
+                       "with a JSON card")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt, or a byol finetune folder")
     p.add_argument("--out", required=True, type=Path, help="FILE.safetensors or FILE.pt (the card: FILE.json)")
 
 
@@ -164,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(sub)
     _add_compare(sub)
     _add_eval(sub)
+    _add_finetune(sub)
+    _add_predict(sub)
     _add_inspect(sub)
     _add_report(sub)
     _add_export(sub)
@@ -237,6 +271,38 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_finetune(args: argparse.Namespace) -> int:
+    from byol.classifier import finetune_folder
+    from byol.eval.finetune import finetune_settings
+    from byol.train.runtime import pick_device
+
+    overrides = dict(cfg.parse_override(text) for text in args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    settings = finetune_settings(overrides)
+    result = finetune_folder(args.checkpoint, args.train, args.test, args.out, args.labels, settings,
+                             pick_device(args.device), args.seed, args.baseline)
+    print(json.dumps(result), flush=True)
+    line = (f"fine-tuned on {result['labels']} labelled images, top-1 on {args.test}: pretrained "
+            f"{result['pretrained']['top1']:.2f}%, linear probe {result['linear']['top1']:.2f}%")
+    if args.baseline:
+        line += f", random init {result['random_init']['top1']:.2f}% ({result['gain_top1']:+.2f} points)"
+    print(line, file=sys.stderr)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from byol.classifier import predict_folder
+    from byol.train.runtime import pick_device
+
+    result = predict_folder(args.model, args.data, args.out, args.batch_size, args.workers, pick_device(args.device))
+    print(json.dumps(result))
+    if result["undecodable"]:
+        print(f"{result['undecodable']} of {result['images']} files could not be decoded: their label in {args.out} "
+              "is empty", file=sys.stderr)
+    return 0
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     from byol.eval.collapse import CAUSES
     from byol.eval.inspect import inspect_checkpoint
@@ -263,9 +329,11 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from byol.classifier import export_classifier, is_classifier
     from byol.export import export_encoder
 
-    print(json.dumps(export_encoder(args.checkpoint, args.out)))
+    export = export_classifier if is_classifier(args.checkpoint) else export_encoder
+    print(json.dumps(export(args.checkpoint, args.out)))
     return 0
 
 
@@ -290,7 +358,8 @@ def run_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": run_pretrain, "compare": run_compare, "eval": run_eval, "inspect": run_inspect,
+COMMANDS = {"pretrain": run_pretrain, "compare": run_compare, "eval": run_eval, "finetune": run_finetune,
+            "predict": run_predict, "inspect": run_inspect,
             "report": run_report, "export": run_export, "embed": run_embed, "presets": run_presets}
 
 

@@ -25,6 +25,7 @@ from byol.files import refuse_foreign_file, replacing, save_torch, write_json, w
 from byol.train.checkpoint import CHECKPOINT_FORMAT, safe_load
 
 CARD_FORMAT = "byol-encoder-1"
+CLASSIFIER_FORMAT = "byol-classifier-1"  # a fine-tuned encoder with its head (byol.classifier)
 WEIGHT_SUFFIXES = (".safetensors", ".pt")
 
 
@@ -32,10 +33,16 @@ def card_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
-def _torchvision_recipe(card: dict) -> str:
+def torchvision_recipe(card: dict) -> str:
+    """How the weights load into torchvision's model: its `fc` removed for an encoder, sized to
+    the classes for a classifier."""
+    loader = "byol.load_classifier" if "classes" in card else "byol.load_encoder"
     if card["width"] != 1.0:
-        return f"width {card['width']} has no torchvision counterpart: load it with byol.load_encoder"
-    recipe = f"model = torchvision.models.{card['architecture']}(); model.fc = torch.nn.Identity()"
+        return f"width {card['width']} has no torchvision counterpart: load it with {loader}"
+    if "classes" in card:
+        recipe = f"model = torchvision.models.{card['architecture']}(num_classes={len(card['classes'])})"
+    else:
+        recipe = f"model = torchvision.models.{card['architecture']}(); model.fc = torch.nn.Identity()"
     if card["cifar_stem"]:
         recipe += ("; model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); "
                    "model.maxpool = torch.nn.Identity()")
@@ -47,13 +54,13 @@ def _card(encoder: nn.Module, config: Config) -> dict:
     card = dict(format=CARD_FORMAT, architecture=config.encoder, width=config.width, cifar_stem=config.cifar_stem,
                 input_size=config.image_size, feature_dim=encoder.feature_dim, mean=list(spec.mean),
                 std=list(spec.std), method=config.method)
-    return dict(card, torchvision=_torchvision_recipe(card))
+    return dict(card, torchvision=torchvision_recipe(card))
 
 
-def _is_export(weights: Path) -> bool:
-    """Whether `weights` is an encoder byol exported (its card beside it says so)."""
+def is_export(weights: Path) -> bool:
+    """Whether `weights` is an encoder or a classifier byol exported (its card beside it says so)."""
     try:
-        return json.loads(card_path(weights).read_text()).get("format") == CARD_FORMAT
+        return json.loads(card_path(weights).read_text()).get("format") in (CARD_FORMAT, CLASSIFIER_FORMAT)
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -63,8 +70,8 @@ def export_encoder(checkpoint: Path, out: Path) -> dict:
     an existing `out` is replaced only if it is an earlier export."""
     if out.suffix not in WEIGHT_SUFFIXES:
         raise ByolError(f"--out {out}: name the file .safetensors (default choice) or .pt (a torch state_dict)")
-    refuse_foreign_file(out, _is_export, "encoder export")
-    refuse_foreign_file(card_path(out), lambda card: _is_export(out), "encoder card")
+    refuse_foreign_file(out, is_export, "encoder export")
+    refuse_foreign_file(card_path(out), lambda card: is_export(out), "encoder card")
     encoder, config, source = load_run_encoder(checkpoint)
     card = dict(_card(encoder, config), source=str(source), step=safe_load(source).get("step"))
     weights = {k: v.contiguous() for k, v in encoder.state_dict().items()}
@@ -90,12 +97,12 @@ def _read_card(weights: Path) -> dict:
     return card
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own error type for a damaged file
-        raise ByolError(f"{path} is not a readable safetensors file ({str(err)[:120]}): export the encoder "
-                        "again with `byol export`") from None
+        raise ByolError(f"{path} is not a readable safetensors file ({str(err)[:120]}): write it again with the "
+                        "byol command that made it") from None
 
 
 def _is_run(path: Path) -> bool:
@@ -119,7 +126,7 @@ def load_encoder_and_card(path: str | Path) -> tuple[nn.Module, dict]:
     card = _read_card(path)
     with torch.random.fork_rng(devices=[]):  # initialising draws nothing from the caller's stream
         encoder = build_encoder(card["architecture"], card["width"], card["cifar_stem"])
-    weights = _load_safetensors(path) if path.suffix == ".safetensors" else safe_load(path)
+    weights = read_safetensors(path) if path.suffix == ".safetensors" else safe_load(path)
     load_weights(encoder, weights, path)
     return encoder.eval(), card
 

@@ -57,6 +57,16 @@ class _DecodedInOrder:
             yield images
 
 
+def decode_in_order(listing: ImageFiles, size: int, batch_size: int = 256, workers: int = 2) -> ImageTensor:
+    """The files of `listing` decoded into memory at size x size (the ones that decode), with
+    their labels; what does not decode is named in `skipped`."""
+    files = _DecodedInOrder(listing, size, batch_size, workers)
+    images = torch.cat(list(files))
+    decoded = torch.cat(files.decoded)
+    skipped = [str(path) for path, ok in zip(listing.files, decoded.tolist()) if not ok]
+    return ImageTensor(images[decoded], torch.as_tensor(listing.labels)[decoded], listing.classes, skipped)
+
+
 def features_and_labels(encoder: nn.Module, data: ImageTensor | ImageFiles, transform: Callable, size: int,
                         device: torch.device | str = "cpu", desc: str | None = None, batch_size: int = 256,
                         workers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:

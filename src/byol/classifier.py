@@ -1,0 +1,189 @@
+"""A model for your few labels: fine-tune a pretrained encoder (`byol finetune`), label new
+images with it (`byol predict`), use it in your code (`byol.load_classifier`).
+
+A classifier folder holds `model.safetensors` (torchvision's key names, the head in `fc`),
+`model.json` (its card: architecture, input size, normalisation, class names),
+`labels.txt` (the labelled images it learned from, one path a line: `--labels` reads it
+back) and `finetune.json` (its scores beside the linear probe's and random init's).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from byol.data import folders
+from byol.data.views import ViewSpec, eval_transform
+from byol.errors import ByolError
+from byol.eval.checkpoints import load_weights
+from byol.eval.features import decode_in_order, labelled_pair
+from byol.eval.finetune import FinetuneSettings, check_labelled, finetune, with_head
+from byol.eval.labels import choose_labelled, labels_text, parse_label_spec
+from byol.export import (CLASSIFIER_FORMAT, WEIGHT_SUFFIXES, card_path, is_export, load_encoder_and_card,
+                         read_safetensors, torchvision_recipe)
+from byol.files import claim_folder, refuse_foreign_file, refuse_inside, replacing, save_torch, write_json, write_text, write_with
+from byol.nets.encoders import build_encoder
+from byol.progress import progress
+
+MODEL, CARD, LABELS, RESULT = "model.safetensors", "model.json", "labels.txt", "finetune.json"
+COLUMNS = ["file", "label", "score"]
+
+
+def labelled_subset(train: str, test: str, labels: str | None, seed: int) -> tuple[folders.ImageFiles, list[int]]:
+    """The training listing and the indices of the images whose labels are used; every refusal
+    (classes that differ, shares, list files, too few images) comes before an image is decoded."""
+    spec = parse_label_spec(labels)
+    listing, _ = labelled_pair(folders.scan_folder(train), folders.scan_folder(test), train, test)
+    chosen = choose_labelled(listing, spec, seed)
+    check_labelled(torch.as_tensor([listing.labels[i] for i in chosen]))
+    return listing, chosen
+
+
+def _in_memory_or_streamed(listing: folders.ImageFiles, size: int, workers: int
+                           ) -> folders.ImageTensor | folders.ImageFiles:
+    """Small images decoded once into memory, large ones streamed from their files (as in pretraining)."""
+    return decode_in_order(listing, size, workers=workers) if size <= folders.IN_MEMORY_MAX_SIZE else listing
+
+
+def finetune_folder(checkpoint: Path, train: str, test: str, out: Path, labels: str | None,
+                    settings: FinetuneSettings, device: torch.device, seed: int, baseline: bool) -> dict:
+    """Fine-tune the encoder of `checkpoint` (a run or an export) on the labelled images of
+    `train` and write the classifier folder `out`; returns what finetune.json holds."""
+    encoder, card = load_encoder_and_card(checkpoint)
+    listing, chosen = labelled_subset(train, test, labels, seed)
+    for source, flag in ((train, "--train"), (test, "--test")):
+        refuse_inside(out, Path(source), "--out", flag)
+    claim_folder(out, "classifier")
+    write_text(out / LABELS, labels_text(listing, chosen))
+    labelled = _in_memory_or_streamed(listing.subset(chosen), card["input_size"], settings.workers)
+    test_data = folders.open_images(test, card["input_size"])
+    with torch.random.fork_rng(devices=[]):
+        model, result = finetune(encoder, card, labelled, test_data, settings, device, seed, baseline)
+    save_classifier(model, card, listing.classes, out)
+    result = dict(checkpoint=str(checkpoint), train=str(train), test=str(test), classes=len(listing.classes),
+                  labels=len(labelled.labels), test_images=len(test_data.labels), seed=seed, **result)
+    write_json(out / RESULT, result)
+    return result
+
+
+def classifier_card(card: dict, classes: list[str]) -> dict:
+    card = dict(card, format=CLASSIFIER_FORMAT, classes=list(classes))
+    card.pop("source", None)
+    card.pop("step", None)
+    return dict(card, torchvision=torchvision_recipe(card))
+
+
+def save_classifier(model: nn.Module, card: dict, classes: list[str], out: Path) -> None:
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    card = classifier_card(card, classes)
+    write_with(out / MODEL, lambda temporary: save_file(weights, str(temporary), metadata={"byol": json.dumps(card)}))
+    write_json(out / CARD, card)
+
+
+def is_classifier(path: Path) -> bool:
+    return path.is_dir() and _card_format(path / CARD) == CLASSIFIER_FORMAT
+
+
+def _card_format(path: Path) -> str | None:
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return card.get("format") if isinstance(card, dict) else None
+
+
+def load_classifier_and_card(path: str | Path) -> tuple[nn.Module, dict]:
+    path = Path(path)
+    if not is_classifier(path):
+        raise ByolError(f"{path} is not a classifier folder (no {CARD} of a fine-tuned model): pass the --out of "
+                        "`byol finetune`")
+    card = json.loads((path / CARD).read_text())
+    with torch.random.fork_rng(devices=[]):  # building draws nothing from the caller's stream
+        model = with_head(build_encoder(card["architecture"], card["width"], card["cifar_stem"]), len(card["classes"]))
+    load_weights(model, read_safetensors(path / MODEL), path / MODEL)
+    return model.eval(), card
+
+
+def load_classifier(path: str | Path) -> tuple[nn.Module, list[str]]:
+    """A fine-tuned classifier in eval mode and its class names: `model(x).argmax(1)` indexes
+    them, for images normalised as its card (`model.json`) says."""
+    model, card = load_classifier_and_card(path)
+    return model, card["classes"]
+
+
+def export_classifier(folder: Path, out: Path) -> dict:
+    """The classifier's weights as `out` (.safetensors or .pt) and its card beside it: they load
+    strictly into torchvision's model with its `fc`, as the card's recipe says."""
+    if out.suffix not in WEIGHT_SUFFIXES:
+        raise ByolError(f"--out {out}: name the file .safetensors (default choice) or .pt (a torch state_dict)")
+    refuse_foreign_file(out, is_export, "model export")
+    refuse_foreign_file(card_path(out), lambda _: is_export(out), "model card")
+    model, card = load_classifier_and_card(folder)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    card = dict(card, source=str(folder))
+    if out.suffix == ".safetensors":
+        write_with(out, lambda temporary: save_file(weights, str(temporary), metadata={"byol": json.dumps(card)}))
+    else:
+        save_torch(weights, out)
+    write_json(card_path(out), card)
+    return card
+
+
+def _is_prediction(path: Path) -> bool:
+    try:
+        with path.open(newline="") as file:
+            return next(csv.reader(file), None) in (COLUMNS, COLUMNS + ["top5"])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
+def predict_folder(model_dir: Path, data: Path, out: Path, batch_size: int = 256, workers: int = 2,
+                   device: torch.device | str = "cpu") -> dict:
+    """Label every image file under `data` into the CSV `out`, batch by batch (file relative to
+    `data`, label, probability, and the 5 likeliest labels where there are 5 classes or more).
+    A file that does not decode gets an empty label; it is counted, never dropped. Where `data`
+    has the classifier's classes as sub-folders, the result also holds the top-1 accuracy."""
+    if out.suffix != ".csv":
+        raise ByolError(f"--out {out}: name the file .csv")
+    if batch_size < 1 or workers < 0:
+        raise ByolError(f"--batch-size is {batch_size} and --workers {workers}: use a batch of 1 or more images and "
+                        "0 or more workers")
+    refuse_foreign_file(out, _is_prediction, "prediction table")
+    model, card = load_classifier_and_card(model_dir)
+    listing = folders.scan_folder(data)
+    with replacing(out) as temporary, temporary.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(COLUMNS + (["top5"] if len(card["classes"]) >= 5 else []))
+        predicted = _write_predictions(writer, model.to(device), card, listing, batch_size, workers, device)
+    result = dict(predictions=str(out), images=len(listing.files), undecodable=predicted.count(None))
+    if listing.classes == card["classes"] and len(predicted) > result["undecodable"]:
+        hits = [label == truth for label, truth in zip(predicted, listing.labels) if label is not None]
+        result["top1"] = 100.0 * sum(hits) / len(hits)
+    return result
+
+
+@torch.no_grad()
+def _write_predictions(writer, model: nn.Module, card: dict, listing: folders.ImageFiles, batch_size: int,
+                       workers: int, device: torch.device | str) -> list[int | None]:
+    """One CSV row per file of `listing`, in order; returns each file's predicted class (None: undecodable)."""
+    classes, top = card["classes"], min(5, len(card["classes"]))
+    spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
+    loader = torch.utils.data.DataLoader(folders.SquareImages(listing.files, spec.size), batch_size=batch_size,
+                                         num_workers=workers)
+    predicted: list[int | None] = []
+    for images, decoded in progress(loader, desc="predict", unit="batch"):
+        best = model(eval_transform(images.to(device), spec)).float().softmax(dim=1).cpu().topk(top, dim=1)
+        for row, ok in enumerate(decoded.tolist()):
+            name = listing.files[len(predicted)].relative_to(listing.root).as_posix()
+            label = int(best.indices[row, 0]) if ok else None
+            predicted.append(label)
+            cells = [classes[label], f"{float(best.values[row, 0]):.6f}"] if ok else ["", ""]
+            if top == 5:
+                cells.append(";".join(classes[i] for i in best.indices[row].tolist()) if ok else "")
+            writer.writerow([name, *cells])
+    return predicted
