@@ -19,11 +19,11 @@ from dataclasses import replace
 
 import torch
 
-from byol.data.folders import scan_folder
+from byol.data.folders import list_images
+from byol.data.views import ViewSpec
 from byol.eval.features import decode_in_order
 from byol.eval.finetune import FinetuneSettings, Fit, random_encoder, score, train_classifier, train_spec, with_head
 from byol.eval.labels import choose_labelled
-from byol.data.views import ViewSpec
 from byol.export import load_encoder_and_card
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--random-rates", default="0.01,0.03,0.1")
     args = parser.parse_args()
     encoder, card = load_encoder_and_card(args.checkpoint)
-    listing = scan_folder(args.train)
+    listing = list_images(args.train)
     labelled = choose_labelled(listing, args.per_class, seed=0)
     data = decode_in_order(listing.subset(labelled), card["input_size"])
     val = decode_in_order(listing.subset(validation_split(listing, labelled, args.val_per_class)), card["input_size"])

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from byol import config as cfg
+from byol.core.runtime import pick_device
 from byol.data.folders import CroppedPairs
-from byol.train.runtime import pick_device
 from byol.train.trainer import Trainer
 
 

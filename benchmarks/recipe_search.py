@@ -1,10 +1,8 @@
 """Why the cifar10-cpu preset is what it is: variants of one base recipe (and other methods
 under it) at an equal number of images seen.
 
-The base is the AdamW recipe the first search found (batch 64); its batch-32 variant was the
-preset until longer validation-split runs chose lightly-sgd-b32, and a search at the slowest
-machine's budget then lightly-sgd-b32-crop-0.2-lr-x2, the preset now. Each variant is
-the base with a few keys overridden, run by `byol pretrain` for the same number of images
+Each variant is a base recipe with a few keys overridden (which variants led to the preset,
+and when: docs/results.md), run by `byol pretrain` for the same number of images
 (so a faster variant gets no extra data), then k-NN on the test split. Runs can go side by
 side (--parallel 2 --threads 1 on 2 cores); a fixed step count makes the result independent
 of how busy the machine is. Prints a Markdown table and writes JSON.
@@ -31,10 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-
-from byol.config import parse_override
 from curves import RECIPES
 from splits import validation_split
+
+from byol.config import parse_override
 
 # The base of every variant: the cifar10-cpu preset's networks and views with the AdamW recipe
 # the first search found, at batch 64 (kept in a file, so the tables keep their meaning).

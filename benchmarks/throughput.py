@@ -56,7 +56,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from byol.config import Config
-from byol.data.folders import load_images
+from byol.core.runtime import autocast, autocast_dtype, channels_last_is_safe, pick_device
+from byol.data.folders import images_in_memory
 from byol.data.views import TwoViews, ViewSpec, eval_transform, view_specs
 from byol.eval.features import extract_features
 from byol.eval.knn import knn_accuracy
@@ -64,7 +65,6 @@ from byol.losses import byol_loss
 from byol.methods import build_learner
 from byol.nets.encoders import ScaledResNet
 from byol.train.optim import build_optimizer
-from byol.train.runtime import autocast, autocast_dtype, channels_last_is_safe, pick_device
 from byol.train.trainer import Trainer
 
 TAU = 0.99  # byol-pytorch's default decay; every variant uses it
@@ -430,7 +430,8 @@ def measure_memory(name: str, setup: Setup) -> float:
 
 def profile(setup: Setup, steps: int = 5) -> str:
     """torch.profiler's table of the operators that take the most time in our step."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     runner = ours(setup)
     runner.step()  # warm-up: lazily built state out of the profile
@@ -523,7 +524,7 @@ def load_setup(args: argparse.Namespace) -> tuple[Setup, torch.Tensor | None, to
     if args.data is None:
         images = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         return Setup(images, args.batch, args.width, device, args.precision, lr, args.optimizer), None, None, None
-    train, test = load_images(str(args.data / "train"), 32), load_images(str(args.data / "test"), 32)
+    train, test = images_in_memory(str(args.data / "train"), 32), images_in_memory(str(args.data / "test"), 32)
     setup = Setup(train.images, args.batch, args.width, device, args.precision, lr, args.optimizer)
     return setup, test.images, train.labels, test.labels
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import byol
 from byol.cli import main
 from byol.config import Config
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 
 
 class Code:

@@ -12,13 +12,13 @@ import byol
 from byol.classifier import finetune_folder, predict_folder
 from byol.cli import main
 from byol.config import Config
-from byol.data.folders import decode_folder
+from byol.core.errors import ByolError
+from byol.core.files import save_torch
+from byol.data.folders import decode_into_memory
 from byol.data.views import CIFAR10_MEAN, CIFAR10_STD, ViewSpec, eval_transform
-from byol.errors import ByolError
+from byol.eval.checkpoints import CHECKPOINT_FORMAT
 from byol.eval.finetune import FinetuneSettings, Fit, train_classifier, train_spec, with_head
-from byol.files import save_torch
 from byol.methods import build_learner
-from byol.train.checkpoint import CHECKPOINT_FORMAT
 
 QUICK = FinetuneSettings(epochs=4, batch_size=32, lr=0.05, head_lr_mult=1.0, precision="fp32", workers=0)
 
@@ -42,8 +42,9 @@ def separating_run(small_folders, tmp_path_factory):
     torch.manual_seed(0)
     model = with_head(byol.build_encoder("resnet18", width=0.125, cifar_stem=True), 4)
     spec = ViewSpec(size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-    fit = Fit(decode_folder(small_folders[0], 32), train_spec(spec, 0.5),
-              FinetuneSettings(epochs=8, batch_size=32, head_lr_mult=1.0, precision="fp32"), 0.05, torch.device("cpu"), seed=0)
+    fit = Fit(decode_into_memory(small_folders[0], 32), train_spec(spec, 0.5),
+              FinetuneSettings(epochs=8, batch_size=32, head_lr_mult=1.0, precision="fp32"), 0.05, torch.device("cpu"),
+              seed=0)
     train_classifier(model, fit, epochs=8)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
     return run_with_encoder(tmp_path_factory.mktemp("separating") / "run", state)
@@ -70,7 +71,7 @@ def test_from_two_labels_a_class_the_separating_encoder_beats_random_init_by_far
 def test_labels_txt_names_two_training_images_a_class_and_reproduces_the_subset(finetuned, small_folders):
     out, _ = finetuned
     names = (out / "labels.txt").read_text().splitlines()
-    assert sorted(name.split("/")[0] for name in names) == ["checks"] * 2 + ["disc"] * 2 + ["horizontal"] * 2 + ["vertical"] * 2
+    assert sorted(name.split("/")[0] for name in names) == sorted(["checks", "disc", "horizontal", "vertical"] * 2)
     assert all((small_folders[0] / name).is_file() for name in names)
 
 
@@ -109,7 +110,7 @@ def test_load_classifier_gives_the_model_in_eval_mode_and_its_classes(finetuned,
     model, classes = byol.load_classifier(out)
     assert not model.training and classes == ["checks", "disc", "horizontal", "vertical"]
     card = json.loads((out / "model.json").read_text())
-    images = decode_folder(small_folders[1], 32).images[:8]
+    images = decode_into_memory(small_folders[1], 32).images[:8]
     spec = ViewSpec(size=32, mean=tuple(card["mean"]), std=tuple(card["std"]))
     assert model(eval_transform(images, spec)).shape == (8, 4)
 

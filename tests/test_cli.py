@@ -64,10 +64,11 @@ def test_eval_linear_chooses_the_penalty_on_validation_and_scores_the_test_split
     result = json.loads((run / "eval_linear.json").read_text())
     for name in ("pretrained", "random_init"):
         scores = result[name]
-        assert 0 <= scores["top1"] <= scores["top5"] <= 100 and scores["weight_decay"] in WEIGHT_DECAYS
-        assert len(scores["val_top1"]) == len(WEIGHT_DECAYS)
-        # 64 test images: every score is a multiple of 1/64
-        assert (scores["top1"] * 64 / 100) == pytest.approx(round(scores["top1"] * 64 / 100), abs=1e-3)
+        validation = {float(wd): top1 for wd, top1 in scores["val_top1"].items()}
+        assert list(validation) == list(WEIGHT_DECAYS)
+        # the penalty with the best validation score, the stronger one on a tie; never a test score
+        assert scores["weight_decay"] == max(WEIGHT_DECAYS, key=lambda wd: (validation[wd], wd))
+        assert 0 <= scores["top1"] <= scores["top5"] <= 100
 
 
 def test_transfer_to_grayscale_images_of_another_size(run, small_folders, tmp_path):
@@ -79,15 +80,16 @@ def test_transfer_to_grayscale_images_of_another_size(run, small_folders, tmp_pa
             for i, src in enumerate(sorted(class_dir.iterdir())[:count]):
                 Image.open(src).convert("L").resize((20, 24)).save(tmp_path / split / f"kind{label}" / f"{i}.png")
     assert main(["eval", "linear", "--checkpoint", str(run), "--train", str(tmp_path / "train"),
-                 "--test", str(tmp_path / "test"), "--out", str(tmp_path / "transfer.json")]) == 0
+                 "--test", str(tmp_path / "test"), "--out", str(tmp_path / "transfer.json"), "--baseline"]) == 0
     result = json.loads((tmp_path / "transfer.json").read_text())
     assert (result["classes"], result["train_images"], result["test_images"]) == (2, 24, 8)
-    assert result["pretrained"]["top1"] in {100 * k / 8 for k in range(9)}
+    # checkerboards against discs, resized grey: any working conversion keeps them apart (8 of 8
+    # here), while a broken one (channels, scaling, sizes) leaves a linear probe near chance
+    assert result["pretrained"]["top1"] >= 87.5 and result["random_init"]["top1"] >= 87.5
 
 
 def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, small_folders, tmp_path, capsys):
-    from byol.files import save_torch
-    from byol.train.checkpoint import safe_load
+    from byol.core.files import safe_load, save_torch
 
     assert main(["inspect", "--checkpoint", str(run), "--data", str(small_folders[0]), "--images", "128"]) == 0
     out, err = capsys.readouterr()
@@ -126,7 +128,7 @@ def test_report_writes_figures_and_pages_for_one_run_and_overlays_several(run, t
 
 
 def test_a_collapsing_run_is_stopped_with_exit_code_3_keeping_the_last_checkpoint(small_folders, tmp_path, capsys):
-    from byol.train.checkpoint import safe_load
+    from byol.core.files import safe_load
 
     out = tmp_path / "r"  # a learning rate far too high for AdamW: measured, rank 2.4 at step 2, std 0.01/sqrt(d) at 4
     argv = ["pretrain", "--data", str(small_folders[0]), "--out", str(out), *TINY, "--lr", "1.0",
@@ -216,8 +218,7 @@ def test_too_few_images_for_one_step_is_a_one_line_error(capsys, small_folders, 
 
 def mismatched(run, tmp_path):
     """The run's checkpoint, its config claiming a wider encoder than its weights."""
-    from byol.files import save_torch
-    from byol.train.checkpoint import safe_load
+    from byol.core.files import safe_load, save_torch
 
     state = safe_load(run / "checkpoint.pt")
     state["config"]["width"] = 0.125
@@ -260,7 +261,7 @@ def test_compare_continues_an_interrupted_run_from_its_checkpoint(small_folders,
     import dataclasses
 
     from byol.cli import _config_from, build_parser
-    from byol.errors import ByolError
+    from byol.core.errors import ByolError
     from byol.train.trainer import Trainer, pretrain
 
     train, test = small_folders
@@ -334,7 +335,7 @@ def test_the_presets_earlier_adamw_recipe_still_resolves_for_the_docs_that_name_
             config.minutes) == ("adamw", 32, 0.95, 0.08, 0.125, 12.0)
 
 
-def test_half_an_epoch_and_no_time_limit_with_a_notice_when_epochs_meet_a_budget(small_folders, tmp_path, capsys):
+def test_epochs_with_a_budget_say_which_ends_the_run_and_minutes_0_lifts_the_budget(small_folders):
     from byol.cli import _config_from, build_parser
 
     def resolved(*argv):
@@ -345,6 +346,9 @@ def test_half_an_epoch_and_no_time_limit_with_a_notice_when_epochs_meet_a_budget
         "epochs 0.5 and a 12-minute budget: the run ends at whichever comes first (--minutes 0 lifts the time limit)"]
     config, notices = resolved("--preset", "cifar10-cpu", "--epochs", "0.5", "--minutes", "0")
     assert config.minutes is None and notices == []
+
+
+def test_half_an_epoch_trains_half_the_steps_of_one(small_folders, tmp_path):
     out = tmp_path / "half"
     assert main(["pretrain", "--data", str(small_folders[0]), "--out", str(out), *TINY, "--epochs", "0.5",
                  "--set", "knn_every=0"]) == 0

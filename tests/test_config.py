@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byol.config import Config, parse_override, resolve
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 
 KEYS = [f.name for f in fields(Config)]
 

@@ -11,14 +11,13 @@ from safetensors.torch import load_file
 
 import byol
 from byol.config import Config
-from byol.data.folders import decode_folder
+from byol.core.errors import ByolError
+from byol.core.files import save_torch
+from byol.data.folders import decode_into_memory
 from byol.data.views import eval_transform, view_specs
-from byol.errors import ByolError
-from byol.eval.checkpoints import load_run_encoder
+from byol.eval.checkpoints import CHECKPOINT_FORMAT, load_run_encoder
 from byol.export import embed_folder, export_encoder
 from byol.methods import build_learner
-from byol.files import save_torch
-from byol.train.checkpoint import CHECKPOINT_FORMAT
 
 
 def write_run(folder, **changes):
@@ -88,7 +87,7 @@ def test_embed_writes_one_row_per_file_and_nan_rows_for_undecodable_ones(small_f
     assert np.isnan(rows[3]).all() and not np.isnan(np.delete(rows, 3, axis=0)).any()
     # the same features as evaluation computes for the same images
     encoder, config, _ = load_run_encoder(run)
-    decoded = decode_folder(broken, 32)
+    decoded = decode_into_memory(broken, 32)
     expected = encoder(eval_transform(decoded.images, view_specs(config.augment, 32)[0]))
     np.testing.assert_allclose(np.delete(rows, 3, axis=0), expected.detach().numpy(), rtol=1e-4, atol=1e-5)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from byol.cli import main
-from byol.files import TEMPORARY_TAG
+from byol.core.files import TEMPORARY_TAG
 from tests.test_cli import TINY
 
 TINY_RUN = [*TINY[:-2], "--set", "collapse_every=0", "--set", "tensorboard=false", "--epochs", "1"]

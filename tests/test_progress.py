@@ -1,7 +1,7 @@
 import io
 import sys
 
-from byol.progress import progress
+from byol.core.progress import progress
 
 
 def test_progress_in_a_log_writes_whole_lines(monkeypatch):

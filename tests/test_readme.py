@@ -1,6 +1,8 @@
 """The README's Python API example runs as written."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -8,17 +10,32 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_example_trains_and_moves_the_target(small_folders, tmp_path, monkeypatch):
+def readme_example(folder) -> str:
+    """The README's example, on `folder` and smaller, but the same code path."""
     code = re.search(r"## Python API\s+```python\n(.*?)```", README.read_text(), re.S).group(1)
     for original, smaller in (("width=0.25", "width=0.125"), ("batch_size=256", "batch_size=64"),
-                              ("epochs, step = 10, 0", "epochs, step = 1, 0"),
-                              ('"my_images/"', repr(str(small_folders[0])))):  # the same code path, smaller
+                              ("epochs, step = 10, 0", "epochs, step = 1, 0"), ('"my_images/"', repr(str(folder)))):
         assert original in code
         code = code.replace(original, smaller)
+    return code
+
+
+def test_readme_python_example_trains_and_moves_the_target(small_folders, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    scope = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    scope = {"__name__": "__main__"}
+    exec(compile(readme_example(small_folders[0]), "README.md", "exec"), scope)
     learner, batches = scope["learner"], scope["batches"]
     assert (tmp_path / "encoder.pt").exists() and scope["step"] == len(batches) == 4 and batches.skipped == 0
     online, target = learner.online.encoder.conv1.weight, learner.target.encoder.conv1.weight
     assert not torch.equal(online, target)  # trained, and the target followed only partly
+
+
+def test_readme_python_example_runs_as_a_script_where_workers_are_spawned(small_folders, tmp_path):
+    """macOS and Windows start loader workers by importing the script again: without its
+    __main__ guard, each worker would start the training over and the run would fail."""
+    script = tmp_path / "example.py"
+    code = readme_example(small_folders[0]).replace("batch_size=64)", "batch_size=64, workers=1)")  # one spawn
+    script.write_text("import multiprocessing\nmultiprocessing.set_start_method('spawn', force=True)\n" + code)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "encoder.pt").exists()

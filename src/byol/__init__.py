@@ -5,6 +5,7 @@ without importing torch.
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -18,9 +19,21 @@ _WHERE = {  # public name -> the module that defines it
     "SimCLR": "byol.methods.simclr",
     "build_encoder": "byol.nets.encoders",
     "LARS": "byol.train.optim",
-    "lr_at": "byol.train.schedules", "scaled_lr": "byol.train.schedules", "tau_at": "byol.train.schedules",
+    "lr_at": "byol.core.schedules", "scaled_lr": "byol.core.schedules", "tau_at": "byol.core.schedules",
 }
 __all__ = sorted(_WHERE)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name loads on first use
+    from byol.classifier import load_classifier
+    from byol.core.schedules import lr_at, scaled_lr, tau_at
+    from byol.data.folders import FolderBatches
+    from byol.data.views import TwoViews, ViewSpec, view_specs
+    from byol.export import load_encoder
+    from byol.losses import byol_loss, nt_xent, regression_loss
+    from byol.methods.byol import BYOL, ema_update
+    from byol.methods.simclr import SimCLR
+    from byol.nets.encoders import build_encoder
+    from byol.train.optim import LARS
 
 
 def __getattr__(name: str) -> object:

@@ -14,21 +14,20 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
+from byol.core.errors import ByolError
+from byol.core.files import claim_folder, refuse_foreign_file, refuse_inside, replacing, write_json, write_text
+from byol.core.progress import progress
 from byol.data import folders
 from byol.data.views import ViewSpec, eval_transform
-from byol.errors import ByolError
 from byol.eval.checkpoints import load_weights
 from byol.eval.features import decode_in_order, labelled_pair
 from byol.eval.finetune import FinetuneSettings, check_labelled, finetune, with_head
 from byol.eval.labels import choose_labelled, labels_text, parse_label_spec
-from byol.export import (CLASSIFIER_FORMAT, WEIGHT_SUFFIXES, card_path, is_export, load_encoder_and_card,
-                         read_safetensors, torchvision_recipe)
-from byol.files import claim_folder, refuse_foreign_file, refuse_inside, replacing, save_torch, write_json, write_text, write_with
+from byol.export import (CLASSIFIER_FORMAT, check_export_place, load_encoder_and_card, read_safetensors,
+                         torchvision_recipe, write_weights_and_card)
 from byol.nets.encoders import build_encoder
-from byol.progress import progress
 
 MODEL, CARD, LABELS, RESULT = "model.safetensors", "model.json", "labels.txt", "finetune.json"
 COLUMNS = ["file", "label", "score"]
@@ -38,14 +37,14 @@ def labelled_subset(train: str, test: str, labels: str | None, seed: int) -> tup
     """The training listing and the indices of the images whose labels are used; every refusal
     (classes that differ, shares, list files, too few images) comes before an image is decoded."""
     spec = parse_label_spec(labels)
-    listing, _ = labelled_pair(folders.scan_folder(train), folders.scan_folder(test), train, test)
+    listing, _ = labelled_pair(folders.list_images(train), folders.list_images(test), train, test)
     chosen = choose_labelled(listing, spec, seed)
     check_labelled(torch.as_tensor([listing.labels[i] for i in chosen]))
     return listing, chosen
 
 
-def _in_memory_or_streamed(listing: folders.ImageFiles, size: int, workers: int
-                           ) -> folders.ImageTensor | folders.ImageFiles:
+def _subset_in_memory_or_streamed(listing: folders.ImageFiles, size: int,
+                                  workers: int) -> folders.ImageTensor | folders.ImageFiles:
     """Small images decoded once into memory, large ones streamed from their files (as in pretraining)."""
     return decode_in_order(listing, size, workers=workers) if size <= folders.IN_MEMORY_MAX_SIZE else listing
 
@@ -60,8 +59,8 @@ def finetune_folder(checkpoint: Path, train: str, test: str, out: Path, labels: 
         refuse_inside(out, Path(source), "--out", flag)
     claim_folder(out, "classifier")
     write_text(out / LABELS, labels_text(listing, chosen))
-    labelled = _in_memory_or_streamed(listing.subset(chosen), card["input_size"], settings.workers)
-    test_data = folders.open_images(test, card["input_size"])
+    labelled = _subset_in_memory_or_streamed(listing.subset(chosen), card["input_size"], settings.workers)
+    test_data = folders.in_memory_or_streamed(test, card["input_size"])
     with torch.random.fork_rng(devices=[]):
         model, result = finetune(encoder, card, labelled, test_data, settings, device, seed, baseline)
     save_classifier(model, card, listing.classes, out)
@@ -79,10 +78,7 @@ def classifier_card(card: dict, classes: list[str]) -> dict:
 
 
 def save_classifier(model: nn.Module, card: dict, classes: list[str], out: Path) -> None:
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    card = classifier_card(card, classes)
-    write_with(out / MODEL, lambda temporary: save_file(weights, str(temporary), metadata={"byol": json.dumps(card)}))
-    write_json(out / CARD, card)
+    write_weights_and_card(model, classifier_card(card, classes), out / MODEL)  # the card: out / CARD
 
 
 def is_classifier(path: Path) -> bool:
@@ -119,18 +115,10 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, list[str]]:
 def export_classifier(folder: Path, out: Path) -> dict:
     """The classifier's weights as `out` (.safetensors or .pt) and its card beside it: they load
     strictly into torchvision's model with its `fc`, as the card's recipe says."""
-    if out.suffix not in WEIGHT_SUFFIXES:
-        raise ByolError(f"--out {out}: name the file .safetensors (default choice) or .pt (a torch state_dict)")
-    refuse_foreign_file(out, is_export, "model export")
-    refuse_foreign_file(card_path(out), lambda _: is_export(out), "model card")
+    check_export_place(out, "classifier")
     model, card = load_classifier_and_card(folder)
-    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
     card = dict(card, source=str(folder))
-    if out.suffix == ".safetensors":
-        write_with(out, lambda temporary: save_file(weights, str(temporary), metadata={"byol": json.dumps(card)}))
-    else:
-        save_torch(weights, out)
-    write_json(card_path(out), card)
+    write_weights_and_card(model, card, out)
     return card
 
 
@@ -155,7 +143,7 @@ def predict_folder(model_dir: Path, data: Path, out: Path, batch_size: int = 256
                         "0 or more workers")
     refuse_foreign_file(out, _is_prediction, "prediction table")
     model, card = load_classifier_and_card(model_dir)
-    listing = folders.scan_folder(data)
+    listing = folders.list_images(data)
     with replacing(out) as temporary, temporary.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(COLUMNS + (["top5"] if len(card["classes"]) >= 5 else []))
@@ -173,8 +161,7 @@ def _write_predictions(writer, model: nn.Module, card: dict, listing: folders.Im
     """One CSV row per file of `listing`, in order; returns each file's predicted class (None: undecodable)."""
     classes, top = card["classes"], min(5, len(card["classes"]))
     spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
-    loader = torch.utils.data.DataLoader(folders.SquareImages(listing.files, spec.size), batch_size=batch_size,
-                                         num_workers=workers)
+    loader = folders.decoded_batches(listing.files, spec.size, batch_size, workers)
     predicted: list[int | None] = []
     for images, decoded in progress(loader, desc="predict", unit="batch"):
         best = model(eval_transform(images.to(device), spec)).float().softmax(dim=1).cpu().topk(top, dim=1)

@@ -13,11 +13,11 @@ import sys
 import typing
 from pathlib import Path
 
-from byol import config as cfg
 from byol import __version__
+from byol import config as cfg
+from byol.core.errors import ByolError
+from byol.core.files import check_writable, refuse_foreign_file, write_json
 from byol.data.names import DATASET_NAMES_HELP
-from byol.errors import ByolError
-from byol.files import check_writable, refuse_foreign_file, write_json
 
 DEVICES = "auto (the GPU if there is one), cpu, cuda or cuda:N"
 FLAGS = {  # flag -> (config key, type, help); each help ends with the default (a preset may set its own)
@@ -230,7 +230,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from byol.compare import compare
-    from byol.train.runtime import pick_device
+    from byol.core.runtime import pick_device
 
     config, notices = _config_from(args)
     try:
@@ -252,8 +252,8 @@ def _is_eval_result(path: Path) -> bool:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from byol.core.runtime import pick_device
     from byol.eval.protocols import evaluate
-    from byol.train.runtime import pick_device
 
     encoders = ("pretrained", "random_init") if args.baseline else ("pretrained",)
     if args.out is not None:  # before the evaluation, not after it
@@ -273,8 +273,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_finetune(args: argparse.Namespace) -> int:
     from byol.classifier import finetune_folder
+    from byol.core.runtime import pick_device
     from byol.eval.finetune import finetune_settings
-    from byol.train.runtime import pick_device
 
     overrides = dict(cfg.parse_override(text) for text in args.set)
     if args.epochs is not None:
@@ -293,7 +293,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from byol.classifier import predict_folder
-    from byol.train.runtime import pick_device
+    from byol.core.runtime import pick_device
 
     result = predict_folder(args.model, args.data, args.out, args.batch_size, args.workers, pick_device(args.device))
     print(json.dumps(result))
@@ -304,9 +304,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from byol.core.runtime import pick_device
     from byol.eval.collapse import CAUSES
     from byol.eval.inspect import inspect_checkpoint
-    from byol.train.runtime import pick_device
 
     result = inspect_checkpoint(args.checkpoint, args.data, args.images, pick_device(args.device), args.random_init)
     print(json.dumps(result))
@@ -316,8 +316,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from byol.core.runtime import pick_device
     from byol.report.page import write_report
-    from byol.train.runtime import pick_device
 
     if args.out is None and len(args.runs) > 1:
         raise ByolError("several runs make one overlaid report: say where it goes with --out DIR")
@@ -338,8 +338,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from byol.core.runtime import pick_device
     from byol.export import embed_folder
-    from byol.train.runtime import pick_device
 
     print(json.dumps(embed_folder(args.checkpoint, args.data, args.out, args.batch_size, args.workers,
                                   pick_device(args.device))))

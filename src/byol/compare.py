@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from byol.config import Config
-from byol.errors import ByolError
-from byol.files import claim_folder, write_json, write_text
+from byol.core.errors import ByolError
+from byol.core.files import claim_folder, write_json, write_text
+from byol.core.progress import note
 from byol.eval.inspect import inspect_checkpoint
 from byol.eval.protocols import evaluate
 from byol.methods import METHODS
-from byol.progress import note
 from byol.report.page import write_report
 from byol.train.trainer import pretrain, refuse_out_inside_inputs
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from byol.errors import ByolError
-from byol.files import write_text
-from byol.train.schedules import TAU_SCHEDULES
+from byol.core.errors import ByolError
+from byol.core.files import write_text
+from byol.core.schedules import TAU_SCHEDULES
 
 
 @dataclass

@@ -15,14 +15,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from byol.config import Config
+from byol.core.errors import ByolError
+from byol.core.files import refuse_foreign_file, replacing, safe_load, save_torch, write_json, write_text, write_with
+from byol.core.progress import progress
 from byol.data import folders
 from byol.data.views import ViewSpec, eval_transform, view_specs
-from byol.errors import ByolError
-from byol.eval.checkpoints import load_run_encoder, load_weights
+from byol.eval.checkpoints import CHECKPOINT_FORMAT, load_run_encoder, load_weights
 from byol.nets.encoders import build_encoder
-from byol.progress import progress
-from byol.files import refuse_foreign_file, replacing, save_torch, write_json, write_text, write_with
-from byol.train.checkpoint import CHECKPOINT_FORMAT, safe_load
 
 CARD_FORMAT = "byol-encoder-1"
 CLASSIFIER_FORMAT = "byol-classifier-1"  # a fine-tuned encoder with its head (byol.classifier)
@@ -65,21 +64,32 @@ def is_export(weights: Path) -> bool:
         return False
 
 
-def export_encoder(checkpoint: Path, out: Path) -> dict:
-    """Write a run's online encoder to `out` (.safetensors or .pt) and its card to `out`.json;
-    an existing `out` is replaced only if it is an earlier export."""
+def check_export_place(out: Path, what: str) -> None:
+    """Before any work: `out` is named .safetensors or .pt, and replaces only an earlier export."""
     if out.suffix not in WEIGHT_SUFFIXES:
         raise ByolError(f"--out {out}: name the file .safetensors (default choice) or .pt (a torch state_dict)")
-    refuse_foreign_file(out, is_export, "encoder export")
-    refuse_foreign_file(card_path(out), lambda card: is_export(out), "encoder card")
-    encoder, config, source = load_run_encoder(checkpoint)
-    card = dict(_card(encoder, config), source=str(source), step=safe_load(source).get("step"))
-    weights = {k: v.contiguous() for k, v in encoder.state_dict().items()}
+    refuse_foreign_file(out, is_export, f"{what} export")
+    refuse_foreign_file(card_path(out), lambda _: is_export(out), f"{what} card")
+
+
+def write_weights_and_card(model: nn.Module, card: dict, out: Path) -> None:
+    """The model's weights as `out` (safetensors, the card also in its metadata, or a torch
+    state_dict) and its card beside it as JSON."""
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if out.suffix == ".safetensors":
         write_with(out, lambda temporary: save_file(weights, str(temporary), metadata={"byol": json.dumps(card)}))
     else:
         save_torch(weights, out)
     write_json(card_path(out), card)
+
+
+def export_encoder(checkpoint: Path, out: Path) -> dict:
+    """Write a run's online encoder to `out` (.safetensors or .pt) and its card to `out`.json;
+    an existing `out` is replaced only if it is an earlier export."""
+    check_export_place(out, "encoder")
+    encoder, config, source = load_run_encoder(checkpoint)
+    card = dict(_card(encoder, config), source=str(source), step=safe_load(source).get("step"))
+    write_weights_and_card(encoder, card, out)
     return card
 
 
@@ -208,7 +218,7 @@ def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256,
                         "images and 0 or more workers")
     refuse_foreign_file(out, _is_embedding, "embedding file")
     encoder, card = load_encoder_and_card(checkpoint)
-    listing = folders.scan_folder(data)
+    listing = folders.list_images(data)
     names = [str(p.relative_to(listing.root)) for p in listing.files]
     with replacing(out) as temporary:
         rows = EMBEDDING_WRITERS[out.suffix](temporary, names, card["feature_dim"])
@@ -226,8 +236,7 @@ def _embed_rows(encoder: nn.Module, card: dict, listing: folders.ImageFiles, row
     """Write every file's embedding to `rows` in order (NaN for a file that does not decode);
     returns the files that did not."""
     spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
-    loader = torch.utils.data.DataLoader(folders.SquareImages(listing.files, card["input_size"]), batch_size=batch_size,
-                                         num_workers=workers)
+    loader = folders.decoded_batches(listing.files, card["input_size"], batch_size, workers)
     skipped, start = [], 0
     for images, decoded in progress(loader, desc="embed", unit="batch"):
         features = encoder(eval_transform(images.to(device), spec)).float().cpu()

@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from byol.train.distributed import gather_with_grad, rank
-from byol.train.runtime import at_least_fp32
+from byol.core.distributed import gather_with_grad, rank
+from byol.core.runtime import at_least_fp32
 
 
 def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

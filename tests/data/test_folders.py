@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from byol.data.folders import decode_folder, scan_folder
-from byol.errors import ByolError
+from byol.core.errors import ByolError
+from byol.data.folders import decode_into_memory, list_images
 
 
 def write_image(path, size=(12, 12), colour=(200, 10, 10), mode="RGB"):
@@ -20,7 +20,7 @@ def test_imagefolder_tree_gives_sorted_classes_and_labels(tmp_path):
     for name in ("dog", "cat"):
         for i in range(3):
             write_image(tmp_path / name / f"{i}.png")
-    listing = scan_folder(tmp_path)
+    listing = list_images(tmp_path)
     assert listing.classes == ["cat", "dog"]
     assert listing.labels == [0, 0, 0, 1, 1, 1]
 
@@ -28,7 +28,7 @@ def test_imagefolder_tree_gives_sorted_classes_and_labels(tmp_path):
 def test_flat_or_nested_folder_without_class_layout_is_unlabelled(tmp_path):
     write_image(tmp_path / "a.jpg")
     write_image(tmp_path / "deep" / "er" / "b.png")
-    listing = scan_folder(tmp_path)
+    listing = list_images(tmp_path)
     assert not listing.labelled and len(listing.files) == 2 and set(listing.labels) == {-1}
 
 
@@ -39,7 +39,7 @@ def test_flat_or_nested_folder_without_class_layout_is_unlabelled(tmp_path):
 ])
 def test_missing_or_empty_folders_get_clear_errors(tmp_path, make, message):
     with pytest.raises(ByolError, match=message):
-        scan_folder(make(tmp_path))
+        list_images(make(tmp_path))
 
 
 def test_undecodable_files_are_skipped_and_counted(tmp_path):
@@ -47,7 +47,7 @@ def test_undecodable_files_are_skipped_and_counted(tmp_path):
         write_image(tmp_path / "a" / f"{i}.png")
     (tmp_path / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (tmp_path / "a" / "empty.png").write_bytes(b"")
-    data = decode_folder(tmp_path, size=8)
+    data = decode_into_memory(tmp_path, size=8)
     assert data.images.shape == (3, 3, 8, 8) and data.images.dtype == torch.uint8
     assert sorted(p.rsplit("/", 1)[1] for p in data.skipped) == ["broken.jpg", "empty.png"]
 
@@ -55,7 +55,7 @@ def test_undecodable_files_are_skipped_and_counted(tmp_path):
 def test_folder_with_no_decodable_image_is_an_error(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"garbage")
     with pytest.raises(ByolError, match="none of the 1 image files"):
-        decode_folder(tmp_path, size=8)
+        decode_into_memory(tmp_path, size=8)
 
 
 def test_odd_images_become_rgb_at_the_asked_size(tmp_path):
@@ -63,7 +63,7 @@ def test_odd_images_become_rgb_at_the_asked_size(tmp_path):
     Image.new("RGBA", (20, 10), (0, 0, 255, 255)).save(tmp_path / "alpha.png")
     Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
     Image.fromarray(np.full((6, 6), 257 * 100, dtype=np.int32), mode="I").save(tmp_path / "int.tif")
-    data = decode_folder(tmp_path, size=8)
+    data = decode_into_memory(tmp_path, size=8)
     assert data.images.shape == (4, 3, 8, 8)
     by_name = dict(zip(["alpha", "deep", "grey", "int"], data.images))
     assert by_name["int"].min() == by_name["int"].max() == 100
@@ -75,18 +75,18 @@ def test_odd_images_become_rgb_at_the_asked_size(tmp_path):
 def test_decoded_images_are_cached_and_the_cache_follows_file_changes(tmp_path, monkeypatch):
     for i in range(2):
         write_image(tmp_path / "imgs" / f"{i}.png", colour=(i * 100, 0, 0))
-    first = decode_folder(tmp_path / "imgs", size=8)
+    first = decode_into_memory(tmp_path / "imgs", size=8)
     assert len(list(Path(os.environ["BYOL_CACHE_DIR"]).glob("images-*.pt"))) == 1
     monkeypatch.setattr("byol.data.folders.decode_square", lambda path, size: pytest.fail("decoded again"))
-    torch.testing.assert_close(decode_folder(tmp_path / "imgs", size=8).images, first.images)
+    torch.testing.assert_close(decode_into_memory(tmp_path / "imgs", size=8).images, first.images)
     monkeypatch.undo()
     write_image(tmp_path / "imgs" / "2.png")
-    assert len(decode_folder(tmp_path / "imgs", size=8).images) == 3
+    assert len(decode_into_memory(tmp_path / "imgs", size=8).images) == 3
 
 
 def test_images_of_the_training_size_decode_exactly_as_pil_reads_them(small_folders, tmp_path):
     shutil.copytree(small_folders[1] / "disc", tmp_path / "disc", ignore=lambda d, names: sorted(names)[5:])
-    data = decode_folder(tmp_path, size=32)
+    data = decode_into_memory(tmp_path, size=32)
     first = sorted((tmp_path / "disc").iterdir())[0]
     expected = torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1)
     assert torch.equal(data.images[0], expected)
@@ -100,10 +100,22 @@ def test_folder_batches_square_images_of_any_size_and_count_the_files_that_do_no
     Image.new("RGB", (100, 200), (0, 255, 0)).save(tmp_path / "tall.jpg")
     Image.new("L", (20, 20), 90).save(tmp_path / "grey.png")
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    batches = FolderBatches(tmp_path, image_size=16, batch_size=2, workers=0)
+    batches = FolderBatches(tmp_path, image_size=16, batch_size=4, workers=0)
     seen = list(batches)
-    assert len(batches) == 2 and sum(len(b) for b in seen) == 3 and batches.skipped == 1
+    assert len(batches) == 1 and sum(len(b) for b in seen) == 3 and batches.skipped == 1
     assert all(b.dtype == torch.uint8 and b.shape[1:] == (3, 16, 16) for b in seen)
     colours = sorted(tuple(img[:, 8, 8].tolist()) for b in seen for img in b)
     assert (90, 90, 90) in colours and (255, 0, 0) in colours  # grey became RGB; PNG is exact
     assert any(g > 200 and r < 50 and b < 50 for r, g, b in colours)  # the JPEG's green, near enough
+
+
+def test_folder_batches_never_yield_a_batch_of_one_image_which_batchnorm_cannot_train_on(tmp_path):
+    from byol import FolderBatches
+
+    for shade in range(5):
+        Image.new("RGB", (16, 16), (50 * shade, 0, 0)).save(tmp_path / f"{shade}.png")
+    batches = FolderBatches(tmp_path, image_size=16, batch_size=2, workers=0, seed=3)
+    passes = [[img[0, 0, 0].item() for b in batches for img in b] for _ in range(4)]
+    assert all(len(seen) == 4 for seen in passes) and batches.left_out == 4 and batches.skipped == 0
+    missing = {({0, 50, 100, 150, 200} - set(seen)).pop() for seen in passes}
+    assert len(missing) > 1  # a new order each pass: not always the same image left out

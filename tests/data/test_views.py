@@ -6,9 +6,8 @@ from torchvision.ops import roi_align
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from byol.data.views import (
-    ViewSpec, TwoViews, color_jitter, colour_and_normalise, crop_boxes, resized_crop_flip, view_specs,
-)
+from byol.data.views import (TwoViews, ViewSpec, color_jitter, colour_and_normalise, crop_boxes, resized_crop_flip,
+                             view_specs)
 
 NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))
 

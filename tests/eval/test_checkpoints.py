@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from byol.config import Config
-from byol.errors import ByolError
-from byol.eval.checkpoints import load_run_encoder
+from byol.core.errors import ByolError
+from byol.core.files import safe_load, save_torch
+from byol.eval.checkpoints import CHECKPOINT_FORMAT, load_run_encoder
 from byol.methods import build_learner
-from byol.files import save_torch
-from byol.train.checkpoint import CHECKPOINT_FORMAT, safe_load
 from byol.train.trainer import CHECKPOINT
 
 
@@ -34,8 +33,8 @@ def test_the_run_encoder_comes_back_exactly_and_random_init_is_fresh(tmp_path):
 
 
 def test_the_random_init_learner_is_the_one_pretraining_started_from(tmp_path):
+    from byol.core.runtime import seed_everything
     from byol.eval.checkpoints import load_run_learner
-    from byol.train.runtime import seed_everything
 
     write_run(tmp_path, seed=7)
     start, _, _ = load_run_learner(tmp_path, random_init=True)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from byol.data.folders import ImageTensor, decode_folder, scan_folder
-from byol.errors import ByolError
+from byol.core.errors import ByolError
+from byol.data.folders import ImageTensor, decode_into_memory, list_images
 from byol.eval.features import extract_features, features_and_labels, labelled_pair
 
 
@@ -48,7 +48,7 @@ def test_a_flat_folder_is_refused_as_an_evaluation_split(tmp_path):
     for i in range(3):
         Image.new("RGB", (9, 9)).save(tmp_path / f"{i}.png")
     with pytest.raises(ByolError, match="has no class sub-folders"):
-        labelled_pair(scan_folder(tmp_path), images(["a", "b"]), str(tmp_path), "test")
+        labelled_pair(list_images(tmp_path), images(["a", "b"]), str(tmp_path), "test")
 
 
 def test_streamed_files_give_the_features_of_the_decoded_images_and_drop_what_does_not_decode(
@@ -60,8 +60,8 @@ def test_streamed_files_give_the_features_of_the_decoded_images_and_drop_what_do
     (folder / "disc" / "broken.jpg").write_bytes(b"not a jpeg")
     encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     transform = lambda x: x.float() / 255  # noqa: E731
-    decoded = decode_folder(folder, size=24)
+    decoded = decode_into_memory(folder, size=24)
     expected, expected_labels = features_and_labels(encoder, decoded, transform, 24)
-    streamed, labels = features_and_labels(encoder, scan_folder(folder), transform, 24, batch_size=7, workers=0)
+    streamed, labels = features_and_labels(encoder, list_images(folder), transform, 24, batch_size=7, workers=0)
     assert len(streamed) == len(decoded.images) == 64  # the broken file is left out, with its label
     assert torch.allclose(streamed, expected, atol=1e-6) and torch.equal(labels, expected_labels)

@@ -3,10 +3,11 @@
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from byol.core.errors import ByolError
 from byol.data.folders import ImageFiles
-from byol.errors import ByolError
 from byol.eval.labels import choose_labelled, labels_text, listed_images, parse_label_spec
 
 

@@ -89,7 +89,7 @@ def test_any_module_that_returns_vectors_is_an_encoder_and_its_size_is_found_in_
 
 
 def test_an_encoder_that_returns_maps_gets_a_clear_error():
-    from byol.errors import ByolError
+    from byol.core.errors import ByolError
 
     with pytest.raises(ByolError, match="one feature vector per image"):
         BYOL(nn.Conv2d(3, 4, 3), image_size=8)
@@ -126,7 +126,7 @@ def test_one_channel_images_are_taken_as_grey():
     (torch.zeros(1, 3, 16, 16, dtype=torch.uint8), "got a batch of 1: BatchNorm in training mode needs 2 images"),
 ])
 def test_images_the_views_cannot_take_get_one_line_errors(images, says):
-    from byol.errors import ByolError
+    from byol.core.errors import ByolError
 
     with pytest.raises(ByolError) as refused:
         tiny_learner()(images)

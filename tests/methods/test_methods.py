@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from byol.config import Config
+from byol.core.errors import ByolError
 from byol.data.views import TwoViews
-from byol.errors import ByolError
 from byol.losses import byol_loss, nt_xent
 from byol.methods import BYOL, SimCLR, build_learner
 

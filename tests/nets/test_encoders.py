@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 from byol.nets.encoders import build_encoder
 
 
@@ -59,3 +59,14 @@ def test_a_users_module_gets_its_feature_size_without_moving_batchnorm_statistic
     learner = BYOL(encoder, image_size=16, projector_hidden=8, projection_dim=4, predictor_hidden=8)
     assert learner.online.projector[0].in_features == 5 and encoder.training
     assert torch.equal(encoder[1].running_mean, before) and encoder[1].num_batches_tracked == 0
+
+
+def test_a_torchvision_classifier_loses_its_fc_with_one_warning_and_learns_its_512_features():
+    from byol import BYOL
+
+    model = torchvision.models.resnet18(num_classes=1000)
+    with pytest.warns(UserWarning, match=r"ends in a classifier \(fc: Linear 512 -> 1000\)") as caught:
+        learner = BYOL(model, image_size=32, projector_hidden=16, projection_dim=8)
+    assert len(caught) == 1 and isinstance(learner.encoder.fc, torch.nn.Identity)
+    assert learner.online.projector[0].in_features == 512
+    assert learner.encoder(torch.zeros(2, 3, 32, 32)).shape == (2, 512)

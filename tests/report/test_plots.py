@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 from byol.report.plots import collapse_curves, embedding_scatter, knn_curves, training_curves
 from byol.report.runs import read_run
 

@@ -7,7 +7,7 @@ from byol.train.budget import Budget
 
 def test_a_run_of_fixed_length_is_as_far_as_its_steps():
     budget = Budget(total_steps=1000, seconds=None, warmup_steps=10)
-    assert budget.progress(250) == 0.25
+    assert budget.advance(250) == 0.25
     assert budget.warmup_progress == 0.01
     budget.agree(250, lead_seconds=9999.0)  # no time budget: the clock is ignored
     assert budget.progress(500) == 0.5
@@ -17,11 +17,11 @@ def test_a_run_of_fixed_length_is_as_far_as_its_steps():
 def test_under_a_time_budget_progress_follows_the_agreed_clock_and_never_goes_back():
     budget = Budget(total_steps=10**6, seconds=60.0, warmup_steps=0)
     budget.agree(10, lead_seconds=3.0)  # 0.3 s a step so far
-    assert budget.progress(10) == pytest.approx(3 / 60)
-    assert budget.progress(20) == pytest.approx(6 / 60)  # extrapolated at 0.3 s a step
+    assert budget.advance(10) == pytest.approx(3 / 60)
+    assert budget.advance(20) == pytest.approx(6 / 60)  # extrapolated at 0.3 s a step
     budget.agree(20, lead_seconds=5.0)  # faster than extrapolated: 0.2 s a step
     assert budget.progress(20) == pytest.approx(6 / 60)  # 5 / 60 would go back: it holds
-    assert budget.progress(21) == pytest.approx(6 / 60)
+    assert budget.advance(21) == pytest.approx(6 / 60)
     assert budget.progress(30) == pytest.approx(7 / 60)  # 5 s + 10 steps of 0.2 s
     assert not budget.done(294)  # 5 + 274 * 0.2 = 59.8 s
     assert budget.done(295)  # 5 + 275 * 0.2 = 60 s
@@ -30,7 +30,7 @@ def test_under_a_time_budget_progress_follows_the_agreed_clock_and_never_goes_ba
 def test_under_a_time_budget_the_warm_up_ends_where_its_steps_do():
     budget = Budget(total_steps=10**6, seconds=60.0, warmup_steps=20)
     budget.agree(10, lead_seconds=2.0)
-    budget.progress(20)
+    budget.advance(20)
     assert budget.warmup_progress == pytest.approx(4 / 60)
 
 
@@ -44,5 +44,15 @@ def test_the_expected_length_follows_the_pace():
     budget = Budget(total_steps=10**6, seconds=60.0, warmup_steps=0)
     assert budget.expected_steps(0) == 10**6  # nothing known yet: the step cap
     budget.agree(100, lead_seconds=6.0)
-    budget.progress(100)
+    budget.advance(100)
     assert budget.expected_steps(100) == 1000  # a tenth of the budget in 100 steps
+
+
+def test_asking_for_progress_or_done_changes_nothing():
+    budget = Budget(total_steps=10**6, seconds=60.0, warmup_steps=20)
+    budget.agree(10, lead_seconds=3.0)
+    before = dict(vars(budget))
+    assert budget.progress(20) == pytest.approx(6 / 60) and not budget.done(20) and budget.done(10**6)
+    assert vars(budget) == before  # neither `reached` nor the warm-up's end moved
+    budget.agree(20, lead_seconds=2.0)  # a faster clock: without an advance, nothing held the old answer
+    assert budget.progress(20) == pytest.approx(2 / 60)

@@ -101,7 +101,7 @@ def train(learner, model, rows):
 
 
 def ddp_worker(rank: int, port: int, results) -> None:
-    from byol.train.distributed import data_parallel, sync_batchnorm
+    from byol.core.distributed import data_parallel, sync_batchnorm
     from byol.train.trainer import LossOf
 
     torch.set_default_dtype(torch.float64)

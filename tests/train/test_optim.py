@@ -75,7 +75,21 @@ def test_lars_treats_each_tensor_of_a_group_with_its_own_trust_ratio():
         torch.testing.assert_close(p.detach(), expected[p])
 
 
-def test_sgd_and_adamw_update_all_tensors_of_a_group_at_once():
-    groups = param_groups({"online": model()}, 0.0, {})
-    assert build_optimizer("sgd", groups, 0.1, 0.9).defaults["foreach"]
-    assert build_optimizer("adamw", groups, 0.1, 0.9).defaults["fused"]
+def test_sgd_with_momentum_and_adamw_follow_their_rules_by_hand_over_two_steps():
+    start, grads, wd, lr = torch.tensor([[1.0, -2.0], [0.5, 3.0]]), [torch.tensor([[0.5, 1.0], [-1.0, 0.25]]),
+                                                                    torch.tensor([[-0.5, 2.0], [1.0, 1.0]])], 0.1, 0.1
+    sgd_p, adam_p = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    sgd = build_optimizer("sgd", [dict(params=[sgd_p], weight_decay=wd)], lr, momentum=0.9)
+    adamw = build_optimizer("adamw", [dict(params=[adam_p], weight_decay=wd)], lr, momentum=0.9)
+    p, buf, q, m, v = start.clone(), None, start.clone(), torch.zeros(2, 2), torch.zeros(2, 2)
+    for t, g in enumerate(grads, start=1):
+        for param, optimizer in ((sgd_p, sgd), (adam_p, adamw)):
+            param.grad = g.clone()
+            optimizer.step()
+        d = g + wd * p  # SGD: decay added to the gradient, heavy-ball momentum
+        buf = d if buf is None else 0.9 * buf + d
+        p = p - lr * buf
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g  # AdamW: decoupled decay, bias-corrected moments
+        q = q * (1 - lr * wd) - lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+        torch.testing.assert_close(sgd_p.detach(), p)
+        torch.testing.assert_close(adam_p.detach(), q)

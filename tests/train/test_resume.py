@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from byol.config import Config
-from byol.errors import ByolError
+from byol.core.errors import ByolError
+from byol.core.files import safe_load
 from byol.methods import BYOL
-from byol.train.checkpoint import safe_load
+from byol.train.lock import run_folder_lock
 from byol.train.trainer import pretrain
 
 SETTINGS = dict(image_size=16, width=0.125, projector_hidden=32, predictor_hidden=32, projection_dim=16,
@@ -130,19 +131,18 @@ def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resume_continues(smal
 
 
 def test_a_second_process_on_a_live_run_is_refused_naming_the_first(small_folders, tmp_path):
+    """The first process is this one, holding the run folder's lock for as long as the test
+    needs: no race with a run that might end first."""
     out = tmp_path / "run"
-    first = start(small_folders[0], out)
-    try:
-        wait_for(out / "checkpoints" / "step-00000005.pt", first)
-        second = resume(out)
+    with run_folder_lock(out, lead=True):
+        second = subprocess.run([sys.executable, "-m", "byol", "pretrain", "--data", str(small_folders[0]),
+                                 "--out", str(out)], capture_output=True, text=True)
         assert second.returncode == 2
         assert second.stderr.strip().splitlines() == [
-            f"byol: error: {out} is in use by another byol pretrain (process {first.pid}): wait for it to end "
+            f"byol: error: {out} is in use by another byol pretrain (process {os.getpid()}): wait for it to end "
             "or stop it, or choose another --out folder"]
-        assert first.poll() is None  # the first run goes on, untouched
-    finally:
-        first.kill()
-        first.wait()
+        assert (out / ".lock").read_text() == f"{os.getpid()}\n"  # the first run's lock, untouched
+        assert sorted(p.name for p in out.iterdir()) == [".byol", ".lock"]  # and nothing written beside it
 
 
 def test_only_the_newest_checkpoints_are_kept_and_the_latest_is_the_last(reference):

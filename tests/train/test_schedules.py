@@ -2,7 +2,7 @@
 
 import pytest
 
-from byol.train.schedules import lr_at, scaled_lr, tau_at
+from byol.core.schedules import lr_at, scaled_lr, tau_at
 
 
 @pytest.mark.parametrize("progress, tau_base, expected", [

@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from byol.errors import ByolError
-from byol.train.runtime import at_least_fp32, pick_device
+from byol.core.errors import ByolError
+from byol.core.runtime import at_least_fp32, pick_device
 
 
 def is_distributed() -> bool:

@@ -1,4 +1,4 @@
-"""How byol writes files: only its own, each whole or not at all.
+"""How byol writes files (only its own, each whole or not at all) and loads them (never unpickling code).
 
 Every file goes through `replacing`: the content is written to a temporary name beside the
 target (`.NAME.byol-XXXXXXXX.tmp`, the only temporaries byol ever cleans up), flushed to
@@ -14,13 +14,15 @@ import contextlib
 import errno
 import json
 import os
+import pickle
 import re
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 
 TEMPORARY_TAG = ".byol-"  # in every temporary's name: .NAME.byol-XXXXXXXX.tmp
 MARKER = ".byol"  # in every folder byol owns; its text says what the folder is (run, report, compare)
@@ -180,3 +182,34 @@ def refuse_inside(output: Path, input_: Path, output_flag: str, input_flag: str)
     if out == source or source in out.parents:
         raise ByolError(f"{output_flag} {output} is inside {input_flag} {input_}: byol would write among the "
                         f"images it reads; choose an {output_flag} outside it")
+
+
+def _reason(err: BaseException) -> str:
+    """The line of an exception's message that says what is wrong, short."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    telling = [line for line in lines if "unsupported" in line.lower() or "global" in line.lower()]
+    reason = (telling or lines or [type(err).__name__])[0]
+    return reason.split(" Please use")[0][:160]  # torch's advice there is to allow the code to run
+
+
+def safe_load(path: str | Path) -> Any:
+    """torch.load with weights_only=True: tensors and plain containers only, no code. Anything
+    that is not such a file (empty, text, an image, a truncated archive) is one ByolError."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ByolError(f"checkpoint {path} does not exist: pass a checkpoint file or a run folder")
+    if path.stat().st_size == 0:
+        raise ByolError(f"{path} is empty, not a checkpoint: pass the checkpoint.pt of a byol run folder")
+    if not zipfile.is_zipfile(path):
+        raise ByolError(f"{path} is not a PyTorch checkpoint (not a torch.save archive): pass the checkpoint.pt "
+                        "of a byol run folder")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ByolError(f"refused to load {path}: it holds pickled objects beyond tensors and plain data "
+                        f"({_reason(err)}); only load checkpoints written by byol") from None
+    except Exception as err:  # torch.load's errors on a damaged archive vary by version and damage
+        raise ByolError(f"{path} is not a readable checkpoint ({_reason(err)}): pass the checkpoint.pt of a "
+                        "byol run folder") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 
 
 def pick_device(name: str) -> torch.device:

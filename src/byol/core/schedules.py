@@ -6,7 +6,6 @@ budget for a run with a time budget, so the schedules are continuous whatever th
 
 import math
 
-
 TAU_SCHEDULES = ("cosine", "constant")
 
 

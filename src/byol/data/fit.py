@@ -13,7 +13,7 @@ import statistics
 from PIL import Image
 
 from byol.config import Config
-from byol.data.folders import is_named, scan_folder
+from byol.data.folders import is_named, list_images
 
 SAMPLE = 64
 FITTED_KEYS = ("image_size", "augment", "cifar_stem")
@@ -25,7 +25,7 @@ def typical_size(spec: str) -> int | None:
     dataset's size; None when no sampled image can be read (decoding then says why)."""
     if is_named(spec):
         return NAMED_SIZES[spec.partition(":")[0]]
-    files = scan_folder(spec).files
+    files = list_images(spec).files
     sides = []
     for path in random.Random(0).sample(files, min(SAMPLE, len(files))):
         try:

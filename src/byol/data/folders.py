@@ -3,6 +3,11 @@
 Small images (the training size at most `IN_MEMORY_MAX_SIZE`) are decoded once
 into one uint8 tensor, cached on disk, so an epoch never touches a JPEG. Larger
 images are streamed through loader workers, which cut the two crops per image.
+
+The names say what is in memory: `list_images` lists files and decodes none;
+`decode_into_memory` (a folder), `load_torchvision` (a dataset by name) and
+`images_in_memory` (either) hold every image decoded; `in_memory_or_streamed` picks by
+size; `decoded_batches` streams files batch by batch.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from byol.core.errors import ByolError
+from byol.core.files import safe_load, save_torch
+from byol.core.progress import note
 from byol.data.names import NAMED_DATASETS, NAMED_SPLITS
-from byol.errors import ByolError
-from byol.files import save_torch
-from byol.progress import note
-from byol.train.checkpoint import safe_load
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IN_MEMORY_MAX_SIZE = 64
@@ -94,8 +99,9 @@ def _images_under(folder: Path) -> list[Path]:
     return found
 
 
-def scan_folder(root: str | Path) -> ImageFiles:
-    """List images; class sub-folders and no loose images at the top means labelled."""
+def list_images(root: str | Path) -> ImageFiles:
+    """The image files under `root`, listed, none decoded; class sub-folders and no loose images
+    at the top means labelled."""
     root = Path(root).expanduser()
     if not root.exists():
         raise ByolError(f"data folder {root} does not exist: pass an existing folder of images")
@@ -184,9 +190,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("BYOL_CACHE_DIR", Path.home() / ".cache" / "byol"))
 
 
-def decode_folder(root: str | Path, size: int, cache_dir: Path | None = None, workers: int = 0) -> ImageTensor:
-    """Every image under `root` as one uint8 tensor at size x size, cached on disk."""
-    listing = scan_folder(root)
+def decode_into_memory(root: str | Path, size: int, cache_dir: Path | None = None, workers: int = 0) -> ImageTensor:
+    """Every image under `root` decoded into memory as one uint8 tensor at size x size, cached on disk."""
+    listing = list_images(root)
     cache_dir = cache_dir or default_cache_dir()
     cache_file = cache_dir / f"images-{_cache_key(listing, size)}.pt"
     cached = _read_cache(cache_file)
@@ -228,8 +234,8 @@ def _read_cache(cache_file: Path) -> ImageTensor | None:
         return None
 
 
-def load_named(spec: str, size: int, root: Path | None = None) -> ImageTensor:
-    """torchvision's CIFAR-10/100 and STL-10 by name ('cifar10', 'cifar10:test', 'stl10:unlabeled').
+def load_torchvision(spec: str, size: int, root: Path | None = None) -> ImageTensor:
+    """torchvision's CIFAR-10/100 and STL-10 by name ('cifar10', 'cifar10:test', 'stl10:unlabeled'), in memory.
 
     Downloads on first use into BYOL_DATA_DIR (default ~/.cache/byol/datasets).
     """
@@ -263,17 +269,17 @@ def is_named(spec: str) -> bool:
     return spec.partition(":")[0] in NAMED_DATASETS and not Path(spec).exists()
 
 
-def load_images(spec: str, size: int, cache_dir: Path | None = None) -> ImageTensor:
-    """A dataset spec (a folder or a torchvision name) decoded into memory."""
-    return load_named(spec, size) if is_named(spec) else decode_folder(spec, size, cache_dir)
+def images_in_memory(spec: str, size: int, cache_dir: Path | None = None) -> ImageTensor:
+    """A dataset spec (a folder or a torchvision name) decoded into memory, whatever its size."""
+    return load_torchvision(spec, size) if is_named(spec) else decode_into_memory(spec, size, cache_dir)
 
 
-def open_images(spec: str, size: int) -> ImageTensor | ImageFiles:
+def in_memory_or_streamed(spec: str, size: int) -> ImageTensor | ImageFiles:
     """A dataset spec for evaluation at `size`: decoded into memory up to IN_MEMORY_MAX_SIZE (and
     torchvision's datasets, which come decoded), else the list of files, decoded as they stream."""
     if size <= IN_MEMORY_MAX_SIZE or is_named(spec):
-        return load_images(spec, size)
-    return scan_folder(spec)
+        return images_in_memory(spec, size)
+    return list_images(spec)
 
 
 class SquareImages(torch.utils.data.Dataset):
@@ -293,29 +299,40 @@ class SquareImages(torch.utils.data.Dataset):
         return torch.from_numpy(pixels.copy()).permute(2, 0, 1), True
 
 
+def decoded_batches(files: list[Path], size: int, batch_size: int, workers: int, shuffle: bool = False,
+                    seed: int = 0) -> torch.utils.data.DataLoader:
+    """Image files streamed as uint8 batches (N, 3, size, size) decoded by loader workers, with
+    whether each file decoded (a black square where it did not): in order, or shuffled anew each
+    pass. Every pass over image files that is not training's goes through it: FolderBatches,
+    evaluation, embedding and prediction."""
+    return torch.utils.data.DataLoader(SquareImages(files, size), batch_size=batch_size, shuffle=shuffle,
+                                       num_workers=workers, generator=torch.Generator().manual_seed(seed))
+
+
 class FolderBatches:
     """Batches of uint8 images (N, 3, size, size) from a folder of images of any size and
-    format, in a new random order each pass; files that do not decode are left out and
-    counted in `skipped`. What `byol.image_batches` returns, for a training loop of your own."""
+    format, in a new random order each pass, for a training loop of your own. Files that do
+    not decode are left out and counted in `skipped`; so is a last batch of one image
+    (BatchNorm cannot train on it), counted in `left_out`: with shuffling, another one each pass."""
 
     def __init__(self, folder: str | Path, image_size: int, batch_size: int = 256, workers: int = 2,
                  shuffle: bool = True, seed: int = 0) -> None:
         if image_size < 8 or batch_size < 1 or workers < 0:
             raise ByolError(f"image_size {image_size}, batch_size {batch_size}, workers {workers}: use 8 pixels "
                             "or more, 1 image or more a batch, 0 workers or more")
-        self.listing = scan_folder(folder)
-        self.skipped = 0
-        self.loader = torch.utils.data.DataLoader(
-            SquareImages(self.listing.files, image_size), batch_size=batch_size, shuffle=shuffle,
-            num_workers=workers, generator=torch.Generator().manual_seed(seed))
+        self.listing = list_images(folder)
+        self.skipped = self.left_out = 0
+        self.loader = decoded_batches(self.listing.files, image_size, batch_size, workers, shuffle, seed)
 
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
         for images, decoded in self.loader:
             self.skipped += int((~decoded).sum())
-            if decoded.any():
+            if decoded.sum() == 1:
+                self.left_out += 1
+            elif decoded.any():
                 yield images[decoded]
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

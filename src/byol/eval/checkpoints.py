@@ -9,11 +9,12 @@ from torch import nn
 
 from byol import config as cfg
 from byol.config import Config
-from byol.errors import ByolError
+from byol.core.errors import ByolError
+from byol.core.files import safe_load
 from byol.methods import Method, build_learner
 from byol.nets.encoders import build_encoder
-from byol.train.checkpoint import CHECKPOINT_FORMAT, safe_load
 
+CHECKPOINT_FORMAT = "byol-checkpoint-1"  # the "format" entry of every checkpoint byol writes
 ENCODER_PREFIX = "online.encoder."
 
 

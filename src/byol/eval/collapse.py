@@ -1,10 +1,17 @@
-"""Signs of collapse in a batch of representations, as pure functions of tensors, and the
-thresholds past which a run is warned."""
+"""Signs of collapse in a batch of representations, as pure functions of tensors, the
+thresholds past which a run is warned, and the probe that measures them on a learner."""
+
+from __future__ import annotations
 
 import math
 
 import torch
 import torch.nn.functional as F
+
+from byol.core.errors import ByolError
+from byol.core.runtime import autocast
+from byol.data.views import TwoViews
+from byol.methods import Method
 
 
 def normalized_std(z: torch.Tensor) -> float:
@@ -43,10 +50,9 @@ def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
 
 MIN_IMAGES = 2  # a spread across inputs, a rank and distinct pairs need two vectors at least
 
-# Collapse lines, from measurements on the cifar10-cpu preset (docs/evaluation.md): a random
-# network sits at proj_std ~ 0.16/sqrt(d) and proj_rank ~ 21; healthy training holds about
-# 0.7/sqrt(d) and 8 (AdamW recipe) or 0.77/sqrt(d) and 37-42 (SGD); runs with a learning rate too high
-# fell to rank 1.6-2.3 with k-NN near the random encoder's; complete collapse is std 0 and rank 1.
+# Collapse lines, well below what random and healthy networks measure (docs/evaluation.md,
+# "Collapse": the measured values); complete collapse is std 0 and rank 1.
+RANDOM_INIT_STD = 0.16  # proj_std x sqrt(d) of a random network, measured there
 STD_MIN = 0.05  # times 1/sqrt(d)
 RANK_MIN = 3.0
 CAUSES = ("usual causes: a learning rate too high for the optimiser, tau too low (the target follows the "
@@ -59,8 +65,44 @@ def collapse_alarms(stats: dict[str, float], dim: int) -> list[str]:
     ratio = stats["proj_std"] * math.sqrt(dim)
     if ratio < STD_MIN:
         alarms.append(f"proj_std is {stats['proj_std']:.2g} = {ratio:.2g}/sqrt({dim}), below {STD_MIN}/sqrt(d) "
-                      "(healthy: near 1/sqrt(d); random init: about 0.15/sqrt(d))")
+                      f"(healthy: near 1/sqrt(d); random init: about {RANDOM_INIT_STD}/sqrt(d))")
     if stats["proj_rank"] < RANK_MIN:
         alarms.append(f"proj_rank is {stats['proj_rank']:.3g}, below {RANK_MIN} "
                       "(healthy: 8 and more; 1 when every projection lies on one line)")
     return alarms
+
+
+class CollapseProbe:
+    """Collapse statistics of the online projections on one fixed pair of augmented views.
+
+    The views are drawn once, under a forked RNG so the training stream is untouched, and
+    the network runs in eval mode under no_grad, so probing changes nothing in the run.
+    """
+
+    def __init__(self, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.view_1, self.view_2 = views(images.to(device))
+
+    @classmethod
+    def sample(cls, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int,
+               count: int = 512) -> "CollapseProbe":
+        """A probe on `count` images drawn from `images` with `seed`."""
+        if len(images) < MIN_IMAGES:
+            raise ByolError(f"the collapse statistics need {MIN_IMAGES} images or more (a spread and a rank), and "
+                            f"there are {len(images)}: add images")
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+        return cls(images[order[:count]], views, device, seed)
+
+    @torch.no_grad()
+    def __call__(self, learner: Method, dtype: torch.dtype | None) -> dict[str, float]:
+        was_training = learner.training
+        learner.eval()
+        try:
+            with autocast(self.view_1.device, dtype):
+                y_1, y_2 = learner.encoder(self.view_1), learner.encoder(self.view_2)
+                z_1, z_2 = learner.online.projector(y_1).float(), learner.online.projector(y_2).float()
+        finally:
+            learner.train(was_training)
+        return dict(proj_std=normalized_std(z_1), proj_rank=effective_rank(z_1), feature_rank=effective_rank(y_1),
+                    alignment=alignment(z_1, z_2), uniformity=uniformity(z_1))

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from byol.config import Config
-from byol.data.folders import ImageFiles, ImageTensor, SquareImages
+from byol.core.errors import ByolError
+from byol.core.progress import progress
+from byol.data.folders import ImageFiles, ImageTensor, decoded_batches
 from byol.data.views import eval_transform, view_specs
-from byol.errors import ByolError
-from byol.progress import progress
 
 
 def run_transform(config: Config) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -44,8 +44,7 @@ class _DecodedInOrder:
     the files that could be read (the others come as black squares, to be dropped)."""
 
     def __init__(self, listing: ImageFiles, size: int, batch_size: int, workers: int) -> None:
-        self.loader = torch.utils.data.DataLoader(SquareImages(listing.files, size), batch_size=batch_size,
-                                                  num_workers=workers)
+        self.loader = decoded_batches(listing.files, size, batch_size, workers)
         self.decoded: list[torch.Tensor] = []
 
     def __len__(self) -> int:

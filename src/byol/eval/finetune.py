@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -23,16 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from byol import config as cfg
+from byol.core.errors import ByolError
+from byol.core.progress import progress
+from byol.core.runtime import autocast, autocast_dtype
+from byol.core.schedules import lr_at
 from byol.data.folders import ImageFiles, ImageTensor, open_rgb
 from byol.data.views import ViewSpec, eval_transform, normalise, resized_crop_flip, to_unit_float
-from byol.errors import ByolError
 from byol.eval.features import features_and_labels
 from byol.eval.knn import topk_accuracy
 from byol.eval.linear import linear_probe, stratified_split
 from byol.nets.encoders import build_encoder
-from byol.progress import progress
-from byol.train.runtime import autocast, autocast_dtype
-from byol.train.schedules import lr_at
 
 LR_GRID = (0.01, 0.03, 0.1)  # rates tried on validation (the paper swept 0.005 to 0.1; benchmarks/finetune_defaults.py)
 
@@ -83,7 +84,8 @@ def with_head(encoder: nn.Module, num_classes: int) -> nn.Module:
     elif hasattr(encoder, "reset_classifier"):  # timm
         encoder.reset_classifier(num_classes)
     else:
-        raise ByolError(f"{type(encoder).__name__} has no classifier slot: fine-tuning takes byol's ResNets and timm models")
+        raise ByolError(f"{type(encoder).__name__} has no classifier slot: fine-tuning takes byol's ResNets and "
+                        "timm models")
     head = classifier_head(encoder)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
@@ -158,16 +160,23 @@ class Fit:
     seed: int
 
 
+def nesterov_sgd(model: nn.Module, fit: Fit) -> torch.optim.SGD:
+    """The encoder's parameters at `fit.lr`, the head's at `head_lr_mult` times it (each group's
+    `peak`, which the cosine scales)."""
+    head = list(classifier_head(model).parameters())
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    settings = fit.settings
+    groups = [dict(params=body, peak=fit.lr), dict(params=head, peak=fit.lr * settings.head_lr_mult)]
+    return torch.optim.SGD(groups, lr=fit.lr, momentum=settings.momentum, nesterov=settings.momentum > 0,
+                           weight_decay=settings.weight_decay)
+
+
 def train_classifier(model: nn.Module, fit: Fit, epochs: int,
                      after_epoch: Callable[[int, nn.Module], None] = lambda epoch, model: None) -> nn.Module:
     """`epochs` epochs of the cosine over `fit.settings.epochs`, from the model as given."""
-    head = classifier_head(model)
-    head_ids = {id(p) for p in head.parameters()}
-    body = [p for p in model.parameters() if id(p) not in head_ids]
     settings = fit.settings
-    groups = [dict(params=body, peak=fit.lr), dict(params=list(head.parameters()), peak=fit.lr * settings.head_lr_mult)]
-    optimizer = torch.optim.SGD(groups, lr=fit.lr, momentum=settings.momentum, nesterov=settings.momentum > 0,
-                                weight_decay=settings.weight_decay)
+    optimizer = nesterov_sgd(model, fit)
     steps_per_epoch = max(1, math.ceil(len(fit.data.labels) / settings.batch_size))
     total, step = steps_per_epoch * settings.epochs, 0
     dtype = autocast_dtype(settings.precision, fit.device)
@@ -195,7 +204,7 @@ def train_classifier(model: nn.Module, fit: Fit, epochs: int,
 def score(model: nn.Module, data: ImageTensor | ImageFiles, spec: ViewSpec, device: torch.device,
           workers: int = 2) -> dict[str, float]:
     """Top-1/top-5 in percent on `data`, in fp32 without augmentation (files that do not decode are left out)."""
-    logits, labels = features_and_labels(model, data, lambda images: eval_transform(images, spec), spec.size, device,
+    logits, labels = features_and_labels(model, data, partial(eval_transform, spec=spec), spec.size, device,
                                          workers=workers)
     return topk_accuracy(logits, labels)
 
@@ -208,7 +217,8 @@ def choose_recipe(initial: nn.Module, fit: Fit, val: ImageTensor | ImageFiles, d
     for lr in progress(rates, desc=f"{desc}: choosing the rate", leave=False, unit="rate"):
         curve = curves.setdefault(f"{lr:g}", [])
         train_classifier(copy.deepcopy(initial), replace(fit, lr=lr), fit.settings.epochs,
-                         lambda epoch, model: curve.append(score(model, val, fit.spec, fit.device)["top1"]))
+                         lambda epoch, model: curve.append(score(model, val, fit.spec, fit.device,
+                                                                 fit.settings.workers)["top1"]))
     best = max(((acc, -epoch, -float(lr)) for lr, curve in curves.items() for epoch, acc in enumerate(curve, 1)))
     return -best[2], -best[1], curves
 
@@ -237,7 +247,7 @@ def linear_on_subset(encoder: nn.Module, labelled: ImageTensor | ImageFiles, tes
                      spec: ViewSpec, device: torch.device, seed: int) -> dict:
     """The frozen encoder's linear probe on the same labelled images: what fine-tuning adds."""
     started = time.perf_counter()
-    transform = lambda images: eval_transform(images, spec)  # noqa: E731
+    transform = partial(eval_transform, spec=spec)
     train_x, train_y = features_and_labels(encoder, labelled, transform, spec.size, device)
     test_x, test_y = features_and_labels(encoder, test, transform, spec.size, device)
     result = linear_probe(train_x, train_y, test_x, test_y, len(labelled.classes), device=device, seed=seed)

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import torch
 
-from byol.data.folders import load_images
+from byol.core.errors import ByolError
+from byol.core.runtime import autocast_dtype
+from byol.data.folders import images_in_memory
 from byol.eval.checkpoints import load_run_learner
-from byol.errors import ByolError
-from byol.eval.collapse import collapse_alarms
-from byol.train.monitors import CollapseProbe
-from byol.train.runtime import autocast_dtype
+from byol.eval.collapse import CollapseProbe, collapse_alarms
 
 
 def inspect_checkpoint(checkpoint: Path, data: str, images: int = 512,
@@ -21,7 +20,7 @@ def inspect_checkpoint(checkpoint: Path, data: str, images: int = 512,
     if images < 2:
         raise ByolError(f"--images is {images}: the statistics need 2 images or more (default 512)")
     learner, config, path = load_run_learner(checkpoint, random_init)
-    dataset = load_images(data, config.image_size)
+    dataset = images_in_memory(data, config.image_size)
     probe = CollapseProbe.sample(dataset.images, learner.views, device, config.seed + 1, images)
     stats = probe(learner.to(device), autocast_dtype(config.precision, device))
     return dict(checkpoint=str(path), random_init=random_init, data=str(data), images=len(probe.view_1),

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from byol.core.errors import ByolError
 from byol.data.folders import ImageFiles
-from byol.errors import ByolError
 
 LabelSpec = float | int | Path | None  # a share of each class, images a class, a list file, or all
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from byol.errors import ByolError
+from byol.core.errors import ByolError
+from byol.core.progress import progress
 from byol.eval.knn import topk_accuracy
-from byol.progress import progress
 
 WEIGHT_DECAYS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 

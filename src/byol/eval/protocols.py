@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from byol.data.folders import open_images
-from byol.errors import ByolError
+from byol.core.errors import ByolError
+from byol.core.runtime import autocast, autocast_dtype
+from byol.data.folders import in_memory_or_streamed
 from byol.eval.checkpoints import load_run_encoder
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.eval.linear import check_probe_labels, linear_probe
-from byol.train.runtime import autocast, autocast_dtype
 
 
 def evaluate(
@@ -32,7 +32,7 @@ def evaluate(
     if protocol == "knn" and temperature is not None and temperature <= 0:
         raise ByolError(f"temperature is {temperature}: it must be positive")
     encoder, config, checkpoint = load_run_encoder(checkpoint)  # also checks the weights fit
-    train_data, test_data = labelled_pair(open_images(train, config.image_size), open_images(test, config.image_size),
+    train_data, test_data = labelled_pair(in_memory_or_streamed(train, config.image_size), in_memory_or_streamed(test, config.image_size),
                                           train, test)
     if protocol == "linear":
         check_probe_labels(torch.as_tensor(train_data.labels))  # before any image is encoded

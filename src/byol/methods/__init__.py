@@ -5,8 +5,8 @@ are what `--set method=...` and `byol compare --methods` accept.
 """
 
 from byol.config import Config
+from byol.core.errors import ByolError
 from byol.data.views import TwoViews
-from byol.errors import ByolError
 from byol.methods.base import Method
 from byol.methods.byol import BYOL, BYOLSimCLR
 from byol.methods.simclr import SimCLR

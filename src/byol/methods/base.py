@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from byol.data.views import TwoViews, checked_images, default_views
-from byol.nets.encoders import feature_dim
+from byol.nets.encoders import feature_dim, without_classifier
 from byol.nets.heads import mlp_head
 
 ViewFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -35,6 +35,7 @@ class Method(nn.Module):
     def __init__(self, encoder: nn.Module, *, views: ViewFn | None = None, image_size: int = 32,
                  projector_hidden: int = 4096, projection_dim: int = 256, head_batchnorm: bool = True) -> None:
         super().__init__()
+        encoder = without_classifier(encoder)
         dim = feature_dim(encoder, image_size)
         self.online = EncoderProjector(encoder, mlp_head(dim, projector_hidden, projection_dim, head_batchnorm))
         self.views = views if views is not None else default_views(image_size)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 
 RESNETS = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
@@ -73,6 +75,18 @@ def build_encoder(name: str, width: float = 1.0, cifar_stem: bool = False) -> nn
     if name not in RESNETS:
         raise ByolError(f"unknown encoder {name!r}: choose one of {', '.join(RESNETS)}, or timm:MODEL")
     return ScaledResNet(name, width=width, cifar_stem=cifar_stem)
+
+
+def without_classifier(encoder: nn.Module) -> nn.Module:
+    """The encoder with a classifier's `fc` (torchvision.models.resnet18() as it comes) replaced
+    by nn.Identity, said in one warning: 1000 logits are not the representation to learn."""
+    fc = getattr(encoder, "fc", None)
+    if isinstance(fc, nn.Linear):
+        warnings.warn(f"the encoder ends in a classifier (fc: Linear {fc.in_features} -> {fc.out_features}): "
+                      f"BYOL learns the {fc.in_features} features before it, so its fc is now nn.Identity()",
+                      stacklevel=3)
+        encoder.fc = nn.Identity()
+    return encoder
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from byol.data.folders import is_named, load_images
+from byol.data.folders import is_named, images_in_memory
 from byol.eval.checkpoints import load_run_encoder
 from byol.eval.features import extract_features, run_transform
 
@@ -34,7 +34,7 @@ def sample_test_features(run_dir: Path, limit: int = 2000, device: torch.device 
         return "the run had no --test folder"
     if not is_named(config.test) and not Path(config.test).exists():
         return f"its test folder {config.test} is not on this machine"
-    data = load_images(config.test, config.image_size)
+    data = images_in_memory(config.test, config.image_size)
     if not data.labelled:
         return f"its test folder {config.test} has no class sub-folders"
     order = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(config.seed))[:limit]

@@ -12,7 +12,7 @@ import torch
 import yaml
 from matplotlib.figure import Figure
 
-from byol.files import claim_folder, write_text, write_with
+from byol.core.files import claim_folder, write_text, write_with
 from byol.report.embedding import embed_2d, sample_test_features
 from byol.report.plots import collapse_curves, embedding_scatter, knn_curves, training_curves
 from byol.report.runs import Run, read_run

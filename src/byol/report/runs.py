@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 from byol.train.logbook import METRICS
 
 

@@ -94,10 +94,10 @@ class TrainData:
 
 def load_train_data(config: Config, views: TwoViews, rank: int = 0, world: int = 1) -> TrainData:
     if config.image_size <= folders.IN_MEMORY_MAX_SIZE or folders.is_named(config.data):
-        memory = folders.load_images(config.data, config.image_size)
+        memory = folders.images_in_memory(config.data, config.image_size)
         batches = EpochBatches(len(memory.images), config.batch_size, config.seed, rank, world, config.accumulate)
         return TrainData(batches, memory=memory)
-    listing = folders.scan_folder(config.data)
+    listing = folders.list_images(config.data)
     batches = EpochBatches(len(listing.files), config.batch_size, config.seed, rank, world, config.accumulate)
     loader = torch.utils.data.DataLoader(
         folders.CroppedPairs(listing, views.specs, config.seed), batch_sampler=DrawKeys(batches),

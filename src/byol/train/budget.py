@@ -27,12 +27,18 @@ class Budget:
         self.synced_step, self.synced_seconds = step, lead_seconds
 
     def progress(self, step: int) -> float:
-        """The progress when `step` steps are done (asked in step order); at least the last answer."""
+        """The progress when `step` steps are done, at least what `advance` last reached; it
+        changes nothing, so asking is free."""
         done = step / self.total_steps
         if self.seconds is not None:
             elapsed = self.synced_seconds + (step - self.synced_step) * self.seconds_per_step
             done = max(done, elapsed / self.seconds)
-        self.reached = max(self.reached, min(done, 1.0))
+        return max(self.reached, min(done, 1.0))
+
+    def advance(self, step: int) -> float:
+        """Move on to `step` (steps in order): its progress, which later answers never go below;
+        under a time budget, the step where the warm-up ends records its progress."""
+        self.reached = self.progress(step)
         if step == self.warmup_steps and self.seconds is not None:
             self.warmup_progress = self.reached
         return self.reached

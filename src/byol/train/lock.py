@@ -14,10 +14,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from byol.errors import ByolError
-from byol.files import claim_folder
-from byol.train import distributed
-from byol.train.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, safe_load
+from byol.core import distributed
+from byol.core.errors import ByolError
+from byol.core.files import claim_folder, safe_load
+from byol.eval.checkpoints import CHECKPOINT_FORMAT
+from byol.train.checkpoint import CHECKPOINT
 
 LOCK = ".lock"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from byol.files import write_failure
+from byol.core.files import write_failure
 
 METRICS = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"

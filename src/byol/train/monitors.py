@@ -1,21 +1,19 @@
-"""What pretraining measures as it goes: k-NN accuracy and collapse statistics."""
+"""What pretraining measures as it goes: k-NN accuracy, and collapse statistics (byol.eval.collapse) with their alarm."""
 
 from __future__ import annotations
 
 import torch
 
 from byol.config import Config
+from byol.core.errors import CollapseError
+from byol.core.progress import note
+from byol.core.runtime import autocast
 from byol.data import folders
 from byol.data.views import TwoViews
-from byol.errors import ByolError, CollapseError
-from byol.eval.collapse import (CAUSES, MIN_IMAGES, alignment, collapse_alarms, effective_rank, normalized_std,
-                                 uniformity)
+from byol.eval.collapse import CAUSES, CollapseProbe, collapse_alarms
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy
-from byol.methods import Method
-from byol.progress import note
 from byol.train.batches import TrainData
-from byol.train.runtime import autocast
 
 
 class KnnMonitor:
@@ -48,7 +46,7 @@ def knn_monitor(config: Config, data: TrainData, device: torch.device) -> KnnMon
     pretraining saw them); with --test but unlabelled training images, a fixed tenth of --test
     as queries and the rest as the bank."""
     training = data.memory if data.memory is not None else data.listing
-    test = folders.open_images(config.test, config.image_size) if config.test else None
+    test = folders.in_memory_or_streamed(config.test, config.image_size) if config.test else None
     if test is not None and _has_labels(training):
         return KnnMonitor(training, test, config, device)
     labelled = training if test is None else test
@@ -64,42 +62,6 @@ def knn_monitor(config: Config, data: TrainData, device: torch.device) -> KnnMon
 
 def _has_labels(data: folders.ImageTensor | folders.ImageFiles) -> bool:
     return len(data.classes) >= 2 and bool((torch.as_tensor(data.labels) >= 0).any())
-
-
-class CollapseProbe:
-    """Collapse statistics of the online projections on one fixed pair of augmented views.
-
-    The views are drawn once, under a forked RNG so the training stream is untouched, and
-    the network runs in eval mode under no_grad, so probing changes nothing in the run.
-    """
-
-    def __init__(self, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.view_1, self.view_2 = views(images.to(device))
-
-    @classmethod
-    def sample(cls, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int,
-               count: int = 512) -> "CollapseProbe":
-        """A probe on `count` images drawn from `images` with `seed`."""
-        if len(images) < MIN_IMAGES:
-            raise ByolError(f"the collapse statistics need {MIN_IMAGES} images or more (a spread and a rank), and "
-                            f"there are {len(images)}: add images")
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-        return cls(images[order[:count]], views, device, seed)
-
-    @torch.no_grad()
-    def __call__(self, learner: Method, dtype: torch.dtype | None) -> dict[str, float]:
-        was_training = learner.training
-        learner.eval()
-        try:
-            with autocast(self.view_1.device, dtype):
-                y_1, y_2 = learner.encoder(self.view_1), learner.encoder(self.view_2)
-                z_1, z_2 = learner.online.projector(y_1).float(), learner.online.projector(y_2).float()
-        finally:
-            learner.train(was_training)
-        return dict(proj_std=normalized_std(z_1), proj_rank=effective_rank(z_1), feature_rank=effective_rank(y_1),
-                    alignment=alignment(z_1, z_2), uniformity=uniformity(z_1))
 
 
 class CollapseAlarm:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from byol.errors import ByolError
+from byol.core.errors import ByolError
 
 
 class LARS(torch.optim.Optimizer):

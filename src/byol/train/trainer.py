@@ -23,25 +23,26 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from tqdm import tqdm
 
 from byol import config as cfg
 from byol.config import Config
-from byol.errors import ByolError, CollapseError, Stopped
-from byol.files import own_temporaries, refuse_inside, write_json, write_text, write_with
+from byol.core import distributed
+from byol.core.errors import ByolError, CollapseError, Stopped
+from byol.core.files import own_temporaries, refuse_inside, safe_load, write_json, write_text, write_with
+from byol.core.progress import note, progress
+from byol.core.runtime import (autocast, autocast_dtype, caller_state_kept, channels_last_is_safe, make_deterministic,
+                               rng_state, seed_everything, set_rng_state)
+from byol.core.schedules import lr_at, scaled_lr, tau_at
+from byol.eval.checkpoints import CHECKPOINT_FORMAT
 from byol.methods import Method, build_learner
-from byol.progress import note, progress
-from byol.train import distributed
 from byol.train.batches import TrainData, load_train_data
 from byol.train.budget import Budget
-from byol.train.checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, HISTORY, history_name, last_checkpoint, safe_load,
-                                   save_with_history)
+from byol.train.checkpoint import CHECKPOINT, HISTORY, history_name, last_checkpoint, save_with_history
 from byol.train.lock import run_folder_lock
 from byol.train.logbook import Logbook
 from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
-from byol.train.runtime import (autocast, autocast_dtype, caller_state_kept, channels_last_is_safe,
-                                make_deterministic, rng_state, seed_everything, set_rng_state)
-from byol.train.schedules import lr_at, scaled_lr, tau_at
 from byol.train.signals import StopRequests
 
 ENCODER = "encoder.safetensors"
@@ -150,6 +151,7 @@ class Trainer:
         self.dtype = autocast_dtype(config.precision, device)
         self._build_networks()
         self.data = self._load_data()
+        self.steps_per_epoch = self._steps_per_epoch()
         if config.channels_last and self.memory_format != torch.channels_last:
             notices = [*notices, "channels_last is off for this encoder: under 8 channels in a strided 1x1 "
                        "convolution, where PyTorch's CPU kernel is unsafe"]
@@ -167,6 +169,9 @@ class Trainer:
             metrics_bytes = self.restore(checkpoint)
         self.model = self._loss_module()
         self.logbook = Logbook(out, config.tensorboard, metrics_bytes, self.step_count) if self.lead else None
+        self.bar: tqdm | None = None  # shown while `run` trains
+        self.clock = self.window_start = time.perf_counter()  # training time counts from `clock`
+        self.window_images = 0  # images since the last logged throughput
 
     def _build_networks(self) -> None:
         config = self.config
@@ -203,11 +208,15 @@ class Trainer:
                                 f"in {listed}): fix or remove them, or drop strict_data to skip them")
             if self.lead:
                 note(f"skipped {len(data.skipped)} undecodable image files (listed in {listed})")
-        self.steps_per_epoch = data.batches.batches_per_epoch // config.accumulate
-        if self.steps_per_epoch == 0:
-            raise ByolError(f"{config.data} has {len(data)} usable images, too few for one step of "
-                            f"{config.batch_size * config.accumulate}: lower --batch-size or add images")
         return data
+
+    def _steps_per_epoch(self) -> int:
+        config = self.config
+        steps = self.data.batches.batches_per_epoch // config.accumulate
+        if steps == 0:
+            raise ByolError(f"{config.data} has {len(self.data)} usable images, too few for one step of "
+                            f"{config.batch_size * config.accumulate}: lower --batch-size or add images")
+        return steps
 
     def _build_optimisation(self) -> None:
         config = self.config
@@ -256,7 +265,7 @@ class Trainer:
         self.watch.observe(step_loss, self.step_count)
         if self.config.nonfinite == "skip" and self._skip_if_not_finite(step_loss):
             return False
-        progress = self.budget.progress(self.step_count)
+        progress = self.budget.advance(self.step_count)
         self.lr = lr_at(self.step_count, progress, self.budget.warmup_steps, self.budget.warmup_progress, self.peak_lr)
         set_lr(self.optimizer, self.lr)
         if not self._optimizer_step():
@@ -293,8 +302,7 @@ class Trainer:
         """Train until the budget is spent, then write the encoder, k-NN and the summary."""
         self.bar = progress(total=self.budget.total_steps, initial=self.step_count, unit="step", desc="pretrain",
                             disable=not self.lead)
-        self.clock = self.window_start = time.perf_counter()
-        self.window_images = 0
+        self._restart_clock()
         try:
             with StopRequests() as stop:
                 while not self.budget.done(self.step_count):
@@ -308,7 +316,7 @@ class Trainer:
         finally:
             self.bar.close()
         if self.saved_at != self.step_count:  # a run that ends at an epoch's end has just been saved
-            self._agree()
+            self._sync_and_check_loss()
             self.save()
         return self.finish()
 
@@ -330,7 +338,7 @@ class Trainer:
             knn = self._knn_or_reason()
             if isinstance(knn, dict):
                 self._log_knn(knn, self.epoch)
-        self._agree()
+        self._sync_and_check_loss()
         self.save()
 
     def _steps_of_epoch(self):
@@ -359,7 +367,7 @@ class Trainer:
         saving = step % config.checkpoint_every == 0
         agreed = None
         if step % config.log_every == 0 or probing or saving or (self.world == 1 and stop.signal):
-            agreed = self._agree(stop)
+            agreed = self._sync_and_check_loss(stop)
         if agreed:
             self.bar.total = self.budget.expected_steps(step)
         if step % config.log_every == 0:
@@ -377,19 +385,25 @@ class Trainer:
                           f"the checkpoint is written: resume with `byol pretrain --resume {self.out}`",
                           stop.signal or agreed["signal"])
 
-    def _agree(self, stop: StopRequests | None = None) -> dict:
-        """What every process must act on alike, gathered from all (a host sync): the lead's
-        training seconds (the time budget), a stop request, a non-finite loss, the mean loss."""
+    def _sync_and_check_loss(self, stop: StopRequests | None = None) -> dict:
+        """Gather from every process (a host sync) what all must act on alike: the lead's training
+        seconds (the time budget agrees on them), a stop request and the mean loss, returned; and
+        a non-finite loss in any process since the last sync, which stops the run (nonfinite=stop)."""
         mine = dict(self.watch.report(), seconds=self.train_seconds, signal=(stop.signal or 0) if stop else 0)
         everyone = distributed.all_ranks(mine)
-        bad = [(r["bad_step"], r["bad_loss"]) for r in everyone if r["bad_step"] >= 0]
-        if bad and self.config.nonfinite == "stop":
+        if self.config.nonfinite == "stop":
+            self._stop_on_nonfinite_loss(everyone)
+        self.budget.agree(self.step_count, everyone[0]["seconds"])
+        return dict(loss=sum(r["loss"] for r in everyone) / self.world, signal=max(r["signal"] for r in everyone))
+
+    @staticmethod
+    def _stop_on_nonfinite_loss(reports: list[dict]) -> None:
+        bad = [(r["bad_step"], r["bad_loss"]) for r in reports if r["bad_step"] >= 0]
+        if bad:
             step, value = min(bad)
             raise ByolError(f"the loss became {value} at step {step}: the learning rate may be too high (lower --lr), "
                             "fp16 may overflow (--precision bf16 or fp32), or the data may hold broken values; the "
                             "last checkpoint is kept, and --set nonfinite=skip skips such steps instead")
-        self.budget.agree(self.step_count, everyone[0]["seconds"])
-        return dict(loss=sum(r["loss"] for r in everyone) / self.world, signal=max(r["signal"] for r in everyone))
 
     def _log(self, record: dict) -> None:
         if self.logbook is not None:
@@ -420,9 +434,13 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """k-NN of the online encoder (rank 0); its time is left out of the training time."""
         knn = self.monitor(self.learner.encoder, self.dtype)
+        self._restart_clock()
+        return knn
+
+    def _restart_clock(self) -> None:
+        """Training time and throughput count from now (not the time spent before, e.g. on k-NN)."""
         self.clock = self.window_start = time.perf_counter()
         self.window_images = 0
-        return knn
 
     def _knn_or_reason(self) -> dict[str, float] | str:
         """k-NN, or why it cannot run on these folders: then the run goes on, and ends finished,
