@@ -25,7 +25,7 @@ from byol.eval.checkpoints import load_weights
 from byol.eval.features import decode_in_order, labelled_pair
 from byol.eval.finetune import FinetuneSettings, check_labelled, finetune, with_head
 from byol.eval.labels import choose_labelled, labels_text, parse_label_spec
-from byol.export import (CLASSIFIER_FORMAT, check_export_place, load_encoder_and_card, read_safetensors,
+from byol.export import (CLASSIFIER_FORMAT, check_batching, check_export_place, load_encoder_and_card, read_safetensors,
                          torchvision_recipe, write_weights_and_card)
 from byol.nets.encoders import build_encoder
 
@@ -138,9 +138,7 @@ def predict_folder(model_dir: Path, data: Path, out: Path, batch_size: int = 256
     has the classifier's classes as sub-folders, the result also holds the top-1 accuracy."""
     if out.suffix != ".csv":
         raise ByolError(f"--out {out}: name the file .csv")
-    if batch_size < 1 or workers < 0:
-        raise ByolError(f"--batch-size is {batch_size} and --workers {workers}: use a batch of 1 or more images and "
-                        "0 or more workers")
+    check_batching(batch_size, workers)
     refuse_foreign_file(out, _is_prediction, "prediction table")
     model, card = load_classifier_and_card(model_dir)
     listing = folders.list_images(data)

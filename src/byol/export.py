@@ -204,6 +204,13 @@ def _is_embedding(path: Path) -> bool:
         return False
 
 
+def check_batching(batch_size: int, workers: int) -> None:
+    """--batch-size and --workers of the commands that stream a folder through a model."""
+    if batch_size < 1 or workers < 0:
+        raise ByolError(f"--batch-size is {batch_size} and --workers {workers}: use a batch of 1 or more "
+                        "images and 0 or more workers")
+
+
 @torch.no_grad()
 def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256, workers: int = 2,
                  device: torch.device | str = "cpu") -> dict:
@@ -213,9 +220,7 @@ def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256,
     NaN rows and are listed in `out`.skipped.txt."""
     if out.suffix not in EMBEDDING_WRITERS:
         raise ByolError(f"--out {out}: name the file .npy (NumPy rows) or .parquet (a table, needs pyarrow)")
-    if batch_size < 1 or workers < 0:
-        raise ByolError(f"--batch-size is {batch_size} and --workers {workers}: use a batch of 1 or more "
-                        "images and 0 or more workers")
+    check_batching(batch_size, workers)
     refuse_foreign_file(out, _is_embedding, "embedding file")
     encoder, card = load_encoder_and_card(checkpoint)
     listing = folders.list_images(data)
