@@ -104,10 +104,14 @@ def test_imagenet_view_two_blurs_and_solarises_at_its_rates():
     assert solarised == pytest.approx(0.2, abs=0.03)
 
 
-def test_cifar_preset_has_no_blur_and_solarises_only_view_two():
-    first, second = view_specs("cifar", 32)
-    assert first.blur_p == second.blur_p == 0.0
-    assert (first.solarize_p, second.solarize_p) == (0.0, 0.2)
+def test_cifar_views_never_blur_and_solarise_only_the_second_view_a_fifth_of_the_time():
+    x = _checkerboard(4000)
+    for spec, solarised_share in zip(view_specs("cifar", 16), (0.0, 0.2)):
+        out = colour_and_normalise(x.clone(), replace(spec, **{**NO_COLOUR, "blur_p": spec.blur_p,
+                                                                 "solarize_p": spec.solarize_p}, blur_sigma=(1.0, 2.0)))
+        unsolarised = out.mean(dim=(1, 2, 3)) > 0.5
+        torch.testing.assert_close(out[unsolarised], x[unsolarised])  # no blur touched them
+        assert (~unsolarised).float().mean().item() == pytest.approx(solarised_share, abs=0.03)
 
 
 def test_views_have_the_asked_shape_dtype_and_range():
