@@ -163,7 +163,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="the online encoder (or a fine-tuned classifier) as safetensors or a state_dict, "
                        "with a JSON card")
-    p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt, or a byol finetune folder")
+    p.add_argument("--checkpoint", required=True, type=Path,
+                   help="run folder, checkpoint.pt, or a byol finetune folder")
     p.add_argument("--out", required=True, type=Path, help="FILE.safetensors or FILE.pt (the card: FILE.json)")
 
 

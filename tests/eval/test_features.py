@@ -65,3 +65,32 @@ def test_streamed_files_give_the_features_of_the_decoded_images_and_drop_what_do
     streamed, labels = features_and_labels(encoder, list_images(folder), transform, 24, batch_size=7, workers=0)
     assert len(streamed) == len(decoded.images) == 64  # the broken file is left out, with its label
     assert torch.allclose(streamed, expected, atol=1e-6) and torch.equal(labels, expected_labels)
+
+
+def test_inspect_and_the_report_decode_their_sample_alone_not_the_whole_folder(small_folders, tmp_path, monkeypatch):
+    """256 training images; inspect's sample of 40 and the report's of 30 decode 40 and 30 files."""
+    from byol.data import folders
+    from byol.eval.inspect import inspect_checkpoint
+    from byol.report.embedding import sample_test_features
+    from tests.test_export import write_run
+
+    log, real = tmp_path / "decoded.txt", folders.decode_square
+
+    def counted(path, size):  # runs in the loader's worker processes too: a file counts for all
+        with log.open("a") as file:
+            file.write(f"{path}\n")
+        return real(path, size)
+
+    def decoded() -> list[str]:
+        files = log.read_text().splitlines()
+        log.unlink()
+        return files
+
+    monkeypatch.setattr(folders, "decode_square", counted)
+    run = write_run(tmp_path / "run", width=0.125, test=str(small_folders[0]))
+    result = inspect_checkpoint(run, str(small_folders[0]), images=40)
+    files = decoded()
+    assert result["images"] == 40 and len(files) == len(set(files)) == 40
+    features, labels, classes = sample_test_features(run, limit=30)
+    assert features.shape[0] == len(labels) == len(decoded()) == 30
+    assert classes == folders.list_images(small_folders[0]).classes

@@ -10,7 +10,7 @@ from torch import nn
 from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.progress import progress
-from byol.data.folders import ImageFiles, ImageTensor, decoded_batches
+from byol.data.folders import ImageFiles, ImageTensor, decoded_batches, images_in_memory, is_named, list_images
 from byol.data.views import eval_transform, view_specs
 
 
@@ -64,6 +64,22 @@ def decode_in_order(listing: ImageFiles, size: int, batch_size: int = 256, worke
     decoded = torch.cat(files.decoded)
     skipped = [str(path) for path, ok in zip(listing.files, decoded.tolist()) if not ok]
     return ImageTensor(images[decoded], torch.as_tensor(listing.labels)[decoded], listing.classes, skipped)
+
+
+def sample_images(spec: str, size: int, count: int, seed: int) -> ImageTensor:
+    """Up to `count` images of a folder or dataset, a fixed random sample by `seed`, in memory:
+    a folder decodes only the files sampled, however large it is."""
+    if is_named(spec):
+        data = images_in_memory(spec, size)
+        order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:count]
+        return data.subset(order.tolist())
+    listing = list_images(spec)
+    order = torch.randperm(len(listing.files), generator=torch.Generator().manual_seed(seed))[:count]
+    sample = decode_in_order(listing.subset(order.tolist()), size)
+    if len(sample.labels) == 0:
+        raise ByolError(f"none of the {len(order)} image files sampled under {listing.root} could be decoded: check "
+                        "that they are real images (not empty, truncated or of another format)")
+    return sample
 
 
 def features_and_labels(encoder: nn.Module, data: ImageTensor | ImageFiles, transform: Callable, size: int,

@@ -8,9 +8,9 @@ import torch
 
 from byol.core.errors import ByolError
 from byol.core.runtime import autocast_dtype
-from byol.data.folders import images_in_memory
 from byol.eval.checkpoints import load_run_learner
 from byol.eval.collapse import CollapseProbe, collapse_alarms
+from byol.eval.features import sample_images
 
 
 def inspect_checkpoint(checkpoint: Path, data: str, images: int = 512,
@@ -20,7 +20,7 @@ def inspect_checkpoint(checkpoint: Path, data: str, images: int = 512,
     if images < 2:
         raise ByolError(f"--images is {images}: the statistics need 2 images or more (default 512)")
     learner, config, path = load_run_learner(checkpoint, random_init)
-    dataset = images_in_memory(data, config.image_size)
+    dataset = sample_images(data, config.image_size, images, config.seed + 1)  # decodes the sample alone
     probe = CollapseProbe.sample(dataset.images, learner.views, device, config.seed + 1, images)
     stats = probe(learner.to(device), autocast_dtype(config.precision, device))
     return dict(checkpoint=str(path), random_init=random_init, data=str(data), images=len(probe.view_1),

@@ -32,7 +32,8 @@ def evaluate(
     if protocol == "knn" and temperature is not None and temperature <= 0:
         raise ByolError(f"temperature is {temperature}: it must be positive")
     encoder, config, checkpoint = load_run_encoder(checkpoint)  # also checks the weights fit
-    train_data, test_data = labelled_pair(in_memory_or_streamed(train, config.image_size), in_memory_or_streamed(test, config.image_size),
+    train_data, test_data = labelled_pair(in_memory_or_streamed(train, config.image_size),
+                                          in_memory_or_streamed(test, config.image_size),
                                           train, test)
     if protocol == "linear":
         check_probe_labels(torch.as_tensor(train_data.labels))  # before any image is encoded

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from byol.data.folders import is_named, images_in_memory
+from byol.data.folders import is_named
 from byol.eval.checkpoints import load_run_encoder
-from byol.eval.features import extract_features, run_transform
+from byol.eval.features import extract_features, run_transform, sample_images
 
 
 def embed_2d(features: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -25,8 +25,8 @@ def embed_2d(features: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
     return umap.UMAP(n_components=2, random_state=seed).fit_transform(features), "UMAP"
 
 
-def sample_test_features(run_dir: Path, limit: int = 2000, device: torch.device = torch.device("cpu"),
-                  ) -> tuple[np.ndarray, np.ndarray, list[str]] | str:
+def sample_test_features(run_dir: Path, limit: int = 2000,
+                         device: torch.device = torch.device("cpu")) -> tuple[np.ndarray, np.ndarray, list[str]] | str:
     """Features of up to `limit` images of the run's --test folder (a fixed random subset),
     their labels and class names; or the reason there are none."""
     encoder, config, _ = load_run_encoder(run_dir)
@@ -34,10 +34,8 @@ def sample_test_features(run_dir: Path, limit: int = 2000, device: torch.device 
         return "the run had no --test folder"
     if not is_named(config.test) and not Path(config.test).exists():
         return f"its test folder {config.test} is not on this machine"
-    data = images_in_memory(config.test, config.image_size)
+    data = sample_images(config.test, config.image_size, limit, config.seed)  # decodes the sample alone
     if not data.labelled:
         return f"its test folder {config.test} has no class sub-folders"
-    order = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(config.seed))[:limit]
-    features = extract_features(encoder.to(device), data.images[order], run_transform(config),
-                                device=device, desc="features")
-    return features.numpy(), data.labels[order].numpy(), data.classes
+    features = extract_features(encoder.to(device), data.images, run_transform(config), device=device, desc="features")
+    return features.numpy(), data.labels.numpy(), data.classes

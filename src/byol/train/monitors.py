@@ -1,4 +1,5 @@
-"""What pretraining measures as it goes: k-NN accuracy, and collapse statistics (byol.eval.collapse) with their alarm."""
+"""What pretraining measures as it goes: k-NN accuracy, and collapse statistics (byol.eval.collapse)
+with their alarm."""
 
 from __future__ import annotations
 
