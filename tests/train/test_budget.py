@@ -2,7 +2,7 @@
 
 import pytest
 
-from byol.train.budget import Budget
+from byol.train.budget import Budget, length_estimate
 
 
 def test_a_run_of_fixed_length_is_as_far_as_its_steps():
@@ -56,3 +56,19 @@ def test_asking_for_progress_or_done_changes_nothing():
     assert vars(budget) == before  # neither `reached` nor the warm-up's end moved
     budget.agree(20, lead_seconds=2.0)  # a faster clock: without an advance, nothing held the old answer
     assert budget.progress(20) == pytest.approx(2 / 60)
+
+
+def test_the_estimate_of_a_run_of_fixed_length_and_a_cpu_run_over_a_day_says_how_to_shorten_it():
+    budget = Budget(total_steps=1025, seconds=None, warmup_steps=0)
+    assert length_estimate(budget, 25, 10.0, 0.3, "cpu") == "estimate: 0.3 s a step, so 5 min for the 1000 steps left"
+    long = Budget(total_steps=100_025, seconds=None, warmup_steps=0)
+    line = length_estimate(long, 25, 10.0, 2.0, "cpu")  # 200,000 s
+    assert line.startswith("estimate: 2 s a step, so 2.3 days for the 100000 steps left: more than a day on this CPU;")
+    assert "--minutes 60" in line and "\n" not in line
+    assert "more than a day" not in length_estimate(long, 25, 10.0, 2.0, "cuda")  # a GPU run is the user's plan
+
+
+def test_under_a_time_budget_the_estimate_counts_the_steps_the_budget_leaves():
+    budget = Budget(total_steps=10**6, seconds=60.0, warmup_steps=0)
+    assert length_estimate(budget, 25, 10.0, 0.5, "cpu") == (
+        "estimate: 0.5 s a step, so about 100 more steps before the run ends (50 s of training)")

@@ -197,3 +197,9 @@ def test_a_compiled_loss_takes_the_same_steps_as_the_eager_one(small_folders, tm
     # (measured: the first update 0.5% apart, the second loss 1.2e-4 relative)
     assert distance < 0.02
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+
+
+def test_a_run_prints_one_estimate_of_its_length_once_under_way(small_folders, tmp_path, capsys):
+    pretrain(tiny_config(small_folders[0], steps=30, collapse_every=0, knn_every=0), tmp_path / "run")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("estimate: ")]
+    assert len(lines) == 1 and lines[0].endswith(" for the 5 steps left")  # timed over steps 5-25 of 30

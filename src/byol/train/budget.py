@@ -49,3 +49,32 @@ class Budget:
     def expected_steps(self, step: int) -> int:
         """The run's length in steps as it now looks (for the progress bar)."""
         return min(self.total_steps, max(step, round(step / self.reached))) if self.reached else self.total_steps
+
+
+ESTIMATE_STEPS = (5, 25)  # a run's pace is timed between these of its steps: the first ones warm up
+DAY = 86_400.0
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * DAY:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / DAY:.1f} days"
+
+
+def length_estimate(budget: Budget, step: int, train_seconds: float, pace: float, device_type: str) -> str:
+    """One line: what the rest of the run takes at `pace` seconds a step; a CPU run without a
+    time budget that would take more than a day says so, and how to shorten it."""
+    remaining = budget.total_steps - step
+    if budget.seconds is not None:
+        steps = min(remaining, round(max(budget.seconds - train_seconds, 0.0) / pace))
+        return (f"estimate: {pace:.3g} s a step, so about {steps} more steps before the run ends "
+                f"({duration(steps * pace)} of training)")
+    line = f"estimate: {pace:.3g} s a step, so {duration(remaining * pace)} for the {remaining} steps left"
+    if device_type == "cpu" and remaining * pace > DAY:
+        line += (": more than a day on this CPU; give it a time budget (--minutes 60), fewer --epochs, or a "
+                 "smaller network (--width 0.125 --batch-size 32, as in --preset cifar10-cpu)")
+    return line

@@ -37,7 +37,7 @@ from byol.core.schedules import lr_at, scaled_lr, tau_at
 from byol.eval.checkpoints import CHECKPOINT_FORMAT
 from byol.methods import Method, build_learner
 from byol.train.batches import TrainData, load_train_data
-from byol.train.budget import Budget
+from byol.train.budget import ESTIMATE_STEPS, Budget, length_estimate
 from byol.train.checkpoint import CHECKPOINT, HISTORY, history_name, last_checkpoint, save_with_history
 from byol.train.lock import run_folder_lock
 from byol.train.logbook import Logbook
@@ -172,6 +172,8 @@ class Trainer:
         self.bar: tqdm | None = None  # shown while `run` trains
         self.clock = self.window_start = time.perf_counter()  # training time counts from `clock`
         self.window_images = 0  # images since the last logged throughput
+        self.first_step = self.step_count  # where this process's run (or resume) started
+        self.pace_from: float | None = None  # training seconds when the pace's timing began
 
     def _build_networks(self) -> None:
         config = self.config
@@ -302,6 +304,7 @@ class Trainer:
         """Train until the budget is spent, then write the encoder, k-NN and the summary."""
         self.bar = progress(total=self.budget.total_steps, initial=self.step_count, unit="step", desc="pretrain",
                             disable=not self.lead)
+        self.first_step = self.step_count
         self._restart_clock()
         try:
             with StopRequests() as stop:
@@ -363,6 +366,7 @@ class Trainer:
     def _after_step(self, stop: StopRequests) -> None:
         step, config = self.step_count, self.config
         self.bar.update(1)
+        self._estimate_length(step)
         probing = self.probe is not None and step % config.collapse_every == 0
         saving = step % config.checkpoint_every == 0
         agreed = None
@@ -384,6 +388,15 @@ class Trainer:
             raise Stopped(f"stopped by {stop.name or 'a signal to another process'} at step {step}; "
                           f"the checkpoint is written: resume with `byol pretrain --resume {self.out}`",
                           stop.signal or agreed["signal"])
+
+    def _estimate_length(self, step: int) -> None:
+        """Once a run is under way, one line on how long the rest of it takes at its pace."""
+        into_run = step - self.first_step
+        if into_run == ESTIMATE_STEPS[0]:
+            self.pace_from = self.train_seconds
+        elif into_run == ESTIMATE_STEPS[1] and self.lead and self.pace_from is not None:
+            pace = (self.train_seconds - self.pace_from) / (ESTIMATE_STEPS[1] - ESTIMATE_STEPS[0])
+            note(length_estimate(self.budget, step, self.train_seconds, pace, self.device.type))
 
     def _sync_and_check_loss(self, stop: StopRequests | None = None) -> dict:
         """Gather from every process (a host sync) what all must act on alike: the lead's training
