@@ -25,8 +25,8 @@ from byol.eval.checkpoints import load_weights
 from byol.eval.features import decode_in_order, labelled_pair
 from byol.eval.finetune import FinetuneSettings, check_labelled, finetune, with_head
 from byol.eval.labels import choose_labelled, labels_text, parse_label_spec
-from byol.export import (CLASSIFIER_FORMAT, check_batching, check_export_place, load_encoder_and_card, read_safetensors,
-                         torchvision_recipe, write_weights_and_card)
+from byol.export import (CLASSIFIER_FORMAT, card_format, check_batching, check_export_place, load_encoder_and_card,
+                         read_safetensors, torchvision_recipe, write_weights_and_card)
 from byol.nets.encoders import build_encoder
 
 MODEL, CARD, LABELS, RESULT = "model.safetensors", "model.json", "labels.txt", "finetune.json"
@@ -82,15 +82,7 @@ def save_classifier(model: nn.Module, card: dict, classes: list[str], out: Path)
 
 
 def is_classifier(path: Path) -> bool:
-    return path.is_dir() and _card_format(path / CARD) == CLASSIFIER_FORMAT
-
-
-def _card_format(path: Path) -> str | None:
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return card.get("format") if isinstance(card, dict) else None
+    return path.is_dir() and card_format(path / CARD) == CLASSIFIER_FORMAT
 
 
 def load_classifier_and_card(path: str | Path) -> tuple[nn.Module, dict]:

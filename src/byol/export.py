@@ -56,12 +56,18 @@ def _card(encoder: nn.Module, config: Config) -> dict:
     return dict(card, torchvision=torchvision_recipe(card))
 
 
+def card_format(path: Path) -> str | None:
+    """The `format` a byol card at `path` names; None when there is no readable card there."""
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return card.get("format") if isinstance(card, dict) else None
+
+
 def is_export(weights: Path) -> bool:
     """Whether `weights` is an encoder or a classifier byol exported (its card beside it says so)."""
-    try:
-        return json.loads(card_path(weights).read_text()).get("format") in (CARD_FORMAT, CLASSIFIER_FORMAT)
-    except (OSError, ValueError, AttributeError):
-        return False
+    return card_format(card_path(weights)) in (CARD_FORMAT, CLASSIFIER_FORMAT)
 
 
 def check_export_place(out: Path, what: str) -> None:

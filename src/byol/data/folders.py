@@ -336,6 +336,18 @@ class FolderBatches:
                 yield images[decoded]
 
 
+def full_resolution_crop(spec) -> object:
+    """A view's random resized crop and flip of one decoded PIL image, cut at full resolution
+    into uint8 (torchvision's RandomResizedCrop: the distribution of the batched path)."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.PILToTensor(),
+        v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio, antialias=True),
+        v2.RandomHorizontalFlip(spec.flip_p),
+    ])
+
+
 class CroppedPairs(torch.utils.data.Dataset):
     """Large images, streamed: each item is the two random crops of one image (uint8).
 
@@ -348,17 +360,8 @@ class CroppedPairs(torch.utils.data.Dataset):
     """
 
     def __init__(self, listing: ImageFiles, specs: tuple, seed: int = 0) -> None:
-        from torchvision.transforms import v2
-
         self.listing, self.seed = listing, seed
-        self.crops = [
-            v2.Compose([
-                v2.PILToTensor(),
-                v2.RandomResizedCrop(s.size, scale=s.crop_scale, ratio=s.crop_ratio, antialias=True),
-                v2.RandomHorizontalFlip(s.flip_p),
-            ])
-            for s in specs
-        ]
+        self.crops = [full_resolution_crop(s) for s in specs]
 
     def __len__(self) -> int:
         return len(self.listing.files)

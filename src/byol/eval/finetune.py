@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import copy
 import math
-from functools import partial
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from byol.core.errors import ByolError
 from byol.core.progress import progress
 from byol.core.runtime import autocast, autocast_dtype
 from byol.core.schedules import lr_at
-from byol.data.folders import ImageFiles, ImageTensor, open_rgb
+from byol.data.folders import ImageFiles, ImageTensor, full_resolution_crop, open_rgb
 from byol.data.views import ViewSpec, eval_transform, normalise, resized_crop_flip, to_unit_float
 from byol.eval.features import features_and_labels
 from byol.eval.knn import topk_accuracy
@@ -106,12 +106,7 @@ class CroppedImages(torch.utils.data.Dataset):
     resolution by loader workers; None for a file that does not decode."""
 
     def __init__(self, listing: ImageFiles, spec: ViewSpec) -> None:
-        from torchvision.transforms import v2
-
-        self.listing = listing
-        self.crop = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(spec.size, scale=spec.crop_scale,
-                                                                       ratio=spec.crop_ratio, antialias=True),
-                                v2.RandomHorizontalFlip(spec.flip_p)])
+        self.listing, self.crop = listing, full_resolution_crop(spec)
 
     def __len__(self) -> int:
         return len(self.listing.files)
