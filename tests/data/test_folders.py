@@ -1,3 +1,4 @@
+import math
 import os
 import shutil
 from pathlib import Path
@@ -8,7 +9,8 @@ import torch
 from PIL import Image
 
 from byol.core.errors import ByolError
-from byol.data.folders import decode_into_memory, list_images
+from byol.data.folders import UNLABELLED, CroppedPairs, ImageFiles, decode_into_memory, list_images
+from tests.conftest import pattern_image
 
 
 def write_image(path, size=(12, 12), colour=(200, 10, 10), mode="RGB"):
@@ -119,3 +121,25 @@ def test_folder_batches_never_yield_a_batch_of_one_image_which_batchnorm_cannot_
     assert all(len(seen) == 4 for seen in passes) and batches.left_out == 4 and batches.skipped == 0
     missing = {({0, 50, 100, 150, 200} - set(seen)).pop() for seen in passes}
     assert len(missing) > 1  # a new order each pass: not always the same image left out
+
+
+@pytest.mark.parametrize(("width", "height", "view_size"), [(1600, 1200, 32), (1200, 1600, 96), (900, 700, 224),
+                                                            (400, 300, 32), (120, 90, 96)])
+def test_a_jpeg_is_decoded_at_the_smallest_scale_that_still_holds_its_smallest_crop(tmp_path, width, height, view_size):
+    from byol.data.folders import open_for_crops, smallest_crop_source
+    from byol.data.views import view_specs
+
+    specs = view_specs("imagenet", view_size, crop_min_scale=0.2)
+    need = smallest_crop_source(specs[0])  # a crop of a fifth of the area at an aspect ratio of 3:4
+    assert need == math.ceil(view_size / math.sqrt(0.2 * 0.75))
+    pattern_image("checks", 64, np.random.default_rng(0)).resize((width, height)).save(tmp_path / "a.jpg")
+    pattern_image("checks", 64, np.random.default_rng(0)).resize((width, height)).save(tmp_path / "a.png")
+    decoded = open_for_crops(tmp_path / "a.jpg", specs)
+    assert min(decoded.size) >= min(need, width, height)  # never fewer pixels across than the view needs
+    if min(width, height) >= 2 * need:  # a reduced scale holds them: the smallest that does
+        assert min(decoded.size) < 2 * need
+    else:
+        assert decoded.size == (width, height)
+    assert open_for_crops(tmp_path / "a.png", specs).size == (width, height)  # PNG has no reduced scales
+    crops = CroppedPairs(ImageFiles(tmp_path, [tmp_path / "a.jpg"], [UNLABELLED], []), specs)[0]
+    assert [tuple(crop.shape) for crop in crops] == [(3, view_size, view_size)] * 2

@@ -13,6 +13,7 @@ size; `decoded_batches` streams files batch by batch.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import stat
 from collections.abc import Iterator
@@ -336,6 +337,19 @@ class FolderBatches:
                 yield images[decoded]
 
 
+def smallest_crop_source(spec) -> int:
+    """The shorter side an image needs for the view's smallest crop to hold `spec.size` pixels
+    across (a crop of the least area at the most uneven aspect ratio): JPEGs are decoded no
+    larger than their smallest 1/2, 1/4 or 1/8 scale that still has it."""
+    scale, ratio = min(spec.crop_scale), min(spec.crop_ratio[0], 1 / spec.crop_ratio[1])
+    return math.ceil(spec.size / math.sqrt(scale * ratio))
+
+
+def open_for_crops(path: Path, specs: tuple) -> Image.Image | None:
+    """The image `path` as RGB, large enough for any crop of the views `specs`; None if it cannot be decoded."""
+    return open_rgb(path, min_size=max(smallest_crop_source(spec) for spec in specs))
+
+
 def full_resolution_crop(spec) -> object:
     """A view's random resized crop and flip of one decoded PIL image, cut at full resolution
     into uint8 (torchvision's RandomResizedCrop: the distribution of the batched path)."""
@@ -351,7 +365,8 @@ def full_resolution_crop(spec) -> object:
 class CroppedPairs(torch.utils.data.Dataset):
     """Large images, streamed: each item is the two random crops of one image (uint8).
 
-    The crop and flip need the full-resolution image, so loader workers cut
+    The crop and flip need the full-resolution image (a JPEG decoded at a reduced scale where
+    its smallest crop keeps the view's size: `smallest_crop_source`), so loader workers cut
     them per image (torchvision's RandomResizedCrop, same distribution as the
     batched path); the colour stage then runs batched on the training device.
     An item's key is epoch * len(self) + index, and its crops are drawn from a generator
@@ -361,13 +376,13 @@ class CroppedPairs(torch.utils.data.Dataset):
 
     def __init__(self, listing: ImageFiles, specs: tuple, seed: int = 0) -> None:
         self.listing, self.seed = listing, seed
-        self.crops = [full_resolution_crop(s) for s in specs]
+        self.specs, self.crops = specs, [full_resolution_crop(s) for s in specs]
 
     def __len__(self) -> int:
         return len(self.listing.files)
 
     def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        img = open_rgb(self.listing.files[key % len(self)])
+        img = open_for_crops(self.listing.files[key % len(self)], self.specs)
         if img is None:
             return None
         with torch.random.fork_rng(devices=[]):

@@ -28,7 +28,7 @@ from byol.core.errors import ByolError
 from byol.core.progress import progress
 from byol.core.runtime import autocast, autocast_dtype
 from byol.core.schedules import lr_at
-from byol.data.folders import ImageFiles, ImageTensor, full_resolution_crop, open_rgb
+from byol.data.folders import ImageFiles, ImageTensor, full_resolution_crop, open_for_crops
 from byol.data.views import ViewSpec, eval_transform, normalise, resized_crop_flip, to_unit_float
 from byol.eval.features import features_and_labels
 from byol.eval.knn import topk_accuracy
@@ -106,13 +106,13 @@ class CroppedImages(torch.utils.data.Dataset):
     resolution by loader workers; None for a file that does not decode."""
 
     def __init__(self, listing: ImageFiles, spec: ViewSpec) -> None:
-        self.listing, self.crop = listing, full_resolution_crop(spec)
+        self.listing, self.spec, self.crop = listing, spec, full_resolution_crop(spec)
 
     def __len__(self) -> int:
         return len(self.listing.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
-        img = open_rgb(self.listing.files[index])
+        img = open_for_crops(self.listing.files[index], (self.spec,))
         return None if img is None else (self.crop(img), self.listing.labels[index])
 
 
