@@ -26,6 +26,7 @@ class Config:
     test: str | None = None  # labelled folder for k-NN during and after training
     image_size: int = 32
     strict_data: bool = False  # stop before training if any image file cannot be decoded (default: skip and list)
+    decode_once: bool = False  # hold images larger than 64 px decoded at image_size in memory too, not streamed
     augment: str = "cifar"  # view distributions: cifar or imagenet (byol.data.views)
     crop_min_scale: float = 0.08  # smallest crop, as a fraction of the image's area (the paper's 0.08)
     # method
@@ -126,7 +127,7 @@ LARGE = 10**12
 ALLOWED: dict[str, Allowed] = {
     "data": NAME, "test": NAME, "encoder": NAME, "device": NAME, "method": NAME,  # named things: checked where built
     "image_size": number(8, 4096, "use 8 to 4096 pixels"),
-    "strict_data": ANY,
+    "strict_data": ANY, "decode_once": ANY,
     "augment": choice("cifar", "imagenet", "simclr-cifar", "simclr-imagenet"),
     "crop_min_scale": number(0, 1, "use a fraction of the area in (0, 1]", above=True),
     "temperature": number(0, 100, "it must be positive (at most 100)", above=True),

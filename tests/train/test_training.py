@@ -203,3 +203,23 @@ def test_a_run_prints_one_estimate_of_its_length_once_under_way(small_folders, t
     pretrain(tiny_config(small_folders[0], steps=30, collapse_every=0, knn_every=0), tmp_path / "run")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("estimate: ")]
     assert len(lines) == 1 and lines[0].endswith(" for the 5 steps left")  # timed over steps 5-25 of 30
+
+
+def test_the_loader_wait_is_the_share_of_training_time_spent_waiting_for_images(small_folders, large_folder, tmp_path,
+                                                                                 monkeypatch):
+    import time
+
+    from byol.data import folders
+
+    cut = folders.CroppedPairs.__getitem__
+    monkeypatch.setattr(folders.CroppedPairs, "__getitem__", lambda self, key: time.sleep(0.03) or cut(self, key))
+    streamed = pretrain(tiny_config(large_folder, image_size=72, cifar_stem=False, steps=6, workers=0, log_every=2,
+                                    collapse_every=0), tmp_path / "slow")
+    in_memory = pretrain(tiny_config(small_folders[0], steps=6, log_every=2, collapse_every=0), tmp_path / "memory")
+    decoded_once = pretrain(tiny_config(large_folder, image_size=72, cifar_stem=False, steps=6, decode_once=True,
+                                        log_every=2, collapse_every=0), tmp_path / "once")
+    # 16 images of 30 ms each: about 0.5 s of waiting for a step of about 0.1 s; none for images in memory
+    assert streamed["loader_wait"] > 0.5 and in_memory["loader_wait"] < 0.2 and decoded_once["loader_wait"] < 0.2
+    logged = [json.loads(line) for line in (tmp_path / "slow" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loader_wait" in r] == [2, 4, 6]
+    assert all(0.5 < r["loader_wait"] <= 1 for r in logged if "loader_wait" in r)

@@ -11,7 +11,8 @@ that a checkpoint would have to carry.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,7 @@ class TrainData:
     listing: folders.ImageFiles | None = None  # the files of streamed images
     loader: torch.utils.data.DataLoader | None = None
     stream_skips: int = 0  # undecodable files met by the loader (streamed images are not listed up front)
+    wait_seconds: float = 0.0  # the training process's time spent waiting for the next batch of images
 
     @property
     def skipped(self) -> list[str]:
@@ -84,16 +86,29 @@ class TrainData:
         """The (view_1, view_2) batches of the epoch set on `batches`, this process's share;
         None for a streamed batch with fewer than 2 decodable images."""
         if self.memory is not None:
-            for indices in self.batches:
-                yield views(self.memory.images[indices].to(device, non_blocking=True))
+            for images in self._timed(self.memory.images[indices] for indices in self.batches):
+                yield views(images.to(device, non_blocking=True))
         else:
-            for crops_1, crops_2, undecodable in self.loader:
+            for crops_1, crops_2, undecodable in self._timed(self.loader):
                 self.stream_skips += undecodable
                 yield views.from_crops(crops_1.to(device), crops_2.to(device)) if len(crops_1) >= 2 else None
 
+    def _timed(self, batches: Iterable) -> Iterator:
+        """`batches`, the time spent waiting for each added to `wait_seconds`: the loader's share of a step."""
+        batches = iter(batches)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            finally:
+                self.wait_seconds += time.perf_counter() - start
+            yield batch
+
 
 def load_train_data(config: Config, views: TwoViews, rank: int = 0, world: int = 1) -> TrainData:
-    if config.image_size <= folders.IN_MEMORY_MAX_SIZE or folders.is_named(config.data):
+    if config.image_size <= folders.IN_MEMORY_MAX_SIZE or folders.is_named(config.data) or config.decode_once:
         memory = folders.images_in_memory(config.data, config.image_size)
         batches = EpochBatches(len(memory.images), config.batch_size, config.seed, rank, world, config.accumulate)
         return TrainData(batches, memory=memory)

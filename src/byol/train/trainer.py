@@ -171,8 +171,8 @@ class Trainer:
         self.logbook = Logbook(out, config.tensorboard, metrics_bytes, self.step_count) if self.lead else None
         self.bar: tqdm | None = None  # shown while `run` trains
         self.clock = self.window_start = time.perf_counter()  # training time counts from `clock`
-        self.window_images = 0  # images since the last logged throughput
-        self.first_step = self.step_count  # where this process's run (or resume) started
+        self.window_images, self.window_wait = 0, 0.0  # since the last log: images, and the loader's wait before it
+        self.first_step, self.first_seconds = self.step_count, self.train_seconds  # this process's start (or resume)
         self.pace_from: float | None = None  # training seconds when the pace's timing began
 
     def _build_networks(self) -> None:
@@ -304,7 +304,7 @@ class Trainer:
         """Train until the budget is spent, then write the encoder, k-NN and the summary."""
         self.bar = progress(total=self.budget.total_steps, initial=self.step_count, unit="step", desc="pretrain",
                             disable=not self.lead)
-        self.first_step = self.step_count
+        self.first_step, self.first_seconds = self.step_count, self.train_seconds
         self._restart_clock()
         try:
             with StopRequests() as stop:
@@ -425,9 +425,11 @@ class Trainer:
     def _log_step(self, loss: float) -> None:
         now = time.perf_counter()
         img_s = self.window_images / (now - self.window_start)
-        self.window_start, self.window_images = now, 0
+        loader_wait = (self.data.wait_seconds - self.window_wait) / (now - self.window_start)
+        self.window_start, self.window_images, self.window_wait = now, 0, self.data.wait_seconds
         self._log(dict(step=self.step_count, epoch=round(self.step_count / self.steps_per_epoch, 4), loss=loss,
-                       lr=self.lr, tau=self.tau, img_s=round(img_s, 1), time_s=round(self.train_seconds, 2)))
+                       lr=self.lr, tau=self.tau, img_s=round(img_s, 1), loader_wait=round(loader_wait, 4),
+                       time_s=round(self.train_seconds, 2)))
         self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", refresh=False)
 
     def save(self) -> None:
@@ -453,7 +455,7 @@ class Trainer:
     def _restart_clock(self) -> None:
         """Training time and throughput count from now (not the time spent before, e.g. on k-NN)."""
         self.clock = self.window_start = time.perf_counter()
-        self.window_images = 0
+        self.window_images, self.window_wait = 0, self.data.wait_seconds
 
     def _knn_or_reason(self) -> dict[str, float] | str:
         """k-NN, or why it cannot run on these folders: then the run goes on, and ends finished,
@@ -475,6 +477,7 @@ class Trainer:
         result = dict(steps=self.step_count, epochs=round(self.step_count / self.steps_per_epoch, 3),
                       train_seconds=round(self.train_seconds, 1),
                       img_s=round(self.step_count * global_batch / max(self.train_seconds, 1e-9), 1),
+                      loader_wait=round(self.data.wait_seconds / max(self.train_seconds - self.first_seconds, 1e-9), 4),
                       skipped_files=len(self.data.skipped) + self.data.stream_skips,
                       skipped_steps=self.skipped_steps, processes=self.world)
         if not self.lead:
