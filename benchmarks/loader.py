@@ -6,7 +6,8 @@ streams through loader workers), in this order:
 - decode: images/s on one core of what a loader worker does per image (read and decode
   the file, cut both random crops: `CroppedPairs`), so a GPU user can size `workers`;
 - in memory: seconds per training step with the crops already decoded (the colour stage
-  and `Trainer.step`, the library's own step);
+  and `Trainer.step`, the library's own step); for images held in memory (64 px or less),
+  the step on them is all there is;
 - streamed: seconds per step with the loader's workers feeding the same step, end to end,
   for each worker count asked; overhead = streamed / in memory - 1.
 
@@ -14,6 +15,13 @@ streams through loader workers), in this order:
     python scripts/make_photo_folder.py ../shared/datasets/cifar10/train runs/photos/unlabeled --count 5000 --flat
     python benchmarks/loader.py --case stl10-resnet18:runs/stl/unlabeled:64 \\
         --case imagenet-resnet50:runs/photos/unlabeled:16 --workers 1,2 --out runs/loader.json
+
+The CPU recipe's cost by training resolution (what `byol pretrain` chooses without a preset):
+
+    python benchmarks/loader.py --case auto:runs/photos/unlabeled:32:32 --case auto:runs/photos/unlabeled:32:64 \\
+        --case auto:runs/photos/unlabeled:32:96 \\
+        --case auto:runs/photos/unlabeled:32:128 --case auto:runs/photos/unlabeled:32:160 \\
+        --case auto:runs/photos/unlabeled:32:224 --workers 2 --out runs/loader-auto.json
 """
 
 from __future__ import annotations
@@ -32,14 +40,21 @@ import torch
 from byol import config as cfg
 from byol.core.runtime import pick_device
 from byol.data.folders import CroppedPairs
+from byol.train.recipe import choose_recipe, device_for
 from byol.train.trainer import Trainer
 
 
-def trainer_for(preset: str, folder: Path, batch: int, workers: int, device: str) -> Trainer:
-    """The preset's networks and views on `folder`, as `byol pretrain --preset` builds them."""
-    config = cfg.resolve(preset, overrides=dict(data=str(folder), test=None, batch_size=batch, workers=workers,
-                                                steps=10**6, minutes=None, knn_every=0, collapse_every=0,
-                                                tensorboard=False, device=device))
+def trainer_for(preset: str, folder: Path, batch: int, workers: int, device: str, image_size: int | None) -> Trainer:
+    """The preset's networks and views on `folder`, as `byol pretrain --preset` builds them; for
+    `auto`, the recipe `byol pretrain` chooses without a preset on this device."""
+    overrides = dict(data=str(folder), test=None, batch_size=batch, workers=workers, steps=10**6, minutes=None,
+                     knn_every=0, collapse_every=0, tensorboard=False, device=device)
+    if image_size:
+        overrides["image_size"] = image_size
+    if preset == "auto":
+        config, _ = choose_recipe(cfg.resolve(overrides=overrides), set(overrides), device_for(cfg.Config(device=device)))
+    else:
+        config = cfg.resolve(preset, overrides=overrides)
     return Trainer(config, Path(tempfile.mkdtemp(prefix="byol-loader-")), pick_device(device))
 
 
@@ -81,27 +96,36 @@ def step_seconds_streamed(trainer: Trainer, steps: int) -> list[float]:
     return times[1:]  # the first waits for the workers to start
 
 
-def measure(preset: str, folder: Path, batch: int, workers: list[int], steps: int, device: str) -> dict:
-    trainer = trainer_for(preset, folder, batch, 0, device)
+def measure(preset: str, folder: Path, batch: int, image_size: int | None, workers: list[int], steps: int,
+            device: str) -> dict:
+    """One case's decode rate and step times; images small enough to be held in memory
+    (the training size at most 64 px) have no loader to time, only the step."""
+    trainer = trainer_for(preset, folder, batch, 0, device, image_size)
     result = dict(preset=preset, folder=str(folder), batch=batch, image_size=trainer.config.image_size,
-                  precision=str(trainer.dtype or torch.float32).replace("torch.", ""),
-                  decode_img_s_per_core=round(decode_rate(trainer, 4 * batch), 1),
-                  in_memory_s=statistics.median(step_seconds_in_memory(trainer, steps)))
+                  cifar_stem=trainer.config.cifar_stem, precision=str(trainer.dtype or torch.float32).replace("torch.", ""))
+    if trainer.data.loader is None:
+        return result | dict(in_memory_s=statistics.median(step_seconds_streamed(trainer, steps)))
+    result |= dict(decode_img_s_per_core=round(decode_rate(trainer, 4 * batch), 1),
+                   in_memory_s=statistics.median(step_seconds_in_memory(trainer, steps)))
     for count in workers:
-        streamed = statistics.median(step_seconds_streamed(trainer_for(preset, folder, batch, count, device), steps))
+        trainer = trainer_for(preset, folder, batch, count, device, image_size)
+        streamed = statistics.median(step_seconds_streamed(trainer, steps))
         result[f"streamed_{count}w_s"] = streamed
         result[f"overhead_{count}w"] = streamed / result["in_memory_s"] - 1
     return result
 
 
 def table(results: list[dict], workers: list[int]) -> str:
-    head = ["preset (networks)", "image px", "batch", "precision", "decode + crops, img/s per core",
-            "step s, in memory"] + [f"step s, {w} worker{'s' * (w > 1)} (overhead)" for w in workers]
+    head = ["preset (networks)", "image px (stem)", "batch", "precision", "decode + crops, img/s per core",
+            "step s, in memory (img/s)"] + [f"step s, {w} worker{'s' * (w > 1)} (overhead)" for w in workers]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [r["preset"], str(r["image_size"]), str(r["batch"]), r["precision"], f"{r['decode_img_s_per_core']:.0f}",
-                 f"{r['in_memory_s']:.2f}"] + [f"{r[f'streamed_{w}w_s']:.2f} ({100 * r[f'overhead_{w}w']:+.1f}%)"
-                                             for w in workers]
+        streamed = r.get("decode_img_s_per_core") is not None
+        cells = [r["preset"], f"{r['image_size']} ({'3x3' if r['cifar_stem'] else '7x7'})", str(r["batch"]),
+                 r["precision"], f"{r['decode_img_s_per_core']:.0f}" if streamed else "in memory",
+                 f"{r['in_memory_s']:.3f} ({r['batch'] / r['in_memory_s']:.0f})"]
+        cells += [f"{r[f'streamed_{w}w_s']:.3f} ({100 * r[f'overhead_{w}w']:+.1f}%)" if streamed else "-"
+                  for w in workers]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -117,7 +141,8 @@ def cpu_name() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", action="append", required=True, metavar="PRESET:FOLDER:BATCH")
+    parser.add_argument("--case", action="append", required=True, metavar="PRESET:FOLDER:BATCH[:IMAGE_SIZE]",
+                        help="PRESET may be auto: no preset, the recipe chosen for the images and the device")
     parser.add_argument("--workers", default="1,2", help="comma-separated loader worker counts to time")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement (after one warm-up)")
     parser.add_argument("--device", default="auto")
@@ -126,8 +151,9 @@ def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     results = []
     for case in args.case:
-        preset, folder, batch = case.split(":")
-        results.append(measure(preset, Path(folder), int(batch), workers, args.steps, args.device))
+        preset, folder, batch, *size = case.split(":")
+        results.append(measure(preset, Path(folder), int(batch), int(size[0]) if size else None, workers, args.steps,
+                               args.device))
         print(json.dumps(results[-1]), flush=True)
     print(f"\n{os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, device "
           f"{pick_device(args.device)}, precision as the presets' `auto` chose\n")

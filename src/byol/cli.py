@@ -70,9 +70,9 @@ def _config_from(args: argparse.Namespace) -> tuple[cfg.Config, list[str]]:
                        "comes first (--minutes 0 lifts the time limit)")
     if args.preset or args.config:
         return config, notices
-    from byol.data.fit import fit_to_data
+    from byol.train.recipe import choose_recipe, device_for
 
-    config, chosen = fit_to_data(config, set(overrides))
+    config, chosen = choose_recipe(config, set(overrides), device_for(config))
     return config, notices + ([chosen] if chosen else [])
 
 

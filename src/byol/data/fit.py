@@ -1,8 +1,8 @@
-"""Settings that follow the data when no preset chooses them: input size, views and stem.
+"""Settings that follow the images when no preset chooses them: input size, views and stem.
 
-Config's defaults are the paper's, and its image size is CIFAR's; a folder of photos run
-without a preset would otherwise train at 32 px with CIFAR's views. A sample of the
-images' sizes (read from their headers, no decoding) decides instead.
+Config's image size is CIFAR's; a folder of photos run without a preset would otherwise
+train at 32 px with CIFAR's views. A sample of the images' sizes (read from their headers,
+no decoding) decides instead (byol.train.recipe applies it, with the device's recipe).
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import statistics
 
 from PIL import Image
 
-from byol.config import Config
 from byol.data.folders import is_named, list_images
 
 SAMPLE = 64
-FITTED_KEYS = ("image_size", "augment", "cifar_stem")
 NAMED_SIZES = {"cifar10": 32, "cifar100": 32, "stl10": 96}
 
 
@@ -46,21 +44,3 @@ def settings_for(size: int) -> dict:
     if size <= 160:
         return dict(image_size=96, augment="imagenet", cifar_stem=False)
     return dict(image_size=224, augment="imagenet", cifar_stem=False)
-
-
-def fit_to_data(config: Config, explicit: set[str]) -> tuple[Config, str | None]:
-    """`config` with the input size, views and stem chosen for its data, except the keys in
-    `explicit`; and the line that says what was chosen and why (None when nothing was)."""
-    free = [key for key in FITTED_KEYS if key not in explicit]
-    if not free or not config.data:
-        return config, None
-    size = config.image_size if "image_size" in explicit else typical_size(config.data)
-    if size is None:
-        return config, None
-    chosen = {key: value for key, value in settings_for(size).items() if key in free}
-    for key, value in chosen.items():
-        setattr(config, key, value)
-    said = ", ".join(f"{key}={value}" for key, value in chosen.items())
-    why = (f"image_size is {size}" if "image_size" in explicit
-           else f"the images of {config.data} are about {size} px (median shorter side of a sample)")
-    return config.validate(), f"no preset: {why}, so {said}; a --preset or --set overrides this"
