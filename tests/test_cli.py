@@ -164,6 +164,29 @@ def test_compare_trains_each_method_scores_it_and_resumes_without_retraining(sma
     assert main(argv) == 0 and first.stat().st_mtime_ns == stamp  # finished runs are kept
 
 
+def test_a_sweep_compares_the_methods_at_each_value_on_as_many_images(small_folders, tmp_path, capsys):
+    train, test = small_folders
+    out = tmp_path / "c"
+    assert main(["compare", "--data", str(train), "--test", str(test), "--out", str(out), "--methods", "byol,simclr",
+                 *TINY, "--epochs", "1", "--sweep", "batch_size=16,32"]) == 0
+    table = capsys.readouterr().out
+    result = json.loads((out / "compare.json").read_text())
+    assert result["sweep"] == dict(key="batch_size", values=[16, 32])
+    assert list(result["results"]) == ["batch_size=16", "batch_size=32"]
+    for label, batch in (("batch_size=16", 16), ("batch_size=32", 32)):
+        assert list(result["results"][label]) == ["byol", "simclr", "random encoder"]
+        for method in ("byol", "simclr"):
+            run = out / method / label / "seed0"
+            saved = yaml.safe_load((run / "config.yaml").read_text())
+            assert (saved["batch_size"], saved["method"]) == (batch, method)
+            assert result["runs"][label][method][0]["steps"] * batch == 256  # every run sees the 256 images once
+    byol_16 = result["results"]["batch_size=16"]["byol"]["knn_top1"]
+    assert table.startswith("| method | batch_size=16 | batch_size=32 |")
+    assert f"| byol | {byol_16:.2f} |" in table and "### batch_size=32" in table
+    assert (out / "sweep.png").stat().st_size > 10_000
+    assert "byol/batch_size=16/seed0" in (out / "report" / "report.md").read_text()
+
+
 def test_differences_within_the_spread_of_seeds_are_no_difference():
     from byol.compare import difference
 

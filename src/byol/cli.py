@@ -91,6 +91,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", required=True, help="comma-separated, e.g. byol,simclr,byol-no-predictor")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     p.add_argument("--linear", action="store_true", help="also score each run with the linear probe")
+    p.add_argument("--sweep", metavar="KEY=V1,V2,...", help="repeat the comparison at each value of one config key "
+                   "(e.g. batch_size=32,64,128), every run seeing the same images: with --epochs, not --minutes")
     _add_config_args(p, leave_out=("--method", "--seed"))
 
 
@@ -239,9 +241,17 @@ def run_compare(args: argparse.Namespace) -> int:
     except ValueError:
         raise ByolError(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. 0,1,2") from None
     compare(config, [m.strip() for m in args.methods.split(",")], seeds, args.out, args.linear,
-            pick_device(config.device), notices)
+            pick_device(config.device), notices, _sweep(args.sweep) if args.sweep else None)
     print((args.out / "compare.md").read_text(), end="")
     return 0
+
+
+def _sweep(text: str) -> tuple[str, list]:
+    """`--sweep KEY=V1,V2,...` as (key, values), each value read as YAML like --set's."""
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise ByolError(f"--sweep {text!r}: write it as KEY=V1,V2,..., e.g. --sweep batch_size=32,64,128")
+    return key.strip(), [cfg.parse_override(f"{key}={value}")[1] for value in values.split(",")]
 
 
 def _is_eval_result(path: Path) -> bool:

@@ -1,8 +1,10 @@
 """`byol compare`: several methods under one budget, one encoder and one seed list, evaluated alike.
 
-Each (method, seed) is an ordinary run folder, OUT/METHOD/seedS; a compare that was
-interrupted picks up where it stopped: finished runs (those with a summary.json) are
-kept, and an unfinished one resumes from its last checkpoint.
+Each (method, seed) is an ordinary run folder, OUT/METHOD/seedS (OUT/METHOD/KEY=VALUE/seedS
+with `--sweep KEY=V1,V2,...`, which repeats the comparison at each value of one key, every
+run seeing the same number of images); a compare that was interrupted picks up where it
+stopped: finished runs (those with a summary.json) are kept, and an unfinished one resumes
+from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from pathlib import Path
 
 import torch
 
+from byol import config as cfg
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.core.files import claim_folder, write_json, write_text
+from byol.core.files import claim_folder, write_json, write_text, write_with
 from byol.core.progress import note
 from byol.eval.inspect import inspect_checkpoint
 from byol.eval.protocols import evaluate
 from byol.methods import METHODS
 from byol.report.page import write_report
-from byol.train.trainer import pretrain, refuse_out_inside_inputs
+from byol.report.plots import sweep_curves
+from byol.train.trainer import RUNTIME_KEYS, pretrain, refuse_out_inside_inputs
 
 REFERENCE = "byol"
 RANDOM = "random encoder"
+NOT_SWEPT = frozenset({"data", "test", "method", "seed"}) | RUNTIME_KEYS  # own flags, or nothing learned changes
 
 
 def _run(config: Config, run_dir: Path) -> dict:
@@ -51,23 +56,65 @@ def _mean_sd(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def sweep_settings(config: Config, sweep: tuple[str, list] | None) -> dict[str, Config]:
+    """{label: config} for each value of the swept key ({"": config} without a sweep). A sweep
+    compares runs that see the same number of images, so a time budget is refused."""
+    if sweep is None:
+        return {"": config}
+    key, values = sweep
+    if key in NOT_SWEPT:
+        raise ByolError(f"--sweep {key}: sweep a key that changes what is learned (batch_size, augment, tau_base, "
+                        "...); methods and seeds have --methods and --seeds")
+    if config.minutes:
+        raise ByolError("--sweep compares runs that see the same number of images: drop the time budget "
+                        "(--minutes 0) and give --epochs")
+    if config.steps and key in ("batch_size", "accumulate"):
+        raise ByolError(f"--sweep {key} with steps: the runs would see different numbers of images; give --epochs")
+    if len(set(map(str, values))) < len(values) or len(values) < 2:
+        raise ByolError(f"--sweep {key}: give two or more different values, e.g. {key}=A,B")
+    return {f"{key}={value}": cfg.apply(dataclasses.replace(config), {key: value}, "--sweep").validate()
+            for value in values}
+
+
 def compare(config: Config, methods: list[str], seeds: list[int], out: Path, linear: bool = False,
-            device: torch.device = torch.device("cpu"), notices: Sequence[str] = ()) -> dict:
-    """Train every method with every seed under `config`, score each, write OUT/compare.{json,md}
-    and the overlaid report; returns the per-method results."""
+            device: torch.device = torch.device("cpu"), notices: Sequence[str] = (),
+            sweep: tuple[str, list] | None = None) -> dict:
+    """Train every method with every seed under `config` (at every value of the swept key), score
+    each, write OUT/compare.{json,md} and the overlaid report; returns the per-method results
+    (by swept value when sweeping)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ByolError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
     if not config.data or not config.test:
         raise ByolError("compare needs labelled --data (k-NN bank, linear training split) and --test folders")
+    settings = sweep_settings(config, sweep)
     refuse_out_inside_inputs(config, out)
     claim_folder(out, "compare", was_ours=_was_a_comparison)
     for notice in notices:
         note(notice)
+    runs = {label: score_runs(setting, methods, seeds, out, label, linear, device) for label, setting in settings.items()}
+    results = {label: {method: _aggregate(rows) for method, rows in by_method.items()}
+               for label, by_method in runs.items()}
+    if sweep is None:
+        results, runs = results[""], runs[""]
+        write_text(out / "compare.md", comparison_table(results, linear) + "\n")
+    else:
+        write_text(out / "compare.md", sweep_tables(results, linear) + "\n")
+        write_with(out / "sweep.png", lambda temporary: sweep_curves(results, sweep[0]).savefig(temporary, format="png"))
+    write_json(out / "compare.json", dict(results=results, runs=runs, seeds=seeds, config=config.to_dict(),
+                                          sweep=None if sweep is None else dict(key=sweep[0], values=sweep[1])))
+    write_report([out / m / label / f"seed{seeds[0]}" for label in settings for m in methods], out / "report",
+                 device=device)
+    return results
+
+
+def score_runs(config: Config, methods: list[str], seeds: list[int], out: Path, label: str, linear: bool,
+               device: torch.device) -> dict[str, list[dict]]:
+    """Each method's runs (OUT/METHOD[/LABEL]/seedS) trained and scored, and the random encoder's row."""
     runs: dict[str, list[dict]] = {}
     for method in methods:
         for seed in seeds:
-            run_dir = out / method / f"seed{seed}"
+            run_dir = out / method / label / f"seed{seed}"
             summary = _run(dataclasses.replace(config, method=method, seed=seed), run_dir)
             row = dict(seed=seed, run=str(run_dir), knn_top1=summary["knn"]["top1"], steps=summary["steps"],
                        epochs=summary["epochs"], img_s=summary["img_s"],
@@ -76,22 +123,20 @@ def compare(config: Config, methods: list[str], seeds: list[int], out: Path, lin
             if linear:
                 row["linear_top1"] = evaluate("linear", run_dir, config.data, config.test, device=device)["pretrained"]["top1"]
             runs.setdefault(method, []).append(row)
+    runs[RANDOM] = [_random_row(config, out / methods[0] / label / f"seed{seeds[0]}", linear, device)]
+    return runs
 
-    first = out / methods[0] / f"seed{seeds[0]}"
-    baseline = evaluate("knn", first, config.data, config.test, encoders=("random_init",), device=device)["random_init"]
-    random_row = dict(seed=config.seed, run=None, knn_top1=baseline["top1"],
-                      **_collapse(inspect_checkpoint(first, config.test, device=device, random_init=True),
-                                  config.projection_dim))
+
+def _random_row(config: Config, run_dir: Path, linear: bool, device: torch.device) -> dict:
+    """The scores of the run's encoder at random initialisation: the floor every method must clear."""
+    baseline = evaluate("knn", run_dir, config.data, config.test, encoders=("random_init",), device=device)
+    row = dict(seed=config.seed, run=None, knn_top1=baseline["random_init"]["top1"],
+               **_collapse(inspect_checkpoint(run_dir, config.test, device=device, random_init=True),
+                           config.projection_dim))
     if linear:
-        random_row["linear_top1"] = evaluate("linear", first, config.data, config.test, encoders=("random_init",),
-                                             device=device)["random_init"]["top1"]
-    runs[RANDOM] = [random_row]
-
-    results = {method: _aggregate(rows) for method, rows in runs.items()}
-    write_json(out / "compare.json", dict(results=results, runs=runs, seeds=seeds, config=config.to_dict()))
-    write_text(out / "compare.md", comparison_table(results, linear) + "\n")
-    write_report([out / m / f"seed{seeds[0]}" for m in methods], out / "report", device=device)
-    return results
+        row["linear_top1"] = evaluate("linear", run_dir, config.data, config.test, encoders=("random_init",),
+                                      device=device)["random_init"]["top1"]
+    return row
 
 
 def _aggregate(rows: list[dict]) -> dict:
@@ -131,4 +176,16 @@ def comparison_table(results: dict, linear: bool) -> str:
             f"{r['collapse_alarms']} of {r['runs']}", _cell(r, "seconds_per_epoch", 0),
             difference(r, reference) if reference and method != REFERENCE else ""]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep_tables(results: dict[str, dict], linear: bool) -> str:
+    """k-NN top-1 of every method at every swept value, then each value's full comparison."""
+    labels = list(results)
+    methods = list(results[labels[0]])
+    lines = ["| method | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    lines += ["| " + " | ".join([method] + [_cell(results[label][method], "knn_top1") for label in labels]) + " |"
+              for method in methods]
+    for label in labels:
+        lines += ["", f"### {label}", "", comparison_table(results[label], linear)]
     return "\n".join(lines)

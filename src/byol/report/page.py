@@ -63,11 +63,13 @@ def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
-    """Folder names, or parent/name where folder names repeat (compare's METHOD/seedS)."""
-    names = [Path(p).name for p in run_dirs]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{Path(p).parent.name}/{Path(p).name}" for p in run_dirs]
+    """Folder names, or as many of their last path parts as tell them apart (compare's
+    METHOD/seedS and METHOD/KEY=VALUE/seedS)."""
+    for depth in range(1, max(len(Path(p).parts) for p in run_dirs) + 1):
+        labels = ["/".join(Path(p).parts[-depth:]) for p in run_dirs]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in run_dirs]
 
 
 def _png(figure: Figure) -> bytes:

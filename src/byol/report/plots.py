@@ -95,3 +95,33 @@ def embedding_scatter(points: dict[str, tuple[np.ndarray, np.ndarray, list[str]]
         ax.set_xticks([])
         ax.set_yticks([])
     return figure
+
+
+def sweep_curves(results: dict[str, dict[str, dict]], key: str) -> Figure:
+    """k-NN top-1 (mean, and the seeds' sd as a bar) of each method against the swept value:
+    on a log axis for numbers spanning 8x or more, in the given order for names."""
+    labels = list(results)
+    values = [label.partition("=")[2] for label in labels]
+    numbers = [_number(v) for v in values]
+    numeric = all(n is not None for n in numbers)
+    figure, (ax,) = _grid(1)
+    for method in results[labels[0]]:
+        means = [results[label][method]["knn_top1"] for label in labels]
+        sds = [results[label][method].get("knn_top1_sd") or 0.0 for label in labels]
+        ax.errorbar(numbers if numeric else range(len(values)), means, yerr=sds, marker="o", capsize=3, label=method,
+                    linestyle="--" if method == "random encoder" else "-")
+    if numeric and min(numbers) > 0 and max(numbers) >= 8 * min(numbers):
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(numbers if numeric else range(len(values)), values)
+    ax.set_xlabel(key)
+    ax.set_ylabel("k-NN top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return figure
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
