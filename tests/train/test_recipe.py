@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from byol import config as cfg
 from byol.cli import _config_from, build_parser, main
+from byol.methods.byol import BYOL
 from byol.train import recipe
 from tests.data.test_fit import photos
 
@@ -147,13 +148,31 @@ def test_the_choice_is_printed_once_and_written_in_the_runs_config(tmp_path, cap
         96, "imagenet", False, 0.125, "sgd")
 
 
+def test_the_trial_steps_give_the_fixed_bytes_and_the_bytes_an_image(monkeypatch):
+    """The arithmetic of step_memory, on the CPU, with the GPU's peak counter faked: a step that
+    holds 5 MB and 2 MB an image gives back those, plus the optimiser's momentum buffer."""
+    config = cfg.Config(width=0.0625, projector_hidden=16, predictor_hidden=16, projection_dim=8)
+    trials = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 5e6 + 2e6 * trials[-1])
+    loss = BYOL.loss
+    monkeypatch.setattr(BYOL, "loss", lambda self, view_1, view_2: trials.append(len(view_1)) or loss(self, view_1, view_2))
+    before = torch.random.get_rng_state()
+    fixed, per_image = recipe.step_memory(config, torch.device("cpu"))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the run's networks are drawn from its own seed
+    momentum = sum(p.numel() * 4 for p in recipe.build_learner(config).trainable_parameters())
+    assert trials == list(recipe.TRIAL_BATCHES)
+    assert per_image == pytest.approx(2e6) and fixed == pytest.approx(5e6 + momentum)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="measures a real GPU's memory")
 def test_the_trial_steps_predict_the_memory_of_a_larger_batch():
     device = torch.device("cuda")
     config = cfg.Config(image_size=96, cifar_stem=False, augment="imagenet")
     fixed, per_image = recipe.step_memory(config, device)
     learner = recipe.build_learner(config).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(learner.trained_modules().parameters(), lr=0.1, momentum=0.9)
+    optimizer = torch.optim.SGD(learner.trainable_parameters(), lr=0.1, momentum=0.9)
     torch.cuda.reset_peak_memory_stats(device)
     views = torch.rand(2, 32, 3, 96, 96, device=device)
     with torch.autocast("cuda", dtype=torch.bfloat16):

@@ -55,7 +55,7 @@ def wait_for(path, process, timeout=120.0):
 def trajectory(out):
     """Every logged loss, lr, tau, collapse statistic and k-NN score, without the timings."""
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("img_s", "time_s")} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("img_s", "loader_wait", "time_s")} for r in records]
 
 
 def assert_bit_identical(out, reference, total_steps=TOTAL_STEPS):

@@ -65,11 +65,12 @@ def summary_rows(runs: list[Run]) -> list[dict[str, str]]:
 def run_labels(run_dirs: list[Path]) -> list[str]:
     """Folder names, or as many of their last path parts as tell them apart (compare's
     METHOD/seedS and METHOD/KEY=VALUE/seedS)."""
-    for depth in range(1, max(len(Path(p).parts) for p in run_dirs) + 1):
+    deepest = max(len(Path(p).parts) for p in run_dirs)
+    for depth in range(1, deepest + 1):
         labels = ["/".join(Path(p).parts[-depth:]) for p in run_dirs]
         if len(set(labels)) == len(labels):
             return labels
-    return [str(p) for p in run_dirs]
+    return ["/".join(Path(p).parts[-2:]) for p in run_dirs]  # the same run twice: parent/name
 
 
 def _png(figure: Figure) -> bytes:

@@ -61,16 +61,18 @@ def decoded_bytes(data: str, size: int) -> int | None:
 def step_memory(config: Config, device: torch.device) -> tuple[float, float]:
     """Bytes a training step holds on the GPU `device`: (fixed, per image of the micro-batch),
     from the peaks of two trial steps and the momentum buffer the optimiser adds."""
-    with torch.random.fork_rng(devices=[device]):
-        learner = build_learner(config).to(device).to(memory_format=torch.channels_last)
+    with torch.random.fork_rng(devices=[]):  # the run's own networks are drawn later, from its seed
+        learner = build_learner(config)
+    learner = learner.to(device).to(memory_format=torch.channels_last)
     dtype, peaks = autocast_dtype(config.precision, device), []
-    momentum = sum(p.numel() * p.element_size() for p in learner.trained_modules().parameters())
+    momentum = sum(p.numel() * p.element_size() for p in learner.trainable_parameters())
     try:
         for batch in TRIAL_BATCHES:
             torch.cuda.reset_peak_memory_stats(device)
-            views = torch.rand(2, batch, 3, config.image_size, config.image_size, device=device)
-            with autocast(device, dtype):
-                loss = learner.loss(views[0], views[1])
+            size = (2, batch, 3, config.image_size, config.image_size)
+            views = torch.rand(size, generator=torch.Generator().manual_seed(0)).to(device)
+            with autocast(device, dtype):  # as Trainer.step runs it
+                loss = learner.loss(*(v.contiguous(memory_format=torch.channels_last) for v in views))
             loss.backward()
             peaks.append(torch.cuda.max_memory_allocated(device))
             learner.zero_grad(set_to_none=True)
