@@ -29,6 +29,7 @@ class Config:
     decode_once: bool = False  # hold images larger than 64 px decoded at image_size in memory too, not streamed
     augment: str = "cifar"  # view distributions: cifar or imagenet (byol.data.views)
     crop_min_scale: float = 0.08  # smallest crop, as a fraction of the image's area (the paper's 0.08)
+    transforms: str = "full"  # the view transformations kept: full, or some removed (byol.data.views.TRANSFORMS)
     # method
     method: str = "byol"  # byol, simclr, byol+simclr, or an ablation (byol.methods.METHODS)
     temperature: float = 0.5  # NT-Xent's (simclr, byol+simclr): 0.5 for CIFAR, 0.1 for ImageNet (SimCLR paper)
@@ -130,6 +131,7 @@ ALLOWED: dict[str, Allowed] = {
     "strict_data": ANY, "decode_once": ANY,
     "augment": choice("cifar", "imagenet", "simclr-cifar", "simclr-imagenet"),
     "crop_min_scale": number(0, 1, "use a fraction of the area in (0, 1]", above=True),
+    "transforms": choice("full", "no-flip", "no-blur", "no-colour", "crop-flip", "crop-blur", "crop-only"),
     "temperature": number(0, 100, "it must be positive (at most 100)", above=True),
     "nt_xent_weight": number(0, 1000, "use 0 to 1000"),
     "width": number(0, 8, "the width multiplier must be positive (at most 8)", above=True),

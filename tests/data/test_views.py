@@ -134,3 +134,34 @@ def test_blur_kernel_is_about_a_tenth_of_the_image():
     assert ViewSpec(size=224).blur_kernel == 23
     assert ViewSpec(size=32).blur_kernel == 3
     assert all(ViewSpec(size=s).blur_kernel % 2 == 1 for s in range(8, 300))
+
+
+@pytest.mark.parametrize(("transforms", "colour_changes", "flips"), [
+    ("full", True, True), ("no-flip", True, False), ("no-blur", True, True), ("no-colour", "second view only", True),
+    ("crop-flip", False, True), ("crop-blur", False, False), ("crop-only", False, False),
+])
+def test_removed_transformations_never_happen_and_the_kept_ones_still_do(transforms, colour_changes, flips):
+    views = TwoViews.preset("imagenet", 16, crop_min_scale=1.0, transforms=transforms)
+    spec = views.specs[0]
+    mean, std = torch.tensor(spec.mean)[None, :, None, None], torch.tensor(spec.std)[None, :, None, None]
+    solid = torch.randint(0, 256, (400, 3, 1, 1), dtype=torch.uint8).expand(400, 3, 16, 16).contiguous()
+    changed = [((view * std + mean) - solid / 255).abs().amax(dim=(1, 2, 3)) > 0.02 for view in views(solid)]
+    shares = [c.float().mean().item() for c in changed]
+    if colour_changes is True:
+        assert shares[0] > 0.6  # jitter (p 0.8) or grayscale on the first view
+    elif colour_changes == "second view only":
+        assert shares[0] == 0 and shares[1] == pytest.approx(0.2, abs=0.07)  # solarised
+    else:
+        assert shares == [0, 0]
+    ramp = torch.linspace(0, 255, 16).round().to(torch.uint8).expand(400, 3, 16, 16).contiguous()  # grey, dark to light
+    first = views(ramp)[0] * std + mean
+    flipped = (first[..., :4].mean(dim=(1, 2, 3)) > first[..., -4:].mean(dim=(1, 2, 3))).float().mean().item()
+    assert flipped == (pytest.approx(0.5, abs=0.1) if flips else 0)
+
+
+def test_the_config_offers_every_set_of_transformations_the_views_know():
+    from byol.config import ALLOWED
+    from byol.data.views import TRANSFORMS
+
+    assert all(ALLOWED["transforms"].ok(name) for name in TRANSFORMS) and not ALLOWED["transforms"].ok("sepia")
+    assert ALLOWED["transforms"].says == f"choose {', '.join(list(TRANSFORMS)[:-1])} or {list(TRANSFORMS)[-1]}"

@@ -53,12 +53,23 @@ class ViewSpec:
         return max(3, int(0.1 * self.size) // 2 * 2 + 1)
 
 
-def view_specs(preset: str, size: int, crop_min_scale: float = PAPER_CROP_MIN_SCALE) -> tuple[ViewSpec, ViewSpec]:
+NO_FLIP, NO_BLUR = dict(flip_p=0.0), dict(blur_p=0.0)
+NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0)  # the paper's "colour": jitter and grayscale
+NO_SOLARISE = dict(solarize_p=0.0)
+TRANSFORMS = {  # the transformations kept, as the paper's Figure 3b removes them: the ViewSpec fields zeroed
+    "full": {}, "no-flip": NO_FLIP, "no-blur": NO_BLUR, "no-colour": NO_COLOUR,
+    "crop-flip": NO_COLOUR | NO_BLUR | NO_SOLARISE, "crop-blur": NO_FLIP | NO_COLOUR | NO_SOLARISE,
+    "crop-only": NO_FLIP | NO_COLOUR | NO_BLUR | NO_SOLARISE,
+}
+
+
+def view_specs(preset: str, size: int, crop_min_scale: float = PAPER_CROP_MIN_SCALE,
+               transforms: str = "full") -> tuple[ViewSpec, ViewSpec]:
     """The two view distributions of a named augmentation preset; crops cover from
-    `crop_min_scale` to all of the image's area."""
+    `crop_min_scale` to all of the image's area; `transforms` removes some of the others."""
     first, second = _preset_specs(preset, size)
-    crop_scale = (crop_min_scale, 1.0)
-    return replace(first, crop_scale=crop_scale), replace(second, crop_scale=crop_scale)
+    kept = dict(crop_scale=(crop_min_scale, 1.0), **TRANSFORMS[transforms])
+    return replace(first, **kept), replace(second, **kept)
 
 
 def _preset_specs(preset: str, size: int) -> tuple[ViewSpec, ViewSpec]:
@@ -267,8 +278,9 @@ class TwoViews:
         self.specs = (first, second)
 
     @classmethod
-    def preset(cls, name: str, size: int, crop_min_scale: float = PAPER_CROP_MIN_SCALE) -> "TwoViews":
-        return cls(*view_specs(name, size, crop_min_scale))
+    def preset(cls, name: str, size: int, crop_min_scale: float = PAPER_CROP_MIN_SCALE,
+               transforms: str = "full") -> "TwoViews":
+        return cls(*view_specs(name, size, crop_min_scale, transforms))
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
