@@ -181,3 +181,15 @@ def test_the_trial_steps_predict_the_memory_of_a_larger_batch():
     optimizer.step()
     predicted = fixed + 32 * per_image
     assert 0.8 * predicted < torch.cuda.max_memory_allocated(device) < 1.2 * predicted
+
+
+def test_the_folder_is_listed_once_to_choose_the_recipe(photo_folder, monkeypatch):
+    from byol.data import fit, folders
+
+    calls = []
+    listed = folders.list_images
+    counted = lambda root: calls.append(root) or listed(root)  # noqa: E731
+    monkeypatch.setattr(recipe, "list_images", counted)
+    monkeypatch.setattr(fit, "list_images", counted)
+    config, _ = resolved("--data", str(photo_folder), "--device", "cpu")
+    assert config.decode_once and calls == [str(photo_folder)]

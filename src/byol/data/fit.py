@@ -12,18 +12,19 @@ import statistics
 
 from PIL import Image
 
-from byol.data.folders import is_named, list_images
+from byol.data.folders import ImageFiles, is_named, list_images
 
 SAMPLE = 64
 NAMED_SIZES = {"cifar10": 32, "cifar100": 32, "stl10": 96}
 
 
-def typical_size(spec: str) -> int | None:
-    """The median shorter side of up to SAMPLE images of `spec` (a fixed sample), or a named
-    dataset's size; None when no sampled image can be read (decoding then says why)."""
+def typical_size(spec: str, listing: ImageFiles | None = None) -> int | None:
+    """The median shorter side of up to SAMPLE images of `spec` (a fixed sample; `listing`: its
+    files, where the caller has listed them), or a named dataset's size; None when no sampled
+    image can be read (decoding then says why)."""
     if is_named(spec):
         return NAMED_SIZES[spec.partition(":")[0]]
-    files = list_images(spec).files
+    files = (listing or list_images(spec)).files
     sides = []
     for path in random.Random(0).sample(files, min(SAMPLE, len(files))):
         try:

@@ -21,14 +21,14 @@ from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.runtime import autocast, autocast_dtype, pick_device
 from byol.data.fit import settings_for, typical_size
-from byol.data.folders import IN_MEMORY_MAX_SIZE, is_named, list_images
+from byol.data.folders import IN_MEMORY_MAX_SIZE, ImageFiles, is_named, list_images
 from byol.methods import build_learner
 
 CPU_PRESET = "cifar10-cpu"
 CPU_KEYS = ("encoder", "width", "projector_hidden", "predictor_hidden", "projection_dim", "batch_size", "optimizer",
             "lr", "momentum", "weight_decay", "warmup_epochs", "predictor_lr_mult", "tau_base", "tau_schedule",
             "crop_min_scale", "log_every")
-CPU_MAX_SIZE = 96  # the recipe's step costs about what it costs at 32 px, 128 px half as much again (docs/large-images.md)
+CPU_MAX_SIZE = 96  # the step costs 1.3x its 32-px cost, 128 px 1.5x that again (docs/large-images.md)
 DECODED_MEMORY_SHARE = 0.25  # of the machine's memory, for images decoded once
 GPU_BATCH = 256  # the paper's smallest batch without a loss of accuracy (its batch-size figure)
 GPU_MEMORY_SHARE = 0.8  # of the memory free before training: the rest for the views, the loader, fragmentation
@@ -51,11 +51,6 @@ def memory_bytes() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
-
-
-def decoded_bytes(data: str, size: int) -> int | None:
-    """The memory every image of the folder `data` takes decoded at `size` (None for a dataset by name)."""
-    return None if is_named(data) else len(list_images(data).files) * size * size * 3
 
 
 def step_memory(config: Config, device: torch.device) -> tuple[float, float]:
@@ -121,11 +116,14 @@ def device_for(config: Config) -> torch.device:
     return device
 
 
-def decode_once_on_cpu(data: str, size: int) -> str | None:
-    """Why images streamed at `size` are decoded once instead, where they fit in memory: a CPU's
-    loader workers take the cores that the step needs (None: streamed)."""
-    needed, memory = decoded_bytes(data, size), memory_bytes()
-    if size <= IN_MEMORY_MAX_SIZE or needed is None or memory is None or needed > DECODED_MEMORY_SHARE * memory:
+def decode_once_on_cpu(listing: ImageFiles | None, size: int) -> str | None:
+    """Why the images of a folder (`listing`; None for a dataset by name, always in memory) that
+    would stream at `size` are decoded once instead, where they fit in memory: a CPU's loader
+    workers take the cores that the step needs (None: streamed)."""
+    if listing is None or size <= IN_MEMORY_MAX_SIZE:
+        return None
+    needed, memory = len(listing.files) * size * size * 3, memory_bytes()
+    if memory is None or needed > DECODED_MEMORY_SHARE * memory:
         return None
     return (f"streamed, every image would be decoded at every epoch, which on a CPU takes about as long as the step, "
             f"so they are decoded once ({needed / 2**30:.2f} GiB in memory)")
@@ -136,7 +134,8 @@ def choose_recipe(config: Config, explicit: set[str], device: torch.device) -> t
     line that says what was chosen and why (None when nothing was)."""
     if not config.data:
         return config, None
-    size = config.image_size if "image_size" in explicit else typical_size(config.data)
+    listing = None if is_named(config.data) else list_images(config.data)  # listed once for all that follows
+    size = config.image_size if "image_size" in explicit else typical_size(config.data, listing)
     reasons = [f"image_size is {size}" if "image_size" in explicit else
                f"the images of {config.data} are about {size} px (median shorter side of a sample)" if size else
                f"the sizes of the images of {config.data} cannot be read"]
@@ -150,7 +149,7 @@ def choose_recipe(config: Config, explicit: set[str], device: torch.device) -> t
     chosen = {key: value for key, value in {**(settings_for(size) if size else {}), **recipe}.items()
               if key not in explicit}
     if recipe and "decode_once" not in explicit:
-        reason = decode_once_on_cpu(config.data, chosen.get("image_size", config.image_size))
+        reason = decode_once_on_cpu(listing, chosen.get("image_size", config.image_size))
         if reason:
             chosen["decode_once"] = True
             reasons.append(reason)
