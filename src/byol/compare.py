@@ -100,7 +100,8 @@ def compare(config: Config, methods: list[str], seeds: list[int], out: Path, lin
         write_text(out / "compare.md", comparison_table(results, linear) + "\n")
     else:
         write_text(out / "compare.md", sweep_tables(results, linear) + "\n")
-        write_with(out / "sweep.png", lambda temporary: sweep_curves(results, sweep[0]).savefig(temporary, format="png"))
+        figure = sweep_curves(results, sweep[0], RANDOM)
+        write_with(out / "sweep.png", lambda temporary: figure.savefig(temporary, format="png"))
     write_json(out / "compare.json", dict(results=results, runs=runs, seeds=seeds, config=config.to_dict(),
                                           sweep=None if sweep is None else dict(key=sweep[0], values=sweep[1])))
     write_report([out / m / label / f"seed{seeds[0]}" for label in settings for m in methods], out / "report",

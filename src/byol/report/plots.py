@@ -97,9 +97,10 @@ def embedding_scatter(points: dict[str, tuple[np.ndarray, np.ndarray, list[str]]
     return figure
 
 
-def sweep_curves(results: dict[str, dict[str, dict]], key: str) -> Figure:
+def sweep_curves(results: dict[str, dict[str, dict]], key: str, baseline: str) -> Figure:
     """k-NN top-1 (mean, and the seeds' sd as a bar) of each method against the swept value:
-    on a log axis for numbers spanning 8x or more, in the given order for names."""
+    on a log axis for numbers spanning 8x or more, in the given order for names; the
+    `baseline` row (the random encoder) dashed."""
     labels = list(results)
     values = [label.partition("=")[2] for label in labels]
     numbers = [_number(v) for v in values]
@@ -109,7 +110,7 @@ def sweep_curves(results: dict[str, dict[str, dict]], key: str) -> Figure:
         means = [results[label][method]["knn_top1"] for label in labels]
         sds = [results[label][method].get("knn_top1_sd") or 0.0 for label in labels]
         ax.errorbar(numbers if numeric else range(len(values)), means, yerr=sds, marker="o", capsize=3, label=method,
-                    linestyle="--" if method == "random encoder" else "-")
+                    linestyle="--" if method == baseline else "-")
     if numeric and min(numbers) > 0 and max(numbers) >= 8 * min(numbers):
         ax.set_xscale("log", base=2)
     ax.set_xticks(numbers if numeric else range(len(values)), values)
