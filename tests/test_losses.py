@@ -65,3 +65,30 @@ def test_nt_xent_for_identical_and_for_orthogonal_views():
     assert same == pytest.approx(-math.log(math.exp(1 / t) / (math.exp(1 / t) + 2 * n - 2)))
     # every view orthogonal to every other, its partner too: all 2n - 1 candidates tie
     assert nt_xent(basis[:n], basis[n:], t).item() == pytest.approx(math.log(2 * n - 1))
+
+
+def test_multi_crop_loss_averages_all_prediction_target_pairs_on_the_scale_of_eq_2():
+    """Every crop predicts every other large view's target: 2 + 2k terms of 2 - 2 cos, averaged, doubled."""
+    torch.manual_seed(0)
+    n, k, d = 5, 3, 6
+    p_1, p_2, t_1, t_2 = torch.randn(4, n, d)
+    p_small = torch.randn(k, n, d)
+    terms = [regression_loss(p_1, t_2), regression_loss(p_2, t_1)]
+    terms += [regression_loss(p, t) for p in p_small for t in (t_1, t_2)]
+    expected = 2 * torch.stack(terms).mean()
+    torch.testing.assert_close(byol_loss(p_1, p_2, t_1, t_2, p_small), expected)
+    # no small crops is eq. 2 exactly, and crops that predict perfectly pull the loss down by the share of their terms
+    torch.testing.assert_close(byol_loss(p_1, p_2, t_1, t_2, p_small[:0]), byol_loss(p_1, p_2, t_1, t_2))
+    perfect = t_1.expand(k, n, d)  # aligned with t_1, and with t_2 where t_1 is
+    assert byol_loss(t_2, t_1, t_1, t_2, perfect).item() == pytest.approx(
+        2 * (regression_loss(t_1, t_2).mean().item() * k) / (2 + 2 * k), abs=1e-5)
+
+
+def test_multi_crop_nt_xent_averages_the_views_pair_and_each_small_crop_against_each_view():
+    from byol.losses import nt_xent
+
+    torch.manual_seed(1)
+    z_1, z_2, z_small = torch.randn(4, 5), torch.randn(4, 5), torch.randn(2, 4, 5)
+    pairs = [(z_1, z_2), (z_small[0], z_1), (z_small[0], z_2), (z_small[1], z_1), (z_small[1], z_2)]
+    expected = sum(slow_nt_xent(a, b, 0.5) for a, b in pairs) / len(pairs)
+    assert nt_xent(z_1, z_2, 0.5, z_small).item() == pytest.approx(expected, rel=1e-5)

@@ -30,6 +30,9 @@ class Config:
     augment: str = "cifar"  # view distributions: cifar or imagenet (byol.data.views)
     crop_min_scale: float = 0.08  # smallest crop, as a fraction of the image's area (the paper's 0.08)
     transforms: str = "full"  # the view transformations kept: full, or some removed (byol.data.views.TRANSFORMS)
+    small_crops: int = 0  # multi-crop: small crops of each image besides the two views, seen by the online network only
+    small_crop_side: float = 0.5  # their side as a fraction of image_size (their areas shrink by its square)
+    start_size: int = 0  # progressive resizing: the views' side at the start, grown to image_size (0: off)
     # method
     method: str = "byol"  # byol, simclr, byol+simclr, or an ablation (byol.methods.METHODS)
     temperature: float = 0.5  # NT-Xent's (simclr, byol+simclr): 0.5 for CIFAR, 0.1 for ImageNet (SimCLR paper)
@@ -81,6 +84,14 @@ class Config:
     def validate(self) -> "Config":
         """Every key against its line of ALLOWED; a key missing there fails every run (KeyError)."""
         check(self, ALLOWED, "config")
+        if self.start_size and not MIN_SIDE <= self.start_size <= self.image_size:
+            raise ByolError(f"invalid config: start_size is {self.start_size} with image_size {self.image_size}: "
+                            f"{ALLOWED['start_size'].says}")
+        smallest = self.start_size or self.image_size
+        if self.small_crops and round(smallest * self.small_crop_side) < MIN_SIDE:
+            raise ByolError(f"invalid config: small crops of {self.small_crop_side:g} x {smallest} px are under "
+                            f"{MIN_SIDE} px (in bf16 such inputs give the network non-finite gradients): raise "
+                            f"small_crop_side to {math.ceil(100 * MIN_SIDE / smallest) / 100:g} or more, or set small_crops=0")
         if self.minutes == 0:
             self.minutes = None
         return self
@@ -122,6 +133,7 @@ def check(settings: Any, table: dict[str, Allowed], what: str) -> None:
             raise ByolError(f"invalid {what}: {key} is {value!r}: {allowed.says}")
 
 
+MIN_SIDE = 8  # pixels: the smallest view (image_size, start_size, small crops) the networks train on
 ANY = Allowed(lambda value: True, "")  # booleans: their type is all there is to check
 NAME = Allowed(lambda value: value is None or value.strip() != "", "give a name, not an empty text")
 LARGE = 10**12
@@ -132,6 +144,9 @@ ALLOWED: dict[str, Allowed] = {
     "augment": choice("cifar", "imagenet", "simclr-cifar", "simclr-imagenet"),
     "crop_min_scale": number(0, 1, "use a fraction of the area in (0, 1]", above=True),
     "transforms": choice("full", "no-flip", "no-blur", "no-colour", "crop-flip", "crop-blur", "crop-only"),
+    "small_crops": number(0, 64, "use 0 (no multi-crop) to 64 small crops"),
+    "small_crop_side": number(0, 1, "use a fraction of the image's side in (0, 1]", above=True),
+    "start_size": number(0, 4096, "use 0 (off) or a side from 8 pixels up to image_size"),
     "temperature": number(0, 100, "it must be positive (at most 100)", above=True),
     "nt_xent_weight": number(0, 1000, "use 0 to 1000"),
     "width": number(0, 8, "the width multiplier must be positive (at most 8)", above=True),

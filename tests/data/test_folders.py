@@ -143,3 +143,23 @@ def test_a_jpeg_is_decoded_at_the_smallest_scale_that_still_holds_its_smallest_c
     assert open_for_crops(tmp_path / "a.png", specs).size == (width, height)  # PNG has no reduced scales
     crops = CroppedPairs(ImageFiles(tmp_path, [tmp_path / "a.jpg"], [UNLABELLED], []), specs)[0]
     assert [tuple(crop.shape) for crop in crops] == [(3, view_size, view_size)] * 2
+
+
+def test_streamed_small_crops_come_in_the_order_of_the_batched_path(tmp_path):
+    from byol.data.folders import collate_pairs
+    from byol.data.views import TwoViews
+
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
+    for i, colour in enumerate(colours):
+        Image.new("RGB", (120, 90), colour).save(tmp_path / f"{i}.png")
+    views = TwoViews.preset("imagenet", 48, transforms="crop-only", small_crops=2)
+    listing = list_images(tmp_path)
+    items = CroppedPairs(listing, views.crop_specs, seed=0)
+    *crops, undecodable = collate_pairs([items[i] for i in range(len(colours))])
+    assert undecodable == 0 and [tuple(c.shape) for c in crops] == [(4, 3, 48, 48)] * 2 + [(4, 3, 24, 24)] * 2
+    out = views.from_crops(*crops)
+    assert [tuple(v.shape) for v in out] == [(4, 3, 48, 48)] * 2 + [(8, 3, 24, 24)]
+    spec = views.small
+    small = out[2] * torch.tensor(spec.std)[None, :, None, None] + torch.tensor(spec.mean)[None, :, None, None]
+    expected = torch.tensor([colours[int(p.stem)] for p in listing.files]).float() / 255
+    torch.testing.assert_close(small.mean(dim=(2, 3)), expected.repeat(2, 1), atol=0.01, rtol=0)

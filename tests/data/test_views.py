@@ -165,3 +165,45 @@ def test_the_config_offers_every_set_of_transformations_the_views_know():
 
     assert all(ALLOWED["transforms"].ok(name) for name in TRANSFORMS) and not ALLOWED["transforms"].ok("sepia")
     assert ALLOWED["transforms"].says == f"choose {', '.join(list(TRANSFORMS)[:-1])} or {list(TRANSFORMS)[-1]}"
+
+
+def _unnormalised(view: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    return view * torch.tensor(spec.std)[None, :, None, None] + torch.tensor(spec.mean)[None, :, None, None]
+
+
+def test_small_crops_come_crop_by_crop_each_of_its_own_image_at_the_large_views_pixel_density():
+    views = TwoViews.preset("cifar", 32, crop_min_scale=0.2, transforms="crop-only", small_crops=3)
+    assert views.small.size == 16 and views.small.crop_scale == pytest.approx((0.05, 0.25))
+    assert views.crop_specs == views.specs + (views.small,) * 3
+    colours = torch.randint(0, 256, (5, 3, 1, 1), dtype=torch.uint8)
+    out = views(colours.expand(5, 3, 32, 32).contiguous())
+    assert [tuple(v.shape) for v in out] == [(5, 3, 32, 32)] * 2 + [(15, 3, 16, 16)]
+    small = _unnormalised(out[2], views.small)
+    torch.testing.assert_close(small, (colours / 255).repeat(3, 1, 1, 1).expand_as(small), atol=1e-5, rtol=0)
+    assert len(TwoViews.preset("cifar", 32)(colours.expand(5, 3, 32, 32))) == 2  # no small crops: two views
+
+
+def test_small_crops_take_the_first_views_colour_distortion():
+    views = TwoViews.preset("imagenet", 32, small_crops=2, small_side=0.25)
+    assert views.small == replace(views.specs[0], size=8, crop_scale=(0.08 / 16, 1 / 16))
+    grey = torch.full((2000, 3, 32, 32), 128, dtype=torch.uint8)
+    small = _unnormalised(views(grey)[2], views.small)
+    solarised = (small - 128 / 255).abs().amax(dim=(1, 2, 3)) > 0.3
+    assert not solarised.any()  # the first view never solarises; its jitter does move some
+    assert ((small - 128 / 255).abs().amax(dim=(1, 2, 3)) > 0.02).float().mean().item() > 0.3
+
+
+def test_resized_views_come_out_at_the_new_side_in_memory_and_from_larger_crops():
+    views = TwoViews.preset("cifar", 32, small_crops=2)
+    views.resize(16)
+    assert [s.size for s in views.crop_specs] == [16, 16, 8, 8]
+    assert views.small.crop_scale == pytest.approx((0.08 / 4, 1 / 4))  # the areas follow the side, not the size
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert [tuple(v.shape[1:]) for v in views(images)] == [(3, 16, 16)] * 2 + [(3, 8, 8)]
+    crops = [torch.full((4, 3, side, side), 77, dtype=torch.uint8) for side in (32, 32, 16, 16)]
+    views = TwoViews.preset("cifar", 32, transforms="crop-only", small_crops=2)
+    views.resize(16)
+    out = views.from_crops(*crops)  # cut at the full size by loader workers, scaled to the current one
+    assert [tuple(v.shape) for v in out] == [(4, 3, 16, 16)] * 2 + [(8, 3, 8, 8)]
+    grey = torch.full((8, 3, 8, 8), 77 / 255)
+    torch.testing.assert_close(_unnormalised(out[2], views.small), grey, atol=1e-5, rtol=0)

@@ -124,3 +124,29 @@ def test_crop_min_scale_bounds_the_crops_of_both_views(method):
         # the whole image every time, flipped or not: two distinct views at most
         assert len({tuple(v.flatten().tolist()) for v in view}) <= 2
     assert [spec.crop_scale for spec in learner(method).views.specs] == [(0.08, 1.0)] * 2
+
+
+@pytest.mark.parametrize("method", ["byol", "simclr", "byol+simclr", "byol-no-stopgrad"])
+def test_small_crops_reach_only_the_online_network_all_in_one_pass(method):
+    model = learner(method, small_crops=3)
+    seen = {}
+
+    def count(name):
+        return lambda module, args, out: seen.setdefault(name, []).append(tuple(args[0].shape))
+    model.online.register_forward_hook(count("online"))
+    if getattr(model, "target", None) is not None:
+        model.target.register_forward_hook(count("target"))
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    model(images).backward()
+    assert seen["online"] == [(6, 3, 16, 16), (6, 3, 16, 16), (18, 3, 8, 8)]  # the 3 small crops of 6 images, 8 px
+    assert seen.get("target", [(6, 3, 16, 16)] * 2) == [(6, 3, 16, 16)] * 2  # the target sees the large views only
+
+
+def test_small_crops_change_the_loss_exactly_as_byol_loss_says():
+    model = learner("byol", small_crops=2)
+    small = torch.randn(12, 3, 8, 8)
+    with torch.no_grad():
+        p_small = model.predictor(model.online(small)).unflatten(0, (2, 6))
+        p_1, p_2 = model.predictor(model.online(V1)), model.predictor(model.online(V2))
+        expected = byol_loss(p_1, p_2, model.target(V1), model.target(V2), p_small)
+        torch.testing.assert_close(model.loss(V1, V2, small), expected)

@@ -150,19 +150,21 @@ def test_the_choice_is_printed_once_and_written_in_the_runs_config(tmp_path, cap
 
 def test_the_trial_steps_give_the_fixed_bytes_and_the_bytes_an_image(monkeypatch):
     """The arithmetic of step_memory, on the CPU, with the GPU's peak counter faked: a step that
-    holds 5 MB and 2 MB an image gives back those, plus the optimiser's momentum buffer."""
-    config = cfg.Config(width=0.0625, projector_hidden=16, predictor_hidden=16, projection_dim=8)
+    holds 5 MB and 2 MB an image gives back those, plus the optimiser's momentum buffer. The
+    trial steps run the run's own views, small crops included."""
+    config = cfg.Config(width=0.0625, projector_hidden=16, predictor_hidden=16, projection_dim=8, small_crops=3)
     trials = []
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 5e6 + 2e6 * trials[-1])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 5e6 + 2e6 * len(trials[-1][0]))
     loss = BYOL.loss
-    monkeypatch.setattr(BYOL, "loss", lambda self, view_1, view_2: trials.append(len(view_1)) or loss(self, view_1, view_2))
+    monkeypatch.setattr(BYOL, "loss", lambda self, *views: trials.append(views) or loss(self, *views))
     before = torch.random.get_rng_state()
     fixed, per_image = recipe.step_memory(config, torch.device("cpu"))
     assert torch.equal(torch.random.get_rng_state(), before)  # the run's networks are drawn from its own seed
     momentum = sum(p.numel() * 4 for p in recipe.build_learner(config).trainable_parameters())
-    assert trials == list(recipe.TRIAL_BATCHES)
+    assert [tuple(v.shape[:2]) for views in trials for v in views] == [
+        shape for batch in recipe.TRIAL_BATCHES for shape in [(batch, 3), (batch, 3), (3 * batch, 3)]]
     assert per_image == pytest.approx(2e6) and fixed == pytest.approx(5e6 + momentum)
 
 

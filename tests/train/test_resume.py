@@ -29,6 +29,9 @@ CASES = {  # name -> (settings beyond SETTINGS, total steps)
     # 16 micro-batches an epoch, 3 to a step: 5 steps, the 16th micro-batch dropped; checkpoints
     # only at the ends of epochs, where a micro-batch left over would be lost
     "accumulation remainder": (dict(accumulate=3, epochs=3, knn_every=0, checkpoint_every=1000), 3 * 5),
+    # 2 small crops an image; views of 16 px, 24 from 3/8 of the run, 32 from 3/4: resumed at its step's size
+    "multi-crop, progressive resizing": (dict(image_size=32, small_crops=2, start_size=16, epochs=2, knn_every=0),
+                                         2 * 16),
 }
 
 

@@ -1,8 +1,10 @@
 """The schedules, checked against values worked out by hand."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from byol.core.schedules import lr_at, scaled_lr, tau_at
+from byol.core.schedules import SIZE_RAMP_END, lr_at, scaled_lr, size_at, tau_at
 
 
 @pytest.mark.parametrize("progress, tau_base, expected", [
@@ -41,3 +43,20 @@ def test_lr_under_a_time_budget_decays_from_where_warm_up_ended():
 def test_lr_scales_linearly_with_batch_size():
     assert scaled_lr(0.2, 4096) == pytest.approx(3.2)
     assert scaled_lr(0.2, 256) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("progress, expected", [(0.0, 16), (0.37, 16), (0.375, 24), (0.74, 24), (0.75, 32), (1.0, 32)])
+def test_progressive_resizing_steps_up_at_each_multiple_of_8_and_ends_at_full_size(progress, expected):
+    assert size_at(progress, 16, 32) == expected  # 16 -> 32 by 3/4 of the run: 24 from 3/8 on
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(start=st.integers(8, 300), extra=st.integers(0, 300),
+       progress=st.lists(st.floats(0, 1.2), min_size=2, max_size=2))
+def test_progressive_resizing_never_shrinks_stays_in_range_and_holds_full_size_at_the_end(start, extra, progress):
+    full = start + extra
+    early, late = sorted(progress)
+    assert start <= size_at(early, start, full) <= size_at(late, start, full) <= full
+    size = size_at(early, start, full)
+    assert size in (start, full) or size % 8 == 0
+    assert size_at(SIZE_RAMP_END, start, full) == full and size_at(0.0, 0, full) == full

@@ -223,3 +223,49 @@ def test_the_loader_wait_is_the_share_of_training_time_spent_waiting_for_images(
     logged = [json.loads(line) for line in (tmp_path / "slow" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "loader_wait" in r] == [2, 4, 6]
     assert all(0.5 < r["loader_wait"] <= 1 for r in logged if "loader_wait" in r)
+
+
+def test_multi_crop_trains_on_small_crops_in_memory_and_streamed(small_folders, large_folder, tmp_path, monkeypatch):
+    seen = []
+    loss = BYOL.loss
+
+    def spy(self, view_1, view_2, small=None):
+        seen.append(None if small is None else tuple(small.shape))
+        return loss(self, view_1, view_2, small)
+    monkeypatch.setattr(BYOL, "loss", spy)
+    pretrain(tiny_config(small_folders[0], image_size=16, steps=2, small_crops=2, collapse_every=0), tmp_path / "a")
+    assert seen == [(32, 3, 8, 8)] * 2  # 2 small crops of 16 images, half the side
+    seen.clear()
+    pretrain(tiny_config(large_folder, image_size=72, cifar_stem=False, steps=2, workers=1, small_crops=3,
+                         small_crop_side=0.25, collapse_every=0), tmp_path / "b")
+    assert seen == [(48, 3, 18, 18)] * 2
+    assert "small_crops: 3" in (tmp_path / "b" / "config.yaml").read_text()
+
+
+def test_progressive_resizing_trains_small_early_and_at_full_size_late_on_both_paths(small_folders, large_folder,
+                                                                                   tmp_path, monkeypatch):
+    sizes = []
+    loss = BYOL.loss
+
+    def spy(self, view_1, view_2, small=None):
+        sizes.append(view_1.shape[-1])
+        return loss(self, view_1, view_2, small)
+    monkeypatch.setattr(BYOL, "loss", spy)
+    pretrain(tiny_config(small_folders[0], image_size=32, start_size=16, steps=8, collapse_every=0), tmp_path / "a")
+    assert sizes == [16, 16, 16, 24, 24, 24, 32, 32]  # progress k / 8: 24 from 3/8, 32 from 3/4
+    logged = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["size"] for r in logged if "loss" in r] == sizes
+    sizes.clear()
+    pretrain(tiny_config(large_folder, image_size=72, cifar_stem=False, start_size=40, steps=4, workers=1,
+                         collapse_every=0), tmp_path / "b")
+    assert sizes == [40, 48, 56, 72]  # crops cut at 72 px by the workers, scaled down on the device
+
+
+def test_a_start_size_larger_than_the_image_size_or_small_crops_under_8_px_are_refused_in_one_line():
+    from byol.core.errors import ByolError
+
+    with pytest.raises(ByolError, match="start_size is 48 with image_size 32: use 0 .off. or a side from 8 pixels up"):
+        Config(start_size=48).validate()
+    with pytest.raises(ByolError, match="small crops of 0.5 x 12 px are under 8 px .* raise small_crop_side to 0.67 or"):
+        Config(image_size=32, start_size=12, small_crops=2).validate()
+    assert Config(image_size=32, start_size=16, small_crops=2).validate().small_crops == 2  # 8 px: enough

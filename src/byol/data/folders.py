@@ -363,7 +363,8 @@ def full_resolution_crop(spec) -> object:
 
 
 class CroppedPairs(torch.utils.data.Dataset):
-    """Large images, streamed: each item is the two random crops of one image (uint8).
+    """Large images, streamed: each item is the random crops of one image (uint8), one for
+    each of `specs`: the two views, then any small crops (multi-crop).
 
     The crop and flip need the full-resolution image (a JPEG decoded at a reduced scale where
     its smallest crop keeps the view's size: `smallest_crop_source`), so loader workers cut
@@ -381,17 +382,18 @@ class CroppedPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.listing.files)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, ...] | None:
         img = open_for_crops(self.listing.files[key % len(self)], self.specs)
         if img is None:
             return None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(((self.seed << 40) + key) % 2**63)  # any seed, any epoch: within torch's range
-            return self.crops[0](img), self.crops[1](img)
+            return tuple(crop(img) for crop in self.crops)
 
 
-def collate_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+def collate_pairs(items: list) -> tuple:
+    """(one batch per crop position..., the number of undecodable items)."""
     good = [item for item in items if item is not None]
     if not good:
         return torch.empty(0), torch.empty(0), len(items)
-    return torch.stack([a for a, _ in good]), torch.stack([b for _, b in good]), len(items) - len(good)
+    return *(torch.stack(crops) for crops in zip(*good)), len(items) - len(good)

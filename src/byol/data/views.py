@@ -267,32 +267,69 @@ def normalise(x: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
     return (x - mean).div_(std)
 
 
+def scaled_to(crops: torch.Tensor, size: int) -> torch.Tensor:
+    """Square crops brought to `size` pixels across (antialiased when shrinking); as they are
+    when they already have it."""
+    if crops.shape[-1] == size:
+        return crops
+    return F.interpolate(crops, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
 
 
-class TwoViews:
-    """Callable that turns a uint8 batch (N, 3, H, W) into BYOL's two float views."""
+def small_crop_spec(spec: ViewSpec, side: float) -> ViewSpec:
+    """Multi-crop's small crops: `spec` at `side` times its size, its crop areas times side**2,
+    so a small crop shows the image at the large views' pixels per image pixel (SwAV's 96-px
+    crops of 5-14% beside 224-px crops of 14-100% follow the same rule)."""
+    low, high = spec.crop_scale
+    return replace(spec, size=max(1, round(spec.size * side)), crop_scale=(low * side**2, high * side**2))
 
-    def __init__(self, first: ViewSpec, second: ViewSpec) -> None:
+
+class TwoViews:
+    """Callable that turns a uint8 batch (N, 3, H, W) into BYOL's two float views and, with
+    `small_crops` k > 0, a third tensor: k small crops of every image, (k * N, 3, s, s) with
+    the first crop of every image first (multi-crop, Caron et al. 2020)."""
+
+    def __init__(self, first: ViewSpec, second: ViewSpec, small_crops: int = 0, small_side: float = 0.5) -> None:
         self.specs = (first, second)
+        self.small_crops, self.small_side, self.small = small_crops, small_side, small_crop_spec(first, small_side)
+
+    def resize(self, size: int) -> None:
+        """Make the views `size` pixels across from now on (and the small crops in proportion):
+        progressive resizing. Crops cut larger by loader workers are scaled down to it."""
+        self.specs = tuple(replace(spec, size=size) for spec in self.specs)
+        self.small = small_crop_spec(self.specs[0], self.small_side)
 
     @classmethod
     def preset(cls, name: str, size: int, crop_min_scale: float = PAPER_CROP_MIN_SCALE,
-               transforms: str = "full") -> "TwoViews":
-        return cls(*view_specs(name, size, crop_min_scale, transforms))
+               transforms: str = "full", small_crops: int = 0, small_side: float = 0.5) -> "TwoViews":
+        return cls(*view_specs(name, size, crop_min_scale, transforms), small_crops, small_side)
+
+    @property
+    def crop_specs(self) -> tuple[ViewSpec, ...]:
+        """The crops cut from each image, in order: the two views, then the small crops."""
+        return self.specs + (self.small,) * self.small_crops
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = to_unit_float(images)
-        v1, v2 = (colour_and_normalise(resized_crop_flip(x, spec), spec) for spec in self.specs)
-        return v1, v2
+        crops = [resized_crop_flip(x, spec) for spec in self.specs]
+        if self.small_crops:
+            crops.append(resized_crop_flip(x.repeat(self.small_crops, 1, 1, 1), self.small))
+        return self._coloured(crops)
 
     @torch.no_grad()
-    def from_crops(self, crops_1: torch.Tensor, crops_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The colour stage alone, for batches whose crops were cut per image by loader workers."""
-        first, second = self.specs
-        return colour_and_normalise(to_unit_float(crops_1), first), colour_and_normalise(to_unit_float(crops_2), second)
+    def from_crops(self, *crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The colour stage alone, for crops cut per image by loader workers: one uint8 batch
+        for each of `crop_specs`."""
+        large, small = crops[:2], crops[2:]
+        return self._coloured([to_unit_float(c) for c in large] + ([to_unit_float(torch.cat(small))] if small else []))
+
+    def _coloured(self, crops: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        specs = self.specs + (self.small,)
+        return tuple(colour_and_normalise(scaled_to(c, spec.size), spec) for c, spec in zip(crops, specs))
 
 
 def default_views(image_size: int) -> TwoViews:

@@ -82,7 +82,7 @@ class CollapseProbe:
     def __init__(self, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.view_1, self.view_2 = views(images.to(device))
+            self.view_1, self.view_2 = views(images.to(device))[:2]
 
     @classmethod
     def sample(cls, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int,

@@ -29,7 +29,8 @@ def build_learner(config: Config) -> Method:
     if config.method not in METHODS:
         raise ByolError(f"unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
     kind, options = METHODS[config.method]
-    views = TwoViews.preset(config.augment, config.image_size, config.crop_min_scale, config.transforms)
+    views = TwoViews.preset(config.augment, config.image_size, config.crop_min_scale, config.transforms,
+                            config.small_crops, config.small_crop_side)
     options = dict(options, views=views, image_size=config.image_size,
                    projector_hidden=config.projector_hidden, projection_dim=config.projection_dim,
                    head_batchnorm=config.head_batchnorm)

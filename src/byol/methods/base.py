@@ -15,7 +15,7 @@ from byol.data.views import TwoViews, checked_images, default_views
 from byol.nets.encoders import feature_dim, without_classifier
 from byol.nets.heads import mlp_head
 
-ViewFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+ViewFn = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]  # images -> two views (and small crops)
 
 
 class EncoderProjector(nn.Module):
@@ -53,12 +53,18 @@ class Method(nn.Module):
         for module in self.trained_modules().values():
             yield from module.parameters()
 
-    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
+    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor, small: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of two views of a batch, and of its small crops (multi-crop) when given."""
         raise NotImplementedError
 
+    def small_projections(self, small: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The online projections of k small crops of a batch of `batch` images, (k, batch, d):
+        all k * batch crops in one pass, so they share BatchNorm statistics (as in SwAV)."""
+        return None if small is None else self.online(small).unflatten(0, (-1, batch))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Loss of a batch of raw images, augmented into two views by `views` (images are
-        checked first when the views are image views)."""
+        """Loss of a batch of raw images, augmented into two views (and small crops) by `views`
+        (images are checked first when the views are image views)."""
         if isinstance(self.views, TwoViews):
             batchnorm = self.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
             images = checked_images(images, batchnorm)

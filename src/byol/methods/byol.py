@@ -73,23 +73,26 @@ class BYOL(Method):
     def trained_modules(self) -> dict[str, nn.Module]:
         return {"online": self.online, "predictor": self.predictor}
 
-    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
-        """The symmetrised BYOL loss of two batches of views of the same images.
+    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor, small: torch.Tensor | None = None) -> torch.Tensor:
+        """The symmetrised BYOL loss of two batches of views of the same images (and of their
+        small crops, which only the online network sees).
 
         Each view goes through the networks on its own, so BatchNorm statistics
         are per view, as in the reference implementation.
         """
-        return self.bootstrap_loss(view_1, view_2, self.online(view_1), self.online(view_2))
+        return self.bootstrap_loss(view_1, view_2, self.online(view_1), self.online(view_2),
+                                   self.small_projections(small, len(view_1)))
 
-    def bootstrap_loss(self, view_1: torch.Tensor, view_2: torch.Tensor,
-                       z_1: torch.Tensor, z_2: torch.Tensor) -> torch.Tensor:
-        """BYOL's loss given the online projections z of the two views."""
+    def bootstrap_loss(self, view_1: torch.Tensor, view_2: torch.Tensor, z_1: torch.Tensor, z_2: torch.Tensor,
+                       z_small: torch.Tensor | None = None) -> torch.Tensor:
+        """BYOL's loss given the online projections z of the two views (and of the small crops)."""
         p_1, p_2 = self.predictor(z_1), self.predictor(z_2)
+        p_small = None if z_small is None else self.predictor(z_small.flatten(0, 1)).unflatten(0, z_small.shape[:2])
         if self.target is None:  # no stop-gradient: the online projections are the targets
-            return byol_loss(p_1, p_2, z_1, z_2)
+            return byol_loss(p_1, p_2, z_1, z_2, p_small)
         with torch.no_grad():
             t_1, t_2 = self.target(view_1), self.target(view_2)
-        return byol_loss(p_1, p_2, t_1, t_2)
+        return byol_loss(p_1, p_2, t_1, t_2, p_small)
 
     def update_target(self, tau: float) -> float | None:
         """Move the target towards the online network; call after every optimiser step."""
@@ -108,7 +111,7 @@ class BYOLSimCLR(BYOL):
         super().__init__(encoder, **byol_options)
         self.nt_xent_weight, self.temperature = nt_xent_weight, temperature
 
-    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
-        z_1, z_2 = self.online(view_1), self.online(view_2)
-        contrast = nt_xent(z_1, z_2, self.temperature)
-        return self.bootstrap_loss(view_1, view_2, z_1, z_2) + self.nt_xent_weight * contrast
+    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor, small: torch.Tensor | None = None) -> torch.Tensor:
+        z_1, z_2, z_small = self.online(view_1), self.online(view_2), self.small_projections(small, len(view_1))
+        contrast = nt_xent(z_1, z_2, self.temperature, z_small)
+        return self.bootstrap_loss(view_1, view_2, z_1, z_2, z_small) + self.nt_xent_weight * contrast

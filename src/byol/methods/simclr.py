@@ -18,5 +18,6 @@ class SimCLR(Method):
         super().__init__(encoder, **options)
         self.temperature = temperature
 
-    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
-        return nt_xent(self.online(view_1), self.online(view_2), self.temperature)
+    def loss(self, view_1: torch.Tensor, view_2: torch.Tensor, small: torch.Tensor | None = None) -> torch.Tensor:
+        return nt_xent(self.online(view_1), self.online(view_2), self.temperature,
+                       self.small_projections(small, len(view_1)))

@@ -81,17 +81,16 @@ class TrainData:
     def __len__(self) -> int:
         return self.batches.size
 
-    def view_batches(self, views: TwoViews, device: torch.device
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor] | None]:
-        """The (view_1, view_2) batches of the epoch set on `batches`, this process's share;
-        None for a streamed batch with fewer than 2 decodable images."""
+    def view_batches(self, views: TwoViews, device: torch.device) -> Iterator[tuple[torch.Tensor, ...] | None]:
+        """The (view_1, view_2[, small crops]) batches of the epoch set on `batches`, this
+        process's share; None for a streamed batch with fewer than 2 decodable images."""
         if self.memory is not None:
             for images in self._timed(self.memory.images[indices] for indices in self.batches):
                 yield views(images.to(device, non_blocking=True))
         else:
-            for crops_1, crops_2, undecodable in self._timed(self.loader):
+            for *crops, undecodable in self._timed(self.loader):
                 self.stream_skips += undecodable
-                yield views.from_crops(crops_1.to(device), crops_2.to(device)) if len(crops_1) >= 2 else None
+                yield views.from_crops(*(c.to(device) for c in crops)) if len(crops[0]) >= 2 else None
 
     def _timed(self, batches: Iterable) -> Iterator:
         """`batches`, the time spent waiting for each added to `wait_seconds`: the loader's share of a step."""
@@ -115,7 +114,7 @@ def load_train_data(config: Config, views: TwoViews, rank: int = 0, world: int =
     listing = folders.list_images(config.data)
     batches = EpochBatches(len(listing.files), config.batch_size, config.seed, rank, world, config.accumulate)
     loader = torch.utils.data.DataLoader(
-        folders.CroppedPairs(listing, views.specs, config.seed), batch_sampler=DrawKeys(batches),
+        folders.CroppedPairs(listing, views.crop_specs, config.seed), batch_sampler=DrawKeys(batches),
         num_workers=config.workers, collate_fn=folders.collate_pairs, persistent_workers=config.workers > 0,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator(),  # not the global one: starting an epoch's workers draws nothing from it

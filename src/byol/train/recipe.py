@@ -22,7 +22,7 @@ from byol.core.errors import ByolError
 from byol.core.runtime import autocast, autocast_dtype, pick_device
 from byol.data.fit import settings_for, typical_size
 from byol.data.folders import IN_MEMORY_MAX_SIZE, ImageFiles, is_named, list_images
-from byol.methods import build_learner
+from byol.methods import Method, build_learner
 
 CPU_PRESET = "cifar10-cpu"
 CPU_KEYS = ("encoder", "width", "projector_hidden", "predictor_hidden", "projection_dim", "batch_size", "optimizer",
@@ -53,6 +53,14 @@ def memory_bytes() -> int | None:
         return None
 
 
+def trial_views(learner: Method, batch: int, size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The run's own views (small crops too) of `batch` random images, drawing nothing from the run's generators."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return learner.views(images.to(device))
+
+
 def step_memory(config: Config, device: torch.device) -> tuple[float, float]:
     """Bytes a training step holds on the GPU `device`: (fixed, per image of the micro-batch),
     from the peaks of two trial steps and the momentum buffer the optimiser adds."""
@@ -64,8 +72,7 @@ def step_memory(config: Config, device: torch.device) -> tuple[float, float]:
     try:
         for batch in TRIAL_BATCHES:
             torch.cuda.reset_peak_memory_stats(device)
-            size = (2, batch, 3, config.image_size, config.image_size)
-            views = torch.rand(size, generator=torch.Generator().manual_seed(0)).to(device)
+            views = trial_views(learner, batch, config.image_size, device)
             with autocast(device, dtype):  # as Trainer.step runs it
                 loss = learner.loss(*(v.contiguous(memory_format=torch.channels_last) for v in views))
             loss.backward()

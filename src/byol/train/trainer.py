@@ -33,7 +33,7 @@ from byol.core.files import own_temporaries, refuse_inside, safe_load, write_jso
 from byol.core.progress import note, progress
 from byol.core.runtime import (autocast, autocast_dtype, caller_state_kept, channels_last_is_safe, make_deterministic,
                                rng_state, seed_everything, set_rng_state)
-from byol.core.schedules import lr_at, scaled_lr, tau_at
+from byol.core.schedules import lr_at, scaled_lr, size_at, tau_at
 from byol.eval.checkpoints import CHECKPOINT_FORMAT
 from byol.methods import Method, build_learner
 from byol.train.batches import TrainData, load_train_data
@@ -59,8 +59,8 @@ class LossOf(nn.Module):
         super().__init__()
         self.learner = learner
 
-    def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
-        return self.learner.loss(view_1, view_2)
+    def forward(self, *views: torch.Tensor) -> torch.Tensor:
+        return self.learner.loss(*views)
 
 
 class LossWatch:
@@ -250,18 +250,18 @@ class Trainer:
             note(f"resuming {self.out} at step {self.step_count} (epoch {self.epoch})")
         return checkpoint["metrics_bytes"]
 
-    def step(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
-        """One optimiser step on micro-batches of view pairs: loss, backward, optimiser, target.
+    def step(self, pairs: list[tuple[torch.Tensor, ...]]) -> bool:
+        """One optimiser step on micro-batches of views (two, and small crops with multi-crop):
+        loss, backward, optimiser, target.
 
         Returns False for a step not taken (a non-finite loss under nonfinite=skip, or fp16
         gradients that overflowed): then neither the schedules nor the target move.
         """
         step_loss = torch.zeros((), device=self.device)
-        for i, (view_1, view_2) in enumerate(pairs):
+        for i, views in enumerate(pairs):
             with self._gradient_sync(last=i == len(pairs) - 1):
                 with autocast(self.device, self.dtype):
-                    loss = self.model(view_1.contiguous(memory_format=self.memory_format),
-                                      view_2.contiguous(memory_format=self.memory_format))
+                    loss = self.model(*(v.contiguous(memory_format=self.memory_format) for v in views))
                 self.scaler.scale(loss / len(pairs)).backward()
             step_loss = step_loss + loss.detach().float() / len(pairs)
         self.watch.observe(step_loss, self.step_count)
@@ -274,7 +274,15 @@ class Trainer:
             return False
         self.tau = self.learner.update_target(tau_at(progress, self.config.tau_base, self.config.tau_schedule))
         self.step_count += 1
+        self.view_size = pairs[0][0].shape[-1]
+        self._resize_views()
         return True
+
+    def _resize_views(self) -> None:
+        """Progressive resizing: the side of the coming step's views, from the run's progress."""
+        if self.config.start_size:
+            progress = self.budget.progress(self.step_count)
+            self.learner.views.resize(size_at(progress, self.config.start_size, self.config.image_size))
 
     def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """Gradients are all-reduced on a step's last micro-batch only."""
@@ -305,6 +313,7 @@ class Trainer:
         self.bar = progress(total=self.budget.total_steps, initial=self.step_count, unit="step", desc="pretrain",
                             disable=not self.lead)
         self.first_step, self.first_seconds = self.step_count, self.train_seconds
+        self._resize_views()
         self._restart_clock()
         try:
             with StopRequests() as stop:
@@ -427,9 +436,10 @@ class Trainer:
         img_s = self.window_images / (now - self.window_start)
         loader_wait = (self.data.wait_seconds - self.window_wait) / (now - self.window_start)
         self.window_start, self.window_images, self.window_wait = now, 0, self.data.wait_seconds
+        size = dict(size=self.view_size) if self.config.start_size else {}  # the last step's views' side
         self._log(dict(step=self.step_count, epoch=round(self.step_count / self.steps_per_epoch, 4), loss=loss,
                        lr=self.lr, tau=self.tau, img_s=round(img_s, 1), loader_wait=round(loader_wait, 4),
-                       time_s=round(self.train_seconds, 2)))
+                       time_s=round(self.train_seconds, 2), **size))
         self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", refresh=False)
 
     def save(self) -> None:
