@@ -294,13 +294,17 @@ class TwoViews:
 
     def __init__(self, first: ViewSpec, second: ViewSpec, small_crops: int = 0, small_side: float = 0.5) -> None:
         self.specs = (first, second)
-        self.small_crops, self.small_side, self.small = small_crops, small_side, small_crop_spec(first, small_side)
+        self.small_crops, self.small_side = small_crops, small_side
 
     def resize(self, size: int) -> None:
         """Make the views `size` pixels across from now on (and the small crops in proportion):
         progressive resizing. Crops cut larger by loader workers are scaled down to it."""
         self.specs = tuple(replace(spec, size=size) for spec in self.specs)
-        self.small = small_crop_spec(self.specs[0], self.small_side)
+
+    @property
+    def small(self) -> ViewSpec:
+        """The small crops' distribution: the first view's, at `small_side` of its side."""
+        return small_crop_spec(self.specs[0], self.small_side)
 
     @classmethod
     def preset(cls, name: str, size: int, crop_min_scale: float = PAPER_CROP_MIN_SCALE,
