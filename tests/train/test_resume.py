@@ -13,10 +13,11 @@ import torch
 
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.core.files import safe_load
+from byol.core.files import safe_load, save_torch
+from byol.eval.checkpoints import CHECKPOINT_FORMAT
 from byol.methods import BYOL
 from byol.train.lock import run_folder_lock
-from byol.train.trainer import pretrain
+from byol.train.trainer import open_run, pretrain
 
 SETTINGS = dict(image_size=16, width=0.125, projector_hidden=32, predictor_hidden=32, projection_dim=16,
                 batch_size=16, epochs=6, optimizer="adamw", lr=0.004, warmup_epochs=0.5, tau_base=0.9,
@@ -164,6 +165,17 @@ def test_resuming_with_another_config_is_refused_naming_the_difference(small_fol
     changed = start(small_folders[0], out, "--set", "lr=0.1")
     assert changed.wait() == 2
     assert "the config differs from the run's in lr (run: 0.004, now: 0.1)" in changed.stderr.read()
+
+
+def test_a_run_saved_before_a_config_key_existed_resumes_reading_the_key_as_its_default(tmp_path):
+    """A checkpoint's config names the keys of the byol that wrote it; a key added since
+    (here the multi-crop and resizing keys) was off in that run, as its default is."""
+    config = Config(data=str(tmp_path)).validate()
+    older = {k: v for k, v in config.to_dict().items() if k not in ("small_crops", "small_crop_side", "start_size")}
+    save_torch(dict(format=CHECKPOINT_FORMAT, budget=dict(reached=0.5), config=older), tmp_path / "checkpoint.pt")
+    assert open_run(config, tmp_path, resume=True)["config"] == older
+    with pytest.raises(ByolError, match=r"the config differs from the run's in small_crops \(run: 0, now: 2\);"):
+        open_run(Config(data=str(tmp_path), small_crops=2).validate(), tmp_path, resume=True)
 
 
 def tiny_config(data, **changes):

@@ -100,9 +100,9 @@ def open_run(config: Config, out: Path, resume: bool) -> dict | None:
     if not resumable:
         raise ByolError(f"{latest} cannot be resumed (not a byol checkpoint, or one written by an older "
                         "byol): choose a new --out folder")
-    saved = checkpoint["config"]
-    changed = [f"{k} (run: {saved.get(k)!r}, now: {v!r})" for k, v in config.to_dict().items()
-               if k not in RUNTIME_KEYS and saved.get(k) != v]
+    saved = cfg.apply(Config(), checkpoint["config"], str(latest)).to_dict()  # keys added since: defaults
+    changed = [f"{k} (run: {saved[k]!r}, now: {v!r})" for k, v in config.to_dict().items()
+               if k not in RUNTIME_KEYS and saved[k] != v]
     if changed:
         raise ByolError(f"cannot resume {out}: the config differs from the run's in {', '.join(changed)}; "
                         f"continue it with `byol pretrain --resume {out}`, or choose a new --out folder")
