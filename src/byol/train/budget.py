@@ -2,10 +2,14 @@
 
 A run of fixed length is at steps done / total steps. Under a time budget it is at training
 seconds / budget, measured on the lead process's clock alone: the processes agree on that
-clock at sync steps (`agree`), and between them every process extrapolates it at the last
-interval's pace. So the progress of a step is the same number in every process, the
-schedules are the same, and every process stops at the same step; and since progress
-never goes back, the schedules move smoothly where a re-estimated step count would jump.
+clock at sync steps (`agree`), and between them every process extrapolates it at the faster
+of the last two intervals' paces. So the progress of a step is the same number in every
+process, the schedules are the same, and every process stops at the same step; and since
+progress never goes back, the schedules move smoothly where a re-estimated step count would
+jump. One slow interval (the compiler's first steps, a recompile, a paused machine) never
+makes the run end early: extrapolating at its pace would count time that was not spent.
+Until two intervals are measured the clock is not extrapolated; an underestimate costs at
+most one interval past the budget, an overestimate the rest of the budget.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ class Budget:
         self.total_steps, self.seconds, self.warmup_steps = total_steps, seconds, warmup_steps
         self.warmup_progress = warmup_steps / total_steps  # re-set where warm-up ends under a time budget
         self.synced_step, self.synced_seconds, self.seconds_per_step = 0, 0.0, 0.0
+        self.last_paces: list[float] = []  # seconds a step over the last two intervals between syncs
         self.reached = 0.0
 
     def agree(self, step: int, lead_seconds: float) -> None:
@@ -23,7 +28,9 @@ class Budget:
         if self.seconds is None:
             return
         if step > self.synced_step:
-            self.seconds_per_step = (lead_seconds - self.synced_seconds) / (step - self.synced_step)
+            pace = (lead_seconds - self.synced_seconds) / (step - self.synced_step)
+            self.last_paces = [*self.last_paces[-1:], pace]
+            self.seconds_per_step = min(self.last_paces) if len(self.last_paces) == 2 else 0.0
         self.synced_step, self.synced_seconds = step, lead_seconds
 
     def progress(self, step: int) -> float:
