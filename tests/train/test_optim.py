@@ -93,3 +93,17 @@ def test_sgd_with_momentum_and_adamw_follow_their_rules_by_hand_over_two_steps()
         q = q * (1 - lr * wd) - lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
         torch.testing.assert_close(sgd_p.detach(), p)
         torch.testing.assert_close(adam_p.detach(), q)
+
+
+def test_a_first_step_that_an_fp16_grad_scaler_skips_leaves_sgd_momentum_to_start_at_the_next():
+    """torch 2.14's fused SGD fills its momentum with garbage on a skipped first step (about
+    1e33 here): under a grad scaler byol's SGD is the multi-tensor one."""
+    param = nn.Parameter(torch.ones(1000))
+    sgd = build_optimizer("sgd", [dict(params=[param], weight_decay=0.0)], lr=0.1, momentum=0.9, grad_scaler=True)
+    scaler = torch.amp.GradScaler("cpu")
+    for loss in (param.sum() * float("inf"), param.sum()):  # the first overflows: skipped
+        sgd.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(sgd)
+        scaler.update()
+    torch.testing.assert_close(param.detach(), torch.full((1000,), 0.9))

@@ -72,15 +72,17 @@ def param_groups(modules: dict[str, nn.Module], weight_decay: float,
 
 
 def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float,
-                    lars_eta: float = 1e-3) -> torch.optim.Optimizer:
+                    lars_eta: float = 1e-3, grad_scaler: bool = False) -> torch.optim.Optimizer:
+    """`grad_scaler`: steps go through an fp16 GradScaler, which may skip one."""
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
-    # SGD over all of a group's tensors at once (foreach), not fused: torch 2.14's fused SGD
-    # creates its momentum uninitialised on a first step that an fp16 grad scaler skips, and
-    # then uses it; fused AdamW (one kernel per group, CPU and GPU) starts from zeros
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
-    if name == "adamw":
+        # fused: one kernel per group (2x faster than foreach for a width-1/8 ResNet's 138
+        # tensors on 2 CPU cores); but torch 2.14's fused SGD creates its momentum
+        # uninitialised on a first step that a grad scaler skips, and then uses it
+        kernel = dict(foreach=True) if grad_scaler else dict(fused=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, **kernel)
+    if name == "adamw":  # fused AdamW starts its moments from zeros, skipped step or not
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     raise ByolError(f"unknown optimizer {name!r}: choose lars, sgd or adamw")
 

@@ -225,8 +225,9 @@ class Trainer:
         self.peak_lr = scaled_lr(config.lr, config.batch_size * config.accumulate)
         groups = param_groups(self.learner.trained_modules(), config.weight_decay,
                               {"predictor": config.predictor_lr_mult})
-        self.optimizer = build_optimizer(config.optimizer, groups, self.peak_lr, config.momentum, config.lars_eta)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.optimizer = build_optimizer(config.optimizer, groups, self.peak_lr, config.momentum, config.lars_eta,
+                                         grad_scaler=self.scaler.is_enabled())
         total = config.steps or max(1, round(config.epochs * self.steps_per_epoch))
         self.budget = Budget(total, config.minutes * 60 if config.minutes else None,
                              round(config.warmup_epochs * self.steps_per_epoch))
