@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from byol.config import Config
+from byol.core.errors import ByolError
 from byol.core.schedules import tau_at
 from byol.data.folders import decode_into_memory
 from byol.data.views import TwoViews
@@ -176,6 +177,18 @@ def compiled_and_eager_steps(train: str, out: str) -> tuple[float, list[float]]:
         assert trainer.step([pairs[1]])
         losses.append(trainer.watch.step_loss.item())
     return ((updates[0] - updates[1]).norm() / updates[0].norm()).item(), losses
+
+
+def test_compile_without_a_cpp_compiler_is_refused_in_one_line_before_the_run_starts(
+        small_folders, tmp_path, monkeypatch):
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
+    with pytest.raises(ByolError) as refused:
+        pretrain(tiny_config(small_folders[0], compile=True), tmp_path / "run")
+    assert str(refused.value).startswith("compile: true on a CPU needs a C++ compiler")
+    assert str(refused.value).endswith("install g++ or clang, or set CXX to one, or drop compile")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_compiled_loss_takes_the_same_steps_as_the_eager_one(small_folders, tmp_path):

@@ -68,6 +68,21 @@ def channels_last_is_safe(model: torch.nn.Module) -> bool:
     )
 
 
+def refuse_compile_without_a_compiler(device: torch.device) -> None:
+    """torch.compile builds C++ kernels for a CPU: without a compiler its first step would fail
+    with a long traceback, so the run is refused before it starts."""
+    if device.type != "cpu":
+        return
+    from torch._inductor import cpp_builder, exc
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        raise ByolError("compile: true on a CPU needs a C++ compiler (torch.compile builds its kernels in C++), "
+                        f"and none works here (CXX={os.environ.get('CXX', 'unset')}): install g++ or clang, "
+                        "or set CXX to one, or drop compile") from None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -32,7 +32,7 @@ from byol.core.errors import ByolError, CollapseError, Stopped
 from byol.core.files import own_temporaries, refuse_inside, safe_load, write_json, write_text, write_with
 from byol.core.progress import note, progress
 from byol.core.runtime import (autocast, autocast_dtype, caller_state_kept, channels_last_is_safe, make_deterministic,
-                               rng_state, seed_everything, set_rng_state)
+                               refuse_compile_without_a_compiler, rng_state, seed_everything, set_rng_state)
 from byol.core.schedules import lr_at, scaled_lr, size_at, tau_at
 from byol.eval.checkpoints import CHECKPOINT_FORMAT
 from byol.methods import Method, build_learner
@@ -126,6 +126,8 @@ def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[s
     refuse_out_inside_inputs(config, out)
     device = distributed.setup(config.device)
     try:
+        if config.compile:
+            refuse_compile_without_a_compiler(device)
         with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
             return Trainer(config, out, device, open_run(config, out, resume), notices).run()
     finally:
