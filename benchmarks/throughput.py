@@ -3,11 +3,12 @@ off, the floor, byol-pytorch and lightly, side by side in one run.
 
 An image is one sample that yields two views. Every variant trains the same network on the
 same data: a CIFAR ResNet-18 (3x3 stride-1 stem, no max pool; `--width` scales its channels),
-projector and predictor 4096/256 with BatchNorm, batch 128, SGD with momentum 0.9, 32x32
+projector and predictor 4096/256 with BatchNorm (`--heads` sets the 4096), batch 128, SGD with momentum 0.9, 32x32
 images held in memory as uint8. A step is all a training loop does per batch: draw the batch,
 make both views, forward and backward, optimiser step, target update. Ours is `byol
 pretrain`'s own step, `Trainer.step` (train/trainer.py), called on the benchmark's batches;
-each "ours, ..." row switches one of its optimisations off, "ours + ..." adds one. The floor is the same
+each "ours, ..." row switches one of its optimisations off (or, "1 thread", runs on one
+core), "ours + ..." adds one. The floor is the same
 networks' forward and backward alone, on fixed random views, in the same precision and
 memory format: the work no implementation can avoid. Variants run round-robin, one step each
 per round after a warm-up round, so that the machine's load touches all alike; the table gives
@@ -22,6 +23,7 @@ simplicial embedding, on by default in 0.9.1, is turned off to keep the heads eq
     pip install -e '.[bench]'          # byol-pytorch and lightly from PyPI
     python benchmarks/throughput.py --data ../shared/datasets/cifar10 --out runs/throughput
     python benchmarks/throughput.py --quick    # width 1/8, no memory or quality runs: < 2 minutes
+    python benchmarks/throughput.py --quick --batch 32 --heads 1024   # the cifar10-cpu preset's shape
 
 Also measured: the augmentations alone (images/s, both views), FLOPs per image (counted with
 torch.utils.flop_counter on the floor step) against a measured matrix-multiply peak, peak
@@ -89,6 +91,7 @@ class Setup:
     precision: str
     lr: float
     optimizer: str = "sgd"
+    heads: int = 4096  # hidden width of the projector and the predictor (the paper's 4096)
     seed: int = 0  # initial weights; batches and views follow from it
 
     def batch_indices(self) -> torch.Tensor:
@@ -126,8 +129,8 @@ def seconds(call: Callable[[], object], device: torch.device) -> float:
 
 
 def our_learner(setup: Setup) -> nn.Module:
-    config = Config(encoder="resnet18", width=setup.width, cifar_stem=True, projector_hidden=4096,
-                    predictor_hidden=4096, projection_dim=256, augment="cifar", image_size=32)
+    config = Config(encoder="resnet18", width=setup.width, cifar_stem=True, projector_hidden=setup.heads,
+                    predictor_hidden=setup.heads, projection_dim=256, augment="cifar", image_size=32)
     torch.manual_seed(setup.seed)
     return build_learner(config).to(setup.device)
 
@@ -207,7 +210,7 @@ def pretrain_trainer(setup: Setup, **changes) -> Trainer:
     for i, array in enumerate(setup.images[:setup.batch].permute(0, 2, 3, 1).numpy()):
         Image.fromarray(array).save(scratch / "images" / "all" / f"{i}.png")
     config = Config(data=str(scratch / "images"), image_size=32, augment="cifar", encoder="resnet18", width=setup.width,
-                    cifar_stem=True, projector_hidden=4096, predictor_hidden=4096, projection_dim=256,
+                    cifar_stem=True, projector_hidden=setup.heads, predictor_hidden=setup.heads, projection_dim=256,
                     batch_size=setup.batch, optimizer=setup.optimizer, lr=setup.lr * 256 / setup.batch,
                     weight_decay=1e-6, momentum=0.9, warmup_epochs=0, steps=10**6, tau_base=TAU,
                     tau_schedule="constant", precision=setup.precision, seed=setup.seed, collapse_every=0,
@@ -238,6 +241,19 @@ def ours(setup: Setup, *, channels_last: bool = True, batched_views: bool = True
     return Runner(step, learner.encoder, learner.views.specs[0])
 
 
+def one_thread(runner: Runner) -> Runner:
+    """The same step with torch's intra-op threads at 1 (the other variants run with all cores)."""
+    def step() -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            runner.step()
+        finally:
+            torch.set_num_threads(threads)
+
+    return replace(runner, step=step)
+
+
 def floor(setup: Setup) -> Runner:
     """Forward and backward of our networks alone, on fixed random views."""
     learner = our_learner(setup)
@@ -264,7 +280,7 @@ def byol_pytorch(setup: Setup) -> Runner:
 
     torch.manual_seed(setup.seed)
     learner = LucidBYOL(setup.encoder(), image_size=32, hidden_layer=-1, projection_size=256,
-                        projection_hidden_size=4096, moving_average_decay=TAU, use_simplicial_embeddings=False)
+                        projection_hidden_size=setup.heads, moving_average_decay=TAU, use_simplicial_embeddings=False)
     optimizer = setup.optimizer_for(learner.parameters())
 
     def step() -> None:
@@ -280,14 +296,14 @@ def byol_pytorch(setup: Setup) -> Runner:
 class LightlyBYOL(nn.Module):
     """lightly's BYOL model as its documentation's example defines it."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, hidden: int) -> None:
         from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
         from lightly.models.utils import deactivate_requires_grad
 
         super().__init__()
         self.backbone = backbone
-        self.projection_head = BYOLProjectionHead(feature_dim, 4096, 256)
-        self.prediction_head = BYOLPredictionHead(256, 4096, 256)
+        self.projection_head = BYOLProjectionHead(feature_dim, hidden, 256)
+        self.prediction_head = BYOLPredictionHead(256, hidden, 256)
         self.backbone_momentum = copy.deepcopy(self.backbone)
         self.projection_head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.backbone_momentum)
@@ -314,7 +330,7 @@ def lightly(setup: Setup) -> Runner:
 
     torch.manual_seed(setup.seed)
     encoder = setup.encoder()
-    model = LightlyBYOL(encoder, encoder.feature_dim).to(setup.device)
+    model = LightlyBYOL(encoder, encoder.feature_dim, setup.heads).to(setup.device)
     transform = lightly_transform()
     criterion = NegativeCosineSimilarity()
     optimizer = setup.optimizer_for(model.parameters())
@@ -344,6 +360,8 @@ def variants(setup: Setup, compile: bool) -> dict[str, Callable[[], Runner]]:
         out["ours, fp32 (no autocast)"] = lambda: ours(setup, precision="fp32")
     if memory_format_for(our_learner(setup), setup, True) == torch.channels_last:
         out["ours, no channels_last"] = lambda: ours(setup, channels_last=False)
+    if setup.device.type == "cpu" and torch.get_num_threads() > 1:
+        out["ours, 1 thread"] = lambda: one_thread(ours(setup))
     out["ours, per-image PIL views"] = lambda: ours(setup, batched_views=False)
     out["ours, per-tensor target update"] = lambda: ours(setup, fused_ema=False)
     out["ours + one forward of both views"] = lambda: ours(setup, joint=True)
@@ -402,7 +420,7 @@ def augmentation_rates(setup: Setup, batch: int = 512, reps: int = 5) -> dict[st
 def peak_memory_mb(name: str, args: argparse.Namespace) -> float | None:
     """The variant's peak memory above its state before the first step, in a fresh process."""
     command = [sys.executable, __file__, "--memory-of", name, "--width", str(args.width), "--batch", str(args.batch),
-               "--device", args.device, "--precision", args.precision]
+               "--heads", str(args.heads), "--device", args.device, "--precision", args.precision]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         print(f"memory of {name} not measured: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -523,9 +541,9 @@ def load_setup(args: argparse.Namespace) -> tuple[Setup, torch.Tensor | None, to
     lr = 0.05 if args.optimizer == "sgd" else 2e-3
     if args.data is None:
         images = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-        return Setup(images, args.batch, args.width, device, args.precision, lr, args.optimizer), None, None, None
+        return Setup(images, args.batch, args.width, device, args.precision, lr, args.optimizer, args.heads), None, None, None
     train, test = images_in_memory(str(args.data / "train"), 32), images_in_memory(str(args.data / "test"), 32)
-    setup = Setup(train.images, args.batch, args.width, device, args.precision, lr, args.optimizer)
+    setup = Setup(train.images, args.batch, args.width, device, args.precision, lr, args.optimizer, args.heads)
     return setup, test.images, train.labels, test.labels
 
 
@@ -535,6 +553,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for throughput.json")
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=4096, help="hidden width of the projector and the predictor")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up round; 0: no timing")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
@@ -559,7 +578,8 @@ def main() -> None:
         return
 
     device_name = torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{device_name}; torch {torch.__version__}; width {args.width}, batch {args.batch}", file=sys.stderr)
+    print(f"{device_name}; torch {torch.__version__}; width {args.width}, batch {args.batch}, heads {args.heads}",
+          file=sys.stderr)
     lines, result = [], dict(device=device_name, torch=torch.__version__, args={k: str(v) for k, v in vars(args).items()})
     if args.rounds:
         lines, speed = measure_speed(setup, args)
