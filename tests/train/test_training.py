@@ -186,6 +186,7 @@ def test_compile_without_a_cpp_compiler_is_refused_in_one_line_before_the_run_st
     monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
     with pytest.raises(ByolError) as refused:
         pretrain(tiny_config(small_folders[0], compile=True), tmp_path / "run")
+    assert len(str(refused.value).splitlines()) == 1
     assert str(refused.value).startswith("compile: true on a CPU needs a C++ compiler")
     assert str(refused.value).endswith("install g++ or clang, or set CXX to one, or drop compile")
     assert not (tmp_path / "run").exists()
