@@ -28,13 +28,12 @@ from byol.train.optim import build_optimizer, param_groups
 def optimiser_steps(learner: torch.nn.Module, config: cfg.Config) -> dict[str, Callable[[], None]]:
     """Name -> one step of that optimiser over the learner's trained tensors (gradients fixed)."""
     steps = {}
-    for name, kwargs in (("sgd, fused", dict(optimizer="sgd")),
-                         ("sgd, foreach (under an fp16 grad scaler)", dict(optimizer="sgd", grad_scaler=True)),
-                         ("adamw, fused", dict(optimizer="adamw")), ("lars", dict(optimizer="lars"))):
+    for name, optimizer, grad_scaler in (("sgd, fused", "sgd", False),
+                                         ("sgd, foreach (under an fp16 grad scaler)", "sgd", True),
+                                         ("adamw, fused", "adamw", False), ("lars", "lars", False)):
         groups = param_groups(learner.trained_modules(), config.weight_decay, {"predictor": config.predictor_lr_mult})
-        optimizer = build_optimizer(kwargs["optimizer"], groups, config.lr, config.momentum, config.lars_eta,
-                                    grad_scaler=kwargs.get("grad_scaler", False))
-        steps[name] = optimizer.step
+        steps[name] = build_optimizer(optimizer, groups, config.lr, config.momentum, config.lars_eta,
+                                      grad_scaler=grad_scaler).step
     return steps
 
 

@@ -3,12 +3,12 @@ off, the floor, byol-pytorch and lightly, side by side in one run.
 
 An image is one sample that yields two views. Every variant trains the same network on the
 same data: a CIFAR ResNet-18 (3x3 stride-1 stem, no max pool; `--width` scales its channels),
-projector and predictor 4096/256 with BatchNorm (`--heads` sets the 4096), batch 128, SGD with momentum 0.9, 32x32
-images held in memory as uint8. A step is all a training loop does per batch: draw the batch,
-make both views, forward and backward, optimiser step, target update. Ours is `byol
-pretrain`'s own step, `Trainer.step` (train/trainer.py), called on the benchmark's batches;
-each "ours, ..." row switches one of its optimisations off (or, "1 thread", runs on one
-core), "ours + ..." adds one. The floor is the same
+projector and predictor 4096/256 with BatchNorm (`--heads` sets the 4096), batch 128, SGD
+with momentum 0.9, 32x32 images held in memory as uint8. A step is all a training loop does
+per batch: draw the batch, make both views, forward and backward, optimiser step, target
+update. Ours is `byol pretrain`'s own step, `Trainer.step` (train/trainer.py), called on the
+benchmark's batches; each "ours, ..." row switches one of its optimisations off (or, "1
+thread", runs on one core), "ours + ..." adds one. The floor is the same
 networks' forward and backward alone, on fixed random views, in the same precision and
 memory format: the work no implementation can avoid. Variants run round-robin, one step each
 per round after a warm-up round, so that the machine's load touches all alike; the table gives
