@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from byol.core.errors import ByolError
 from byol.core.files import safe_load, save_torch
@@ -33,6 +33,7 @@ from byol.data.names import NAMED_DATASETS, NAMED_SPLITS
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IN_MEMORY_MAX_SIZE = 64
 UNLABELLED = -1
+DECODER = "exif-upright"  # in the decode cache's key: a cache from a decoder that differs is not reused
 
 
 @dataclass
@@ -134,7 +135,8 @@ def list_images(root: str | Path) -> ImageFiles:
 
 
 def open_rgb(path: Path, min_size: int | None = None) -> Image.Image | None:
-    """The image as RGB, or None if it cannot be decoded (skipped and counted by callers).
+    """The image as RGB, upright as its EXIF orientation says (a phone photo held on its side
+    is stored sideways), or None if it cannot be decoded (skipped and counted by callers).
 
     With `min_size`, a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that keeps
     both sides at least that long: a camera photo bound for 32 px decodes many times faster.
@@ -144,6 +146,7 @@ def open_rgb(path: Path, min_size: int | None = None) -> Image.Image | None:
             if min_size:
                 img.draft("RGB", (min_size, min_size))
             img.load()
+            img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 background = Image.new("RGBA", img.size, (255, 255, 255, 255))
                 return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
@@ -177,7 +180,7 @@ def _decode_job(job: tuple[Path, int]) -> np.ndarray | None:
 
 
 def _cache_key(listing: ImageFiles, size: int) -> str:
-    digest = hashlib.sha256(os.fsencode(f"{listing.root.resolve()}|{size}|{listing.classes}"))
+    digest = hashlib.sha256(os.fsencode(f"{listing.root.resolve()}|{size}|{listing.classes}|{DECODER}"))
     for path in listing.files:  # os.fsencode: file names need not be valid UTF-8
         try:
             info = path.stat()
