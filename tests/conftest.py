@@ -8,11 +8,18 @@ from PIL import Image
 CLASSES = ("checks", "disc", "horizontal", "vertical")
 
 
+@pytest.fixture(scope="session")
+def _layout_verdicts(tmp_path_factory) -> Path:
+    """One cache of memory-format trials for the session: runs of the same shapes try them once."""
+    return tmp_path_factory.mktemp("layouts") / "layouts.json"
+
+
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path_factory):
+def _isolated(monkeypatch, tmp_path_factory, _layout_verdicts):
     """Deterministic, and every test's decode cache in a temporary folder."""
     torch.manual_seed(0)
     monkeypatch.setenv("BYOL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("BYOL_LAYOUT_CACHE", str(_layout_verdicts))
 
 
 def pattern_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:

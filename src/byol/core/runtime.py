@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 import re
 from collections.abc import Iterator
@@ -37,6 +38,16 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_identity() -> str:
+    """The CPU's model and instruction-set flags: which kernels PyTorch runs, and which of them
+    misbehave, depend on them."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return "|".join(next((line for line in lines if line.startswith(field)), field) for field in ("model name", "flags"))
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

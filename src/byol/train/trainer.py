@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from byol.methods import Method, build_learner
 from byol.train.batches import TrainData, load_train_data
 from byol.train.budget import ESTIMATE_STEPS, Budget, length_estimate
 from byol.train.checkpoint import CHECKPOINT, HISTORY, history_name, last_checkpoint, save_with_history
+from byol.train.layout import choose_channels_last
 from byol.train.lock import run_folder_lock
 from byol.train.logbook import Logbook
 from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
@@ -154,9 +156,8 @@ class Trainer:
         self._build_networks()
         self.data = self._load_data()
         self.steps_per_epoch = self._steps_per_epoch()
-        if config.channels_last and self.memory_format != torch.channels_last:
-            notices = [*notices, "channels_last is off for this encoder: under 8 channels in a strided 1x1 "
-                       "convolution, where PyTorch's CPU kernel is unsafe"]
+        if self.layout_notice:
+            notices = [*notices, self.layout_notice]
         for notice in notices if self.lead else ():
             note(notice)
         self._build_optimisation()
@@ -182,12 +183,36 @@ class Trainer:
         seed_everything(config.seed)  # the same initial networks in every process
         learner = build_learner(config).to(self.device)
         seed_everything(config.seed + self.rank)  # and different augmentations
-        channels_last = config.channels_last and (self.device.type == "cuda" or channels_last_is_safe(learner))
+        channels_last, self.layout_notice = self._channels_last(learner)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         learner = learner.to(memory_format=self.memory_format)
         if self.world > 1 and config.sync_batchnorm:
             learner = distributed.sync_batchnorm(learner, self.device)
         self.learner = learner
+
+    def _channels_last(self, learner: Method) -> tuple[bool, str | None]:
+        """The memory format (channels_last or not) and a notice when the configured one was
+        turned off: on a GPU as configured; on a CPU as a trial step in a child process allows
+        (byol.train.layout), decided by the lead process for all."""
+        config = self.config
+        if self.device.type == "cuda":
+            return config.channels_last, None
+        rule = None
+        if config.channels_last and not channels_last_is_safe(learner):
+            config = replace(config, channels_last=False)
+            rule = ("channels_last is off for this encoder: under 8 channels in a strided 1x1 convolution, "
+                    "where PyTorch's CPU kernel is unsafe")
+        outcome = None
+        if self.lead:
+            try:
+                outcome = choose_channels_last(config, distributed.local_batch(config.batch_size))
+            except ByolError as err:
+                outcome = str(err)
+        outcome = distributed.all_ranks(outcome)[0]
+        if isinstance(outcome, str):
+            raise ByolError(outcome)
+        channels_last, notice = outcome
+        return channels_last, rule or notice
 
     def _loss_module(self) -> nn.Module:
         """The loss as a module: compiled if the config says so (the learner's loss alone: the
@@ -195,7 +220,7 @@ class Trainer:
         module = LossOf(self.learner)
         if self.config.compile:
             # inductor turns every CPU convolution channels_last unless told not to, which would
-            # bring back the oneDNN kernel that channels_last_is_safe keeps away (it hangs on AVX2)
+            # bring back the kernels that the layout trial turned off
             module.compile(options={"layout_optimization": self.memory_format == torch.channels_last})
         return distributed.data_parallel(module, self.device) if self.world > 1 else module
 
