@@ -75,6 +75,10 @@ CASES = [  # (argv with {name} for the files above and {out} for a fresh path, w
     (["compare", "--data", "{images}", "--test", "{images}", "--out", "{out}", "--methods", "nope"], "unknown method 'nope'"),
     (["compare", "--data", "{images}", "--test", "{images}", "--out", "{out}", "--methods", "byol", "--seeds", "a"],
      "give whole numbers separated by commas"),
+    (["compare", "--data", "{images}", "--test", "{images}", "--out", "{out}", "--methods", "byol", "--seeds", "0,1,0"],
+     "--seeds names 0 twice: one run would count as two"),
+    (["compare", "--data", "{images}", "--test", "{images}", "--out", "{out}", "--methods", "byol,simclr,byol"],
+     "--methods names byol twice"),
     *[(["compare", "--data", "{images}", "--test", "{images}", "--out", "{out}", "--methods", "byol", "--epochs", "1",
         "--sweep", sweep, *extra], says) for sweep, extra, says in (
         ("batch_size=8,16", ["--minutes", "3"], "drop the time budget (--minutes 0) and give --epochs"),

@@ -167,8 +167,13 @@ def test_eval_prints_its_result_before_a_write_that_fails(run, small_folders, tm
 def test_export_never_replaces_the_checkpoint_it_reads(run, small_folders, capsys):
     before = (run / "checkpoint.pt").read_bytes()
     line = refused(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(run / "checkpoint.pt")], capsys)
-    assert "exists and is not a encoder export byol wrote" in line
+    assert "is inside a byol run folder, whose files are the run's own" in line
     assert (run / "checkpoint.pt").read_bytes() == before
+    outside = run.parent / "checkpoint.pt"
+    outside.write_bytes(before)  # a copy the user made: not an export either
+    line = refused(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(outside)], capsys)
+    assert "exists and is not a encoder export byol wrote" in line
+    assert outside.read_bytes() == before
     train, test = map(str, small_folders)
     assert main(["eval", "knn", "--checkpoint", str(run), "--train", train, "--test", test]) == 0
 

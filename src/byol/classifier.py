@@ -10,14 +10,15 @@ back) and `finetune.json` (its scores beside the linear probe's and random init'
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from byol.core.errors import ByolError
-from byol.core.files import claim_folder, refuse_foreign_file, refuse_inside, replacing, write_json, write_text
+from byol.core.files import (claim_folder, finish_writing, json_text, refuse_foreign_file, refuse_inside, replacing,
+                             write_together)
+from byol.core.locks import folder_lock
 from byol.core.progress import progress
 from byol.data import folders
 from byol.data.views import ViewSpec, eval_transform
@@ -25,8 +26,9 @@ from byol.eval.checkpoints import load_weights
 from byol.eval.features import decode_in_order, labelled_pair
 from byol.eval.finetune import FinetuneSettings, check_labelled, finetune, with_head
 from byol.eval.labels import choose_labelled, labels_text, parse_label_spec
-from byol.export import (CLASSIFIER_FORMAT, card_format, check_batching, check_export_place, load_encoder_and_card,
-                         read_safetensors, torchvision_recipe, write_weights_and_card)
+from byol.export import (CLASSIFIER_FORMAT, card_format, check_batching, check_export_place, check_feature_dim,
+                         load_encoder_and_card, read_card, read_safetensors, torchvision_recipe,
+                         weights_and_card, write_weights_and_card)
 from byol.nets.encoders import build_encoder
 
 MODEL, CARD, LABELS, RESULT = "model.safetensors", "model.json", "labels.txt", "finetune.json"
@@ -52,21 +54,22 @@ def _subset_in_memory_or_streamed(listing: folders.ImageFiles, size: int,
 def finetune_folder(checkpoint: Path, train: str, test: str, out: Path, labels: str | None,
                     settings: FinetuneSettings, device: torch.device, seed: int, baseline: bool) -> dict:
     """Fine-tune the encoder of `checkpoint` (a run or an export) on the labelled images of
-    `train` and write the classifier folder `out`; returns what finetune.json holds."""
+    `train` and write the classifier folder `out` as a whole once it is trained (a crash or
+    Ctrl-C leaves the classifier that was there); returns what finetune.json holds."""
     encoder, card = load_encoder_and_card(checkpoint)
     listing, chosen = labelled_subset(train, test, labels, seed)
     for source, flag in ((train, "--train"), (test, "--test")):
         refuse_inside(out, Path(source), "--out", flag)
     claim_folder(out, "classifier")
-    write_text(out / LABELS, labels_text(listing, chosen))
-    labelled = _subset_in_memory_or_streamed(listing.subset(chosen), card["input_size"], settings.workers)
-    test_data = folders.in_memory_or_streamed(test, card["input_size"])
-    with torch.random.fork_rng(devices=[]):
-        model, result = finetune(encoder, card, labelled, test_data, settings, device, seed, baseline)
-    save_classifier(model, card, listing.classes, out)
-    result = dict(checkpoint=str(checkpoint), train=str(train), test=str(test), classes=len(listing.classes),
-                  labels=len(labelled.labels), test_images=len(test_data.labels), seed=seed, **result)
-    write_json(out / RESULT, result)
+    with folder_lock(out, "byol finetune"):
+        finish_writing(out)
+        labelled = _subset_in_memory_or_streamed(listing.subset(chosen), card["input_size"], settings.workers)
+        test_data = folders.in_memory_or_streamed(test, card["input_size"])
+        with torch.random.fork_rng(devices=[]):
+            model, result = finetune(encoder, card, labelled, test_data, settings, device, seed, baseline)
+        result = dict(checkpoint=str(checkpoint), train=str(train), test=str(test), classes=len(listing.classes),
+                      labels=len(labelled.labels), test_images=len(test_data.labels), seed=seed, **result)
+        save_classifier(model, card, listing.classes, out, labels_text(listing, chosen), result)
     return result
 
 
@@ -77,8 +80,13 @@ def classifier_card(card: dict, classes: list[str]) -> dict:
     return dict(card, torchvision=torchvision_recipe(card))
 
 
-def save_classifier(model: nn.Module, card: dict, classes: list[str], out: Path) -> None:
-    write_weights_and_card(model, classifier_card(card, classes), out / MODEL)  # the card: out / CARD
+def save_classifier(model: nn.Module, card: dict, classes: list[str], out: Path, labels: str = "",
+                    result: dict | None = None) -> None:
+    """The classifier folder's files (weights, card, labels.txt, finetune.json), replaced as a whole."""
+    writers = weights_and_card(model, classifier_card(card, classes), out / MODEL)  # the card: out / CARD
+    writers[LABELS] = lambda temporary: temporary.write_text(labels, errors="backslashreplace")
+    writers[RESULT] = lambda temporary: temporary.write_text(json_text(result or {}))
+    write_together(out, writers)
 
 
 def is_classifier(path: Path) -> bool:
@@ -87,13 +95,15 @@ def is_classifier(path: Path) -> bool:
 
 def load_classifier_and_card(path: str | Path) -> tuple[nn.Module, dict]:
     path = Path(path)
+    finish_writing(path)
     if not is_classifier(path):
         raise ByolError(f"{path} is not a classifier folder (no {CARD} of a fine-tuned model): pass the --out of "
                         "`byol finetune`")
-    card = json.loads((path / CARD).read_text())
+    card = read_card(path / CARD, CLASSIFIER_FORMAT, "fine-tune it again with `byol finetune`")
     with torch.random.fork_rng(devices=[]):  # building draws nothing from the caller's stream
         model = with_head(build_encoder(card["architecture"], card["width"], card["cifar_stem"]), len(card["classes"]))
     load_weights(model, read_safetensors(path / MODEL), path / MODEL)
+    check_feature_dim(model, card, path / CARD)
     return model.eval(), card
 
 
@@ -107,7 +117,7 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, list[str]]:
 def export_classifier(folder: Path, out: Path) -> dict:
     """The classifier's weights as `out` (.safetensors or .pt) and its card beside it: they load
     strictly into torchvision's model with its `fc`, as the card's recipe says."""
-    check_export_place(out, "classifier")
+    check_export_place(out, CLASSIFIER_FORMAT)
     model, card = load_classifier_and_card(folder)
     card = dict(card, source=str(folder))
     write_weights_and_card(model, card, out)

@@ -22,6 +22,7 @@ from byol import config as cfg
 from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.files import claim_folder, write_json, write_text, write_with
+from byol.core.locks import folder_lock
 from byol.core.progress import note
 from byol.eval.inspect import inspect_checkpoint
 from byol.eval.protocols import evaluate
@@ -85,11 +86,23 @@ def compare(config: Config, methods: list[str], seeds: list[int], out: Path, lin
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ByolError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
+    for flag, values in (("--methods", methods), ("--seeds", seeds)):
+        repeated = [value for i, value in enumerate(values) if value in values[:i]]
+        if repeated:
+            raise ByolError(f"{flag} names {repeated[0]} twice: one run would count as two, with a spread of 0; "
+                            "name each once")
     if not config.data or not config.test:
         raise ByolError("compare needs labelled --data (k-NN bank, linear training split) and --test folders")
     settings = sweep_settings(config, sweep)
     refuse_out_inside_inputs(config, out)
     claim_folder(out, "compare", was_ours=_was_a_comparison)
+    with folder_lock(out, "byol compare"):
+        return _compare_in(out, settings, config, methods, seeds, linear, device, notices, sweep)
+
+
+def _compare_in(out: Path, settings: dict[str, Config], config: Config, methods: list[str], seeds: list[int],
+                linear: bool, device: torch.device, notices: Sequence[str], sweep: tuple[str, list] | None) -> dict:
+    """The comparison's runs, tables and report, written into the locked folder `out`."""
     for notice in notices:
         note(notice)
     runs = {label: score_runs(setting, methods, seeds, out, label, linear, device) for label, setting in settings.items()}

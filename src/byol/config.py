@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import typing
 from collections.abc import Callable
@@ -131,6 +132,58 @@ def check(settings: Any, table: dict[str, Allowed], what: str) -> None:
         value, allowed = getattr(settings, key), table[key]
         if not allowed.ok(value):
             raise ByolError(f"invalid {what}: {key} is {value!r}: {allowed.says}")
+
+
+@dataclass(frozen=True)
+class Field:
+    """A field of a file byol writes and reads back (a card, a summary): its JSON types and values."""
+
+    types: tuple[type, ...]
+    allowed: Allowed = Allowed(lambda value: True, "")
+    required: bool = True
+
+    def holds(self, value: Any) -> bool:
+        typed = any(isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+                    for kind in self.types)
+        return typed and self.allowed.ok(value)
+
+    def says(self) -> str:
+        return self.allowed.says or f"it must be {' or '.join(kind.__name__ for kind in self.types)}"
+
+
+def numbers(count: int, low: float, high: float, says: str, above: bool = False) -> Allowed:
+    """A list of `count` finite numbers, each in [low, high] ((low, high] with `above`)."""
+    each = number(low, high, says, above)
+    return Allowed(lambda value: len(value) == count and all(Field((int, float), each).holds(v) for v in value), says)
+
+
+def names(says: str) -> Allowed:
+    """A list of distinct, non-empty texts (class names)."""
+    return Allowed(lambda value: len(value) >= 1 and len(set(map(str, value))) == len(value)
+                   and all(isinstance(v, str) and v.strip() for v in value), says)
+
+
+def check_record(record: Any, table: dict[str, Field], path: Path, fix: str) -> dict:
+    """A JSON object byol reads back, against its table: the first missing or damaged field is
+    one line naming the file, the field and `fix`."""
+    if not isinstance(record, dict):
+        raise ByolError(f"{path} is damaged (not a JSON object): {fix}")
+    for key, field in table.items():
+        if key not in record:
+            if field.required:
+                raise ByolError(f"{path} is damaged: it has no {key}; {fix}")
+        elif not field.holds(record[key]):
+            raise ByolError(f"{path} is damaged: {key} is {str(repr(record[key]))[:60]} ({field.says()}); {fix}")
+    return record
+
+
+def read_record(path: Path, table: dict[str, Field], fix: str) -> dict:
+    """The JSON file `path`, checked against `table` (see check_record)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ByolError(f"{path} cannot be read as JSON ({str(err)[:80]}): {fix}") from None
+    return check_record(record, table, path, fix)
 
 
 MIN_SIDE = 8  # pixels: the smallest view (image_size, start_size, small crops) the networks train on

@@ -7,6 +7,7 @@ torchvision's, plus a JSON card beside it that says how to rebuild and feed it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from byol.config import Config
+from byol import config as cfg
+from byol.config import Config, Field
 from byol.core.errors import ByolError
-from byol.core.files import refuse_foreign_file, replacing, safe_load, save_torch, write_json, write_text, write_with
+from byol.core.files import (json_text, marker_kind, names_text, refuse_foreign_file, replacing, safe_load, write_text,
+                             write_together)
 from byol.core.progress import progress
 from byol.data import folders
 from byol.data.views import ViewSpec, eval_transform, view_specs
@@ -26,6 +29,16 @@ from byol.nets.encoders import build_encoder
 CARD_FORMAT = "byol-encoder-1"
 CLASSIFIER_FORMAT = "byol-classifier-1"  # a fine-tuned encoder with its head (byol.classifier)
 WEIGHT_SUFFIXES = (".safetensors", ".pt")
+CARD_FIELDS = {  # what a card must hold for the encoder to be rebuilt and fed; checked on every read
+    "architecture": Field((str,), cfg.NAME),
+    "width": Field((int, float), cfg.ALLOWED["width"]),
+    "cifar_stem": Field((bool,)),
+    "input_size": Field((int,), cfg.ALLOWED["image_size"]),
+    "feature_dim": Field((int,), cfg.number(1, 2**20, "use 1 to 2^20 features")),
+    "mean": Field((list,), cfg.numbers(3, 0, 1, "three channel means in [0, 1]")),
+    "std": Field((list,), cfg.numbers(3, 0, 10, "three channel deviations in (0, 10]", above=True)),
+}
+CLASSIFIER_FIELDS = dict(CARD_FIELDS, classes=Field((list,), cfg.names("a list of distinct class names")))
 
 
 def card_path(weights: Path) -> Path:
@@ -65,38 +78,56 @@ def card_format(path: Path) -> str | None:
     return card.get("format") if isinstance(card, dict) else None
 
 
-def is_export(weights: Path) -> bool:
-    """Whether `weights` is an encoder or a classifier byol exported (its card beside it says so)."""
-    return card_format(card_path(weights)) in (CARD_FORMAT, CLASSIFIER_FORMAT)
-
-
-def check_export_place(out: Path, what: str) -> None:
-    """Before any work: `out` is named .safetensors or .pt, and replaces only an earlier export."""
+def check_export_place(out: Path, format: str) -> None:
+    """Before any work: `out` is named .safetensors or .pt, lies outside every folder byol owns
+    (a run, a classifier), and replaces only an earlier export of the same kind."""
+    what = "classifier" if format == CLASSIFIER_FORMAT else "encoder"
     if out.suffix not in WEIGHT_SUFFIXES:
         raise ByolError(f"--out {out}: name the file .safetensors (default choice) or .pt (a torch state_dict)")
-    refuse_foreign_file(out, is_export, f"{what} export")
-    refuse_foreign_file(card_path(out), lambda _: is_export(out), f"{what} card")
+    kind = marker_kind(out.parent)
+    if kind is not None:
+        raise ByolError(f"--out {out} is inside a byol {kind} folder, whose files are the {kind}'s own: export to "
+                        "a place outside it")
+    refuse_foreign_file(out, lambda path: card_format(card_path(path)) == format, f"{what} export")
+    refuse_foreign_file(card_path(out), lambda _: card_format(card_path(out)) == format, f"{what} card")
+
+
+def weights_and_card(model: nn.Module, card: dict, out: Path) -> dict[str, Callable[[Path], object]]:
+    """The writers of the model's weights as `out` (safetensors, the card also in its metadata,
+    or a torch state_dict) and of its card beside it as JSON, by file name, for write_together."""
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if out.suffix == ".safetensors":
+        def write_weights(temporary: Path) -> None:
+            save_file(weights, str(temporary), metadata={"byol": json.dumps(card)})
+    else:
+        def write_weights(temporary: Path) -> None:
+            with temporary.open("wb") as file:
+                torch.save(weights, file)
+    return {out.name: write_weights, card_path(out).name: lambda temporary: temporary.write_text(json_text(card))}
 
 
 def write_weights_and_card(model: nn.Module, card: dict, out: Path) -> None:
-    """The model's weights as `out` (safetensors, the card also in its metadata, or a torch
-    state_dict) and its card beside it as JSON."""
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if out.suffix == ".safetensors":
-        write_with(out, lambda temporary: save_file(weights, str(temporary), metadata={"byol": json.dumps(card)}))
-    else:
-        save_torch(weights, out)
-    write_json(card_path(out), card)
+    """The weights and their card, written as a pair: never the new weights beside the old card."""
+    write_together(out.parent, weights_and_card(model, card, out))
 
 
 def export_encoder(checkpoint: Path, out: Path) -> dict:
     """Write a run's online encoder to `out` (.safetensors or .pt) and its card to `out`.json;
     an existing `out` is replaced only if it is an earlier export."""
-    check_export_place(out, "encoder")
+    check_export_place(out, CARD_FORMAT)
     encoder, config, source = load_run_encoder(checkpoint)
     card = dict(_card(encoder, config), source=str(source), step=safe_load(source).get("step"))
     write_weights_and_card(encoder, card, out)
     return card
+
+
+def read_card(path: Path, format: str, fix: str) -> dict:
+    """The card at `path`, of `format`, every field checked (CARD_FIELDS, CLASSIFIER_FIELDS): a
+    damaged one is one line naming the file, the field and `fix`."""
+    if card_format(path) != format:
+        kind = "classifier" if format == CLASSIFIER_FORMAT else "encoder"
+        raise ByolError(f"{path} is not a byol {kind} card: {fix}")
+    return cfg.read_record(path, CLASSIFIER_FIELDS if format == CLASSIFIER_FORMAT else CARD_FIELDS, fix)
 
 
 def _read_card(weights: Path) -> dict:
@@ -104,13 +135,7 @@ def _read_card(weights: Path) -> dict:
     if not path.is_file():
         raise ByolError(f"{weights} has no card beside it ({path.name}): export it with `byol export`, "
                         "or pass a run folder")
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        card = None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise ByolError(f"{path} is not a byol encoder card: export the encoder again with `byol export`")
-    return card
+    return read_card(path, CARD_FORMAT, "export the encoder again with `byol export`")
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -144,7 +169,15 @@ def load_encoder_and_card(path: str | Path) -> tuple[nn.Module, dict]:
         encoder = build_encoder(card["architecture"], card["width"], card["cifar_stem"])
     weights = read_safetensors(path) if path.suffix == ".safetensors" else safe_load(path)
     load_weights(encoder, weights, path)
+    check_feature_dim(encoder, card, card_path(path))
     return encoder.eval(), card
+
+
+def check_feature_dim(encoder: nn.Module, card: dict, path: Path) -> None:
+    """The card's feature_dim is what the rebuilt encoder gives (embeddings are sized by it)."""
+    if card["feature_dim"] != encoder.feature_dim:
+        raise ByolError(f"{path} is damaged: feature_dim is {card['feature_dim']}, but its encoder gives "
+                        f"{encoder.feature_dim} features; export it again with `byol export`")
 
 
 def load_encoder(path: str | Path) -> nn.Module:
@@ -236,9 +269,9 @@ def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256,
         skipped = _embed_rows(encoder.to(device), card, listing, rows, batch_size, workers, device)
         rows.close()
     if out.suffix == ".npy":
-        write_text(Path(f"{out}.files.txt"), "\n".join(names) + "\n")
+        write_text(Path(f"{out}.files.txt"), names_text(names))
     if skipped:
-        write_text(Path(f"{out}.skipped.txt"), "\n".join(map(str, skipped)) + "\n")
+        write_text(Path(f"{out}.skipped.txt"), names_text(map(str, skipped)))
     return dict(embeddings=str(out), images=len(listing.files), dim=card["feature_dim"], skipped=len(skipped))
 
 

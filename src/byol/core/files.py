@@ -18,7 +18,7 @@ import pickle
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from byol.core.errors import ByolError
 
 TEMPORARY_TAG = ".byol-"  # in every temporary's name: .NAME.byol-XXXXXXXX.tmp
 MARKER = ".byol"  # in every folder byol owns; its text says what the folder is (run, report, compare)
+JOURNAL = ".byol-writing"  # the renames that make a folder's new files current (write_together)
 FIXES = {
     errno.ENOSPC: "free some space there or choose another place",
     errno.EDQUOT: "free some space there or choose another place",
@@ -120,12 +121,70 @@ def write_with(path: str | Path, write: Callable[[Path], Any]) -> None:
         write(temporary)
 
 
+def write_together(folder: Path, writers: dict[str, Callable[[Path], Any]]) -> None:
+    """Replace the files `writers` names in `folder` as a whole: each is written to a temporary
+    beside it, then a journal listing the renames is written, the renames are made and the
+    journal removed. A crash before the journal leaves the old files; after it, the next
+    `finish_writing` completes the renames: never a mix of old and new files."""
+    make_folder(folder)
+    moves: dict[str, str] = {}
+    try:
+        for name, write in writers.items():
+            temporary = temporary_beside(folder / name)
+            moves[temporary.name] = name
+            write(temporary)
+            _fsync(temporary)
+        write_json(folder / JOURNAL, moves)
+    except BaseException as err:
+        for temporary in moves:
+            (folder / temporary).unlink(missing_ok=True)
+        if isinstance(err, ByolError) or _os_error_in(err) is None:
+            raise
+        raise write_failure(folder / next(iter(writers)), err) from None
+    finish_writing(folder)
+
+
+def finish_writing(folder: Path) -> None:
+    """Complete the renames of a `write_together` that a crash interrupted after its journal."""
+    try:
+        moves = json.loads((folder / JOURNAL).read_text())
+    except (OSError, ValueError):
+        return
+    for temporary, name in moves.items():
+        if (folder / temporary).is_file() and TEMPORARY_TAG in temporary and "/" not in name + temporary:
+            os.replace(folder / temporary, folder / name)
+    (folder / JOURNAL).unlink(missing_ok=True)
+
+
 def write_text(path: str | Path, text: str) -> None:
     write_with(path, lambda temporary: temporary.write_text(text, errors="backslashreplace"))
 
 
+ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}  # in a name written as one line of a list
+
+
+def name_line(name: str) -> str:
+    """A file name as one line of a list byol writes (files.txt, labels.txt, skipped files): a
+    backslash, newline or carriage return in it is written \\\\, \\n or \\r, so that line i is row i."""
+    return "".join(ESCAPES.get(char, char) for char in name)
+
+
+def name_from_line(line: str) -> str:
+    """The file name a line of such a list stands for (`name_line` undone)."""
+    unescaped = {escaped[1]: char for char, escaped in ESCAPES.items()}
+    return re.sub(r"\\(.)", lambda found: unescaped.get(found[1], found[0]), line)
+
+
+def names_text(names: Iterable[str]) -> str:
+    return "".join(f"{name_line(name)}\n" for name in names)
+
+
+def json_text(value: Any) -> str:
+    return json.dumps(value, indent=1) + "\n"
+
+
 def write_json(path: str | Path, value: Any) -> None:
-    write_text(path, json.dumps(value, indent=1) + "\n")
+    write_text(path, json_text(value))
 
 
 def save_torch(obj: Any, path: str | Path) -> None:

@@ -6,13 +6,15 @@ import base64
 import html
 import io
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
 import yaml
 from matplotlib.figure import Figure
 
-from byol.core.files import claim_folder, write_text, write_with
+from byol.core.files import claim_folder, finish_writing, write_together
+from byol.core.locks import folder_lock
 from byol.report.embedding import embed_2d, sample_test_features
 from byol.report.plots import collapse_curves, embedding_scatter, knn_curves, training_curves
 from byol.report.runs import Run, read_run
@@ -104,11 +106,8 @@ def _was_a_report(folder: Path) -> bool:
         return False
 
 
-def write_report(run_dirs: list[Path], out: Path, embedding: bool = True,
-                 device: torch.device = torch.device("cpu")) -> list[Path]:
-    """Figures and pages for the runs, overlaid; returns the files written."""
-    runs = [read_run(path, name) for path, name in zip(run_dirs, run_labels(run_dirs))]
-    claim_folder(out, "report", was_ours=_was_a_report)
+def _figures(runs: list[Run], embedding: bool, device: torch.device) -> tuple[dict, list[str]]:
+    """{name: (caption, figure)} of the runs, and notes on what could not be drawn."""
     figures = {"training": ("Loss, learning rate and tau", training_curves(runs))}
     if any(run.knn for run in runs):
         figures["knn"] = ("k-NN accuracy", knn_curves(runs))
@@ -128,26 +127,32 @@ def write_report(run_dirs: list[Path], out: Path, embedding: bool = True,
             points[run.name] = (xy, labels, classes)
         if points:
             figures["embedding"] = (f"{method} of test features", embedding_scatter(points, method))
+    return figures, notes
 
-    written, images = [], {}
-    for name, (_, figure) in figures.items():
-        images[name] = _png(figure)
-        write_with(out / f"{name}.png", lambda temporary: temporary.write_bytes(images[name]))
-        written.append(out / f"{name}.png")
-    rows = summary_rows(runs)
-    title = "byol report: " + ", ".join(run.name for run in runs)
 
-    markdown = [f"# {title}", "", _markdown_table(rows), ""] + [f"*{n}*" for n in notes]
-    markdown += [f"## {caption}\n\n![{name}]({name}.png)\n" for name, (caption, _) in figures.items()]
-    write_text(out / "report.md", "\n".join(markdown) + "\n")
+def write_report(run_dirs: list[Path], out: Path, embedding: bool = True,
+                 device: torch.device = torch.device("cpu")) -> list[Path]:
+    """Figures and pages for the runs, overlaid, written into `out` as a whole; returns the files written."""
+    runs = [read_run(path, name) for path, name in zip(run_dirs, run_labels(run_dirs))]
+    claim_folder(out, "report", was_ours=_was_a_report)
+    with folder_lock(out, "byol report"):
+        finish_writing(out)
+        figures, notes = _figures(runs, embedding, device)
+        images = {name: _png(figure) for name, (_, figure) in figures.items()}
+        rows = summary_rows(runs)
+        title = "byol report: " + ", ".join(run.name for run in runs)
 
-    sections = [f"<h2>{html.escape(caption)}</h2><img src='data:image/png;base64,"
-                f"{base64.b64encode(images[name]).decode()}' alt='{name}'>" for name, (caption, _) in figures.items()]
-    configs = "".join(f"<details><summary>config of {html.escape(run.name)}</summary><pre>"
-                      f"{html.escape(yaml.safe_dump(run.config, sort_keys=False))}</pre></details>" for run in runs)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{_html_table(rows)}"
-            + "".join(f"<p><em>{html.escape(n)}</em></p>" for n in notes) + "".join(sections) + configs
-            + "</body></html>")
-    write_text(out / "report.html", page)
-    return written + [out / "report.md", out / "report.html"]
+        markdown = [f"# {title}", "", _markdown_table(rows), ""] + [f"*{n}*" for n in notes]
+        markdown += [f"## {caption}\n\n![{name}]({name}.png)\n" for name, (caption, _) in figures.items()]
+        sections = [f"<h2>{html.escape(caption)}</h2><img src='data:image/png;base64,"
+                    f"{base64.b64encode(images[name]).decode()}' alt='{name}'>" for name, (caption, _) in figures.items()]
+        configs = "".join(f"<details><summary>config of {html.escape(run.name)}</summary><pre>"
+                          f"{html.escape(yaml.safe_dump(run.config, sort_keys=False))}</pre></details>" for run in runs)
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{_html_table(rows)}"
+                + "".join(f"<p><em>{html.escape(n)}</em></p>" for n in notes) + "".join(sections) + configs
+                + "</body></html>")
+        texts = {f"{name}.png": png for name, png in images.items()}
+        texts.update({"report.md": ("\n".join(markdown) + "\n").encode(), "report.html": page.encode()})
+        write_together(out, {name: partial(Path.write_bytes, data=content) for name, content in texts.items()})
+    return [out / name for name in texts]
