@@ -5,6 +5,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torchvision
 from safetensors.torch import load_file
@@ -12,7 +14,7 @@ from safetensors.torch import load_file
 import byol
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.core.files import save_torch
+from byol.core.files import name_from_line, name_line, save_torch
 from byol.data.folders import decode_into_memory
 from byol.data.views import eval_transform, view_specs
 from byol.eval.checkpoints import CHECKPOINT_FORMAT, load_run_encoder
@@ -90,6 +92,28 @@ def test_embed_writes_one_row_per_file_and_nan_rows_for_undecodable_ones(small_f
     decoded = decode_into_memory(broken, 32)
     expected = encoder(eval_transform(decoded.images, view_specs(config.augment, 32)[0]))
     np.testing.assert_allclose(np.delete(rows, 3, axis=0), expected.detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_file_name_holding_a_newline_keeps_line_i_for_row_i(tmp_path):
+    """One name a line: a newline, carriage return or backslash in a name is written escaped."""
+    from PIL import Image
+
+    run = write_run(tmp_path / "run", width=0.125)
+    names = ["a.png", "two\nlines.png", "back\\slash.png", "carriage\rreturn.png", "z.png"]
+    (tmp_path / "photos").mkdir()
+    for shade, name in enumerate(names):
+        Image.new("RGB", (8, 8), (40 * shade, 0, 0)).save(tmp_path / "photos" / name, format="PNG")
+    embed_folder(run, tmp_path / "photos", tmp_path / "emb.npy", batch_size=2, workers=0)
+    lines = (tmp_path / "emb.npy.files.txt").read_text().split("\n")[:-1]
+    assert len(lines) == len(np.load(tmp_path / "emb.npy")) == 5
+    assert [name_from_line(line) for line in lines] == sorted(names)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_every_name_is_one_line_and_reads_back(name):
+    assert "\n" not in name_line(name) and "\r" not in name_line(name)
+    assert name_from_line(name_line(name)) == name
 
 
 def test_the_export_and_embed_commands(small_folders, tmp_path, capsys):

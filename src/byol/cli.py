@@ -82,6 +82,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR with its saved config (runtime keys such as --threads may change)")
     p.add_argument("--no-resume", action="store_true", help="refuse an --out folder that already holds a run")
+    p.add_argument("--data-changed", choices=["refuse", "ok"], default="refuse",
+                   help="a resume whose --data files were added, removed or renamed since the run started: refuse "
+                   "(default), or ok to continue on them (the summary records it)")
     _add_config_args(p)
 
 
@@ -225,7 +228,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     elif args.out is None:
         raise ByolError("say where the run goes: --out DIR (or continue one with --resume RUN_DIR)")
     config, notices = _config_from(args)
-    result = pretrain(config, args.out, resume=not args.no_resume, notices=notices)
+    result = pretrain(config, args.out, resume=not args.no_resume, notices=notices,
+                      data_changed_ok=args.data_changed == "ok")
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
         print(json.dumps(result))
     return 0

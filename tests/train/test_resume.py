@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,6 +166,46 @@ def test_resuming_with_another_config_is_refused_naming_the_difference(small_fol
     changed = start(small_folders[0], out, "--set", "lr=0.1")
     assert changed.wait() == 2
     assert "the config differs from the run's in lr (run: 0.004, now: 0.1)" in changed.stderr.read()
+
+
+@pytest.mark.parametrize("change", ["added", "removed", "renamed"])
+def test_a_resume_on_changed_files_is_refused_or_continued_and_recorded_with_data_changed_ok(
+        small_folders, tmp_path, change):
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(small_folders[0], data)
+    process = start(data, out, "--set", "epochs=2", "--set", "knn_every=0")
+    wait_for(out / "checkpoints" / "step-00000005.pt", process)
+    process.kill()
+    process.wait()
+    first = sorted((data / "disc").iterdir())[0]
+    if change == "added":
+        shutil.copy(first, data / "disc" / "new.jpg")
+    elif change == "removed":
+        first.unlink()
+    else:
+        first.rename(data / "disc" / "renamed.jpg")
+    refused = resume(out)
+    files_now = {"added": 257, "removed": 255, "renamed": 256}[change]
+    assert refused.returncode == 2
+    assert (f"the files of {data} changed since the run started (256 image files when step "
+            in refused.stderr) and f", {files_now} now" in refused.stderr
+    assert "--data-changed ok" in refused.stderr and refused.stderr.count("\n") == 1
+    continued = subprocess.run([sys.executable, "-m", "byol", "pretrain", "--resume", str(out), "--data-changed", "ok"],
+                               capture_output=True, text=True)
+    assert continued.returncode == 0, continued.stderr
+    changes = json.loads((out / "summary.json").read_text())["data_changes"]
+    assert len(changes) == 1 and changes[0]["step"] >= 5
+    assert (changes[0]["files_before"], changes[0]["files_after"]) == (256, files_now)
+
+
+def test_a_resume_on_the_same_files_needs_no_word(small_folders, tmp_path):
+    out = tmp_path / "run"
+    process = start(small_folders[0], out, "--set", "epochs=2", "--set", "knn_every=0")
+    wait_for(out / "checkpoints" / "step-00000005.pt", process)
+    process.kill()
+    process.wait()
+    assert resume(out).returncode == 0
+    assert "data_changes" not in json.loads((out / "summary.json").read_text())
 
 
 def test_a_run_saved_before_a_config_key_existed_resumes_reading_the_key_as_its_default(tmp_path):

@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,14 @@ class ImageFiles:
     def subset(self, indices: list[int]) -> "ImageFiles":
         return ImageFiles(self.root, [self.files[i] for i in indices], [self.labels[i] for i in indices], self.classes)
 
+    def digest(self) -> str:
+        """A fingerprint of the listing, from each file's path and label alone (no file is
+        opened): a file added, removed or renamed changes it; an edit inside a file does not."""
+        digest = hashlib.sha256()
+        for path, label in zip(self.files, self.labels):
+            digest.update(os.fsencode(f"{path}\0{label}\n"))
+        return digest.hexdigest()[:32]
+
 
 @dataclass
 class ImageTensor:
@@ -61,6 +69,7 @@ class ImageTensor:
     labels: torch.Tensor
     classes: list[str]
     skipped: list[str] = field(default_factory=list)
+    listing: str = ""  # the digest of the files decoded (ImageFiles.digest); empty for a named dataset
 
     @property
     def labelled(self) -> bool:
@@ -201,7 +210,7 @@ def decode_into_memory(root: str | Path, size: int, cache_dir: Path | None = Non
     cache_file = cache_dir / f"images-{_cache_key(listing, size)}.pt"
     cached = _read_cache(cache_file)
     if cached is not None:
-        return cached
+        return replace(cached, listing=listing.digest())
     jobs = [(path, size) for path in listing.files]
     workers = workers or min(8, os.cpu_count() or 1)
     if workers > 1 and len(jobs) > 2000:
@@ -218,7 +227,7 @@ def decode_into_memory(root: str | Path, size: int, cache_dir: Path | None = Non
         )
     images = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([listing.labels[i] for i in keep], dtype=torch.long)
-    data = ImageTensor(images, labels, listing.classes, skipped)
+    data = ImageTensor(images, labels, listing.classes, skipped, listing.digest())
     try:
         save_torch(dict(images=images, labels=labels, classes=listing.classes, skipped=skipped), cache_file)
     except ByolError as err:  # the cache is optional: without it the next run decodes again

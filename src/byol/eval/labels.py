@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from byol.core.errors import ByolError
+from byol.core.files import name_from_line, names_text
 from byol.data.folders import ImageFiles
 
 LabelSpec = float | int | Path | None  # a share of each class, images a class, a list file, or all
@@ -74,7 +75,7 @@ def listed_images(listing: ImageFiles, list_file: Path) -> list[int]:
         lines = list_file.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise ByolError(f"--labels {list_file} cannot be read as text ({err}): give a list of image paths") from None
-    names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    names = [name_from_line(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
     found = [by_path.get(name, by_name.get(name)) for name in names]
     missing = [name for name, index in zip(names, found) if index is None]
     if not names or missing:
@@ -86,4 +87,4 @@ def listed_images(listing: ImageFiles, list_file: Path) -> list[int]:
 
 def labels_text(listing: ImageFiles, chosen: list[int]) -> str:
     """The chosen images as a list file (paths relative to the labelled folder): `--labels` reads it back."""
-    return "".join(f"{listing.files[i].relative_to(listing.root).as_posix()}\n" for i in chosen)
+    return names_text(listing.files[i].relative_to(listing.root).as_posix() for i in chosen)

@@ -81,6 +81,13 @@ class TrainData:
     def __len__(self) -> int:
         return self.batches.size
 
+    @property
+    def identity(self) -> dict:
+        """What the run trains on, as a checkpoint records it: the files listed and their digest."""
+        if self.memory is not None:
+            return dict(files=len(self.memory.images) + len(self.memory.skipped), digest=self.memory.listing)
+        return dict(files=len(self.listing.files), digest=self.listing.digest())
+
     def view_batches(self, views: TwoViews, device: torch.device) -> Iterator[tuple[torch.Tensor, ...] | None]:
         """The (view_1, view_2[, small crops]) batches of the epoch set on `batches`, this
         process's share; None for a streamed batch with fewer than 2 decodable images."""

@@ -30,7 +30,7 @@ from byol import config as cfg
 from byol.config import Config
 from byol.core import distributed
 from byol.core.errors import ByolError, CollapseError, Stopped
-from byol.core.files import own_temporaries, refuse_inside, safe_load, write_json, write_text, write_with
+from byol.core.files import names_text, own_temporaries, refuse_inside, safe_load, write_json, write_text, write_with
 from byol.core.progress import note, progress
 from byol.core.runtime import (autocast, autocast_dtype, caller_state_kept, channels_last_is_safe, make_deterministic,
                                refuse_compile_without_a_compiler, rng_state, seed_everything, set_rng_state)
@@ -118,10 +118,12 @@ def refuse_out_inside_inputs(config: Config, out: Path) -> None:
             refuse_inside(out, Path(folder), "--out", flag)
 
 
-def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[str] = ()) -> dict:
+def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[str] = (),
+             data_changed_ok: bool = False) -> dict:
     """Run pretraining as `config` says and write everything to `out`; a run folder that holds
-    an unfinished run is continued (unless `resume` is False). `notices` are printed once the
-    inputs have passed their checks."""
+    an unfinished run is continued (unless `resume` is False; on data whose files changed since
+    it started only with `data_changed_ok`). `notices` are printed once the inputs have passed
+    their checks."""
     if not config.data:
         raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
     out = Path(out)
@@ -131,7 +133,7 @@ def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[s
         if config.compile:
             refuse_compile_without_a_compiler(device)
         with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
-            return Trainer(config, out, device, open_run(config, out, resume), notices).run()
+            return Trainer(config, out, device, open_run(config, out, resume), notices, data_changed_ok).run()
     finally:
         distributed.teardown()
 
@@ -140,7 +142,7 @@ class Trainer:
     """One pretraining run: built from a config, resumed from a checkpoint, run step by step."""
 
     def __init__(self, config: Config, out: Path, device: torch.device, checkpoint: dict | None = None,
-                 notices: Sequence[str] = ()) -> None:
+                 notices: Sequence[str] = (), data_changed_ok: bool = False) -> None:
         self.config, self.out, self.device = config, out, device
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.lead = self.rank == 0
@@ -155,6 +157,9 @@ class Trainer:
         self.dtype = autocast_dtype(config.precision, device)
         self._build_networks()
         self.data = self._load_data()
+        self.data_identity = self.data.identity  # the files listed and their digest, as checkpoints record them
+        self.data_changed_ok = data_changed_ok
+        self.data_changes: list[dict] = []  # resumes on changed data: at which step, how many files before and after
         self.steps_per_epoch = self._steps_per_epoch()
         if self.layout_notice:
             notices = [*notices, self.layout_notice]
@@ -231,7 +236,7 @@ class Trainer:
         if data.skipped:
             listed = self.out / "skipped_files.txt"
             if self.lead:
-                write_text(listed, "\n".join(data.skipped) + "\n")
+                write_text(listed, names_text(data.skipped))
             if config.strict_data:  # in every process, so that all stop
                 raise ByolError(f"{len(data.skipped)} image files cannot be decoded (e.g. {data.skipped[0]!r}; all "
                                 f"in {listed}): fix or remove them, or drop strict_data to skip them")
@@ -269,6 +274,7 @@ class Trainer:
         self.alarm.strikes = checkpoint["collapse_strikes"]
         self.step_count, self.epoch, self.batch_in_epoch = checkpoint["step"], checkpoint["epoch"], checkpoint["batch_in_epoch"]
         self.skipped_steps, self.train_seconds = checkpoint["skipped_steps"], checkpoint["train_seconds"]
+        self._check_data(checkpoint)
         if len(checkpoint["rng"]) == self.world:
             set_rng_state(checkpoint["rng"][self.rank])
         elif self.lead:
@@ -277,6 +283,22 @@ class Trainer:
         if self.lead:
             note(f"resuming {self.out} at step {self.step_count} (epoch {self.epoch})")
         return checkpoint["metrics_bytes"]
+
+    def _check_data(self, checkpoint: dict) -> None:
+        """A resume on files other than the run's is refused, or with data_changed_ok continued and recorded."""
+        self.data_changes = list(checkpoint.get("data_changes", []))
+        saved, now = checkpoint.get("data"), self.data_identity
+        if saved is None or saved == now:  # None: a checkpoint written before runs recorded their data
+            return
+        change = (f"{saved['files']} image files when step {self.step_count} was saved, {now['files']} now"
+                  + (", other files" if saved["files"] == now["files"] else ""))
+        if not self.data_changed_ok:
+            raise ByolError(f"cannot resume {self.out}: the files of {self.config.data} changed since the run started "
+                            f"({change}): put them back, continue on the new files with --data-changed ok, or "
+                            "choose a new --out folder")
+        self.data_changes.append(dict(step=self.step_count, files_before=saved["files"], files_after=now["files"]))
+        if self.lead:
+            note(f"resuming on changed data ({change}), as --data-changed ok allows; the summary records it")
 
     def step(self, pairs: list[tuple[torch.Tensor, ...]]) -> bool:
         """One optimiser step on micro-batches of views (two, and small crops with multi-crop):
@@ -480,7 +502,8 @@ class Trainer:
                      scaler=self.scaler.state_dict(), config=self.config.to_dict(), step=self.step_count,
                      epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, skipped_steps=self.skipped_steps,
                      train_seconds=self.train_seconds, budget=vars(self.budget), collapse_strikes=self.alarm.strikes,
-                     metrics_bytes=self.logbook.tell(), rng=rngs, format=CHECKPOINT_FORMAT)
+                     metrics_bytes=self.logbook.tell(), rng=rngs, data=self.data_identity,
+                     data_changes=self.data_changes, format=CHECKPOINT_FORMAT)
         save_with_history(state, self.out / CHECKPOINT, self.out / HISTORY / history_name(self.step_count),
                           self.config.keep_checkpoints)
 
@@ -529,6 +552,8 @@ class Trainer:
             write_json(self.out / "knn.json", knn)
         if self.knn_error:
             result["knn_error"] = self.knn_error
+        if self.data_changes:
+            result["data_changes"] = self.data_changes
         self.logbook.close()
         write_json(self.out / SUMMARY, result)
         return result
