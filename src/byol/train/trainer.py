@@ -46,6 +46,7 @@ from byol.train.logbook import Logbook
 from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.signals import StopRequests
+from byol.train.threads import ThreadTuner
 
 ENCODER = "encoder.safetensors"
 SUMMARY = "summary.json"
@@ -152,6 +153,8 @@ class Trainer:
             cfg.save(config, out / "config.yaml")
         if config.threads:
             torch.set_num_threads(config.threads)
+        tuned = not config.threads and device.type == "cpu" and not config.deterministic and torch.get_num_threads() > 1
+        self.tuner = ThreadTuner(torch.get_num_threads()) if tuned else None  # threads: 0 on a CPU
         if config.deterministic:
             make_deterministic()
         self.dtype = autocast_dtype(config.precision, device)
@@ -419,8 +422,20 @@ class Trainer:
     def _tick(self, micro_batches: int) -> None:
         """Count images and training time (everything but k-NN evaluation)."""
         now = time.perf_counter()
+        self._fit_threads(now - self.clock)
         self.train_seconds, self.clock = self.train_seconds + now - self.clock, now
         self.window_images += micro_batches * self.config.batch_size
+
+    def _fit_threads(self, seconds: float) -> None:
+        """With threads: 0 on a CPU, the thread count that is fastest now (byol.train.threads)."""
+        if self.tuner is None:
+            return
+        chosen = self.tuner.chosen
+        count = self.tuner.step_took(seconds)
+        if count is not None:
+            torch.set_num_threads(count)
+        if self.tuner.chosen != chosen and self.lead:
+            note(f"threads: {self.tuner.why()}; --threads N pins a count")
 
     def _after_step(self, stop: StopRequests) -> None:
         step, config = self.step_count, self.config
@@ -486,10 +501,12 @@ class Trainer:
         img_s = self.window_images / (now - self.window_start)
         loader_wait = (self.data.wait_seconds - self.window_wait) / (now - self.window_start)
         self.window_start, self.window_images, self.window_wait = now, 0, self.data.wait_seconds
-        size = dict(size=self.view_size) if self.config.start_size else {}  # the last step's views' side
+        extra = dict(size=self.view_size) if self.config.start_size else {}  # the last step's views' side
+        if self.tuner:
+            extra["threads"] = torch.get_num_threads()
         self._log(dict(step=self.step_count, epoch=round(self.step_count / self.steps_per_epoch, 4), loss=loss,
                        lr=self.lr, tau=self.tau, img_s=round(img_s, 1), loader_wait=round(loader_wait, 4),
-                       time_s=round(self.train_seconds, 2), **size))
+                       time_s=round(self.train_seconds, 2), **extra))
         self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", refresh=False)
 
     def save(self) -> None:
