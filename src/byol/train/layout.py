@@ -84,7 +84,8 @@ def survives(spec: dict) -> tuple[bool, str]:
 def _run_child(spec: dict) -> tuple[bool, str]:
     try:
         done = subprocess.run([sys.executable, "-m", "byol.train.layout"], input=json.dumps(spec), text=True,
-                              capture_output=True, timeout=TRIAL_SECONDS)
+                              capture_output=True, timeout=TRIAL_SECONDS,
+                              start_new_session=True)  # Ctrl-C stops the run, and the trial with it, not as a verdict
     except subprocess.TimeoutExpired:
         return False, f"hung for {TRIAL_SECONDS} s"
     if done.returncode == 0:

@@ -16,6 +16,7 @@ steps and wherever a checkpoint, a collapse probe or the end of an epoch comes.
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -372,8 +373,9 @@ class Trainer:
             with StopRequests() as stop:
                 while not self.budget.done(self.step_count):
                     self._run_epoch(stop)
-        except KeyboardInterrupt:
-            raise ByolError(f"interrupted at step {self.step_count}; the last checkpoint in {self.out} is intact") from None
+        except KeyboardInterrupt:  # a second Ctrl-C, before the step ended
+            raise Stopped(f"interrupted at step {self.step_count}; the last checkpoint in {self.out} is intact: resume "
+                          f"with `byol pretrain --resume {self.out}`", signal.SIGINT) from None
         except CollapseError as err:
             kept = (f"the last checkpoint in {self.out} is kept" if (self.out / CHECKPOINT).exists()
                     else "no checkpoint was written yet")
