@@ -129,3 +129,22 @@ def test_a_second_finetune_on_the_same_folder_is_refused_while_the_first_runs(cl
     time.sleep(0.1)
     clf.finetune_folder(encoder_file, str(small_folders[0]), str(small_folders[1]), classifier, "2", QUICK,
                         torch.device("cpu"), seed=0, baseline=False)  # the lock died with its process
+
+
+def test_a_journal_left_by_a_crash_is_finished_before_the_next_write_replaces_it(tmp_path, monkeypatch):
+    folder = tmp_path / "pair"
+    real_replace = os.replace
+    calls = []
+
+    def crash_after_the_journal(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(files.os, "replace", crash_after_the_journal)
+    with pytest.raises(KeyboardInterrupt):
+        files.write_together(folder, {"a.txt": lambda t: t.write_text("a"), "b.txt": lambda t: t.write_text("b")})
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    files.write_together(folder, {"c.txt": lambda t: t.write_text("c")})
+    assert sorted(p.name for p in folder.iterdir()) == ["a.txt", "b.txt", "c.txt"]

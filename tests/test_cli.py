@@ -115,7 +115,8 @@ def test_inspect_reports_the_statistics_and_flags_a_collapsed_checkpoint(run, sm
 def test_report_writes_figures_and_pages_for_one_run_and_overlays_several(run, tmp_path):
     assert main(["report", str(run)]) == 0
     names = {p.name for p in (run / "report").iterdir()}
-    assert names == {".byol", "training.png", "knn.png", "collapse.png", "embedding.png", "report.md", "report.html"}
+    assert names == {".byol", ".lock", "training.png", "knn.png", "collapse.png", "embedding.png", "report.md",
+                     "report.html"}
     markdown = (run / "report" / "report.md").read_text()
     assert f"| {run.name} |" in markdown and "![embedding](embedding.png)" in markdown
     page = (run / "report" / "report.html").read_text()

@@ -35,7 +35,8 @@ FLAGS = {  # flag -> (config key, type, help); each help ends with the default (
     "--tau-base": ("tau_base", float, "initial target decay rate"),
     "--seed": ("seed", int, "random seed"),
     "--device": ("device", str, DEVICES),
-    "--threads": ("threads", int, "CPU threads for torch, 0 for torch's default"),
+    "--threads": ("threads", int, "CPU threads for torch; 0: on a CPU, the count that is fastest now, timed on the "
+                  "run's own steps and again when the pace falls (cores shared with other programs)"),
     "--precision": ("precision", str, "auto (bf16 where the hardware has it), fp32, bf16 or fp16"),
 }
 DEVICE_HELP = f"{DEVICES} (default: auto)"

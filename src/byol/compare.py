@@ -10,7 +10,6 @@ from its last checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from byol.eval.protocols import evaluate
 from byol.methods import METHODS
 from byol.report.page import write_report
 from byol.report.plots import sweep_curves
+from byol.train.summary import SUMMARY, read_summary
 from byol.train.trainer import RUNTIME_KEYS, pretrain, refuse_out_inside_inputs
 
 REFERENCE = "byol"
@@ -37,9 +37,8 @@ NOT_SWEPT = frozenset({"data", "test", "method", "seed"}) | RUNTIME_KEYS  # own 
 
 
 def _run(config: Config, run_dir: Path) -> dict:
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        return json.loads(summary.read_text())
+    if (run_dir / SUMMARY).is_file():
+        return read_summary(run_dir)
     return pretrain(config, run_dir)  # a new run, or an interrupted one continued where it stopped
 
 

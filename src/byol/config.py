@@ -69,7 +69,7 @@ class Config:
     deterministic: bool = False  # deterministic kernels: a resumed run ends bit-identical to an uninterrupted one
     sync_batchnorm: bool = True  # under torchrun, BatchNorm statistics over the global batch (the paper's)
     device: str = "auto"
-    threads: int = 0  # 0: torch's default
+    threads: int = 0  # 0: on a CPU, the count that is fastest now (byol.train.threads); on a GPU, torch's default
     workers: int = 4  # loader processes, for streamed (large) images only
     log_every: int = 10
     tensorboard: bool = True  # TensorBoard event files in RUN/tensorboard, when tensorboard is installed
@@ -163,6 +163,10 @@ def names(says: str) -> Allowed:
                    and all(isinstance(v, str) and v.strip() for v in value), says)
 
 
+SCORES = Allowed(lambda value: Field((int, float), number(0, 100, "")).holds(value.get("top1")),
+                 "a mapping with top1, a percentage")  # an evaluation's result (k-NN, linear probe)
+
+
 def check_record(record: Any, table: dict[str, Field], path: Path, fix: str) -> dict:
     """A JSON object byol reads back, against its table: the first missing or damaged field is
     one line naming the file, the field and `fix`."""
@@ -227,7 +231,7 @@ ALLOWED: dict[str, Allowed] = {
     "channels_last": ANY, "compile": ANY, "deterministic": ANY, "sync_batchnorm": ANY, "tensorboard": ANY,
     "collapse_stop": ANY,
     "seed": number(0, 2**31 - 1, "use a seed from 0 to 2^31 - 1"),
-    "threads": number(0, 1024, "use 0 (torch's default) to 1024"),
+    "threads": number(0, 1024, "use 0 (tuned to the machine's load) to 1024"),
     "workers": number(0, 256, "use 0 (load in the training process) to 256"),
     "log_every": number(1, LARGE, "use 1 step or more"),
     "checkpoint_every": number(1, LARGE, "use 1 step or more"),

@@ -18,8 +18,8 @@ from torch import nn
 from byol import config as cfg
 from byol.config import Config, Field
 from byol.core.errors import ByolError
-from byol.core.files import (json_text, marker_kind, names_text, refuse_foreign_file, replacing, safe_load, write_text,
-                             write_together)
+from byol.core.files import (finish_writing, json_text, marker_kind, names_text, refuse_foreign_file, replacing,
+                             safe_load, write_text, write_together)
 from byol.core.progress import progress
 from byol.data import folders
 from byol.data.views import ViewSpec, eval_transform, view_specs
@@ -164,6 +164,7 @@ def load_encoder_and_card(path: str | Path) -> tuple[nn.Module, dict]:
         return encoder, _card(encoder, config)
     if path.suffix not in WEIGHT_SUFFIXES or not path.is_file():
         raise ByolError(f"{path} is neither a run folder nor an exported encoder (.safetensors or .pt)")
+    finish_writing(path.parent)  # an export a crash left half renamed
     card = _read_card(path)
     with torch.random.fork_rng(devices=[]):  # initialising draws nothing from the caller's stream
         encoder = build_encoder(card["architecture"], card["width"], card["cifar_stem"])

@@ -127,6 +127,7 @@ def write_together(folder: Path, writers: dict[str, Callable[[Path], Any]]) -> N
     journal removed. A crash before the journal leaves the old files; after it, the next
     `finish_writing` completes the renames: never a mix of old and new files."""
     make_folder(folder)
+    finish_writing(folder)  # an earlier write's journal first: this one's replaces it
     moves: dict[str, str] = {}
     try:
         for name, write in writers.items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import signal
 import stat
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -78,6 +79,13 @@ class ImageTensor:
     def subset(self, indices: list[int]) -> "ImageTensor":
         index = torch.as_tensor(indices, dtype=torch.long)
         return ImageTensor(self.images[index], self.labels[index], self.classes, self.skipped)
+
+
+def ignore_ctrl_c(*_: object) -> None:
+    """Every loader worker's and decoder's start: Ctrl-C (SIGINT to the terminal's process group)
+    is the main process's to handle, and it stops its workers; a worker that died of it first
+    would turn it into "DataLoader worker exited unexpectedly" and a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _is_image(name: str) -> bool:
@@ -214,7 +222,7 @@ def decode_into_memory(root: str | Path, size: int, cache_dir: Path | None = Non
     jobs = [(path, size) for path in listing.files]
     workers = workers or min(8, os.cpu_count() or 1)
     if workers > 1 and len(jobs) > 2000:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=ignore_ctrl_c) as pool:
             decoded = list(pool.map(_decode_job, jobs, chunksize=512))
     else:
         decoded = [decode_square(*job) for job in jobs]
@@ -319,7 +327,7 @@ def decoded_batches(files: list[Path], size: int, batch_size: int, workers: int,
     pass. Every pass over image files that is not training's goes through it: FolderBatches,
     evaluation, embedding and prediction."""
     return torch.utils.data.DataLoader(SquareImages(files, size), batch_size=batch_size, shuffle=shuffle,
-                                       num_workers=workers, generator=torch.Generator().manual_seed(seed))
+                                       num_workers=workers, worker_init_fn=ignore_ctrl_c, generator=torch.Generator().manual_seed(seed))
 
 
 class FolderBatches:

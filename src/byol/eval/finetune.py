@@ -28,7 +28,7 @@ from byol.core.errors import ByolError
 from byol.core.progress import progress
 from byol.core.runtime import autocast, autocast_dtype
 from byol.core.schedules import lr_at
-from byol.data.folders import ImageFiles, ImageTensor, full_resolution_crop, open_for_crops
+from byol.data.folders import ImageFiles, ImageTensor, full_resolution_crop, ignore_ctrl_c, open_for_crops
 from byol.data.views import ViewSpec, eval_transform, normalise, resized_crop_flip, to_unit_float
 from byol.eval.features import features_and_labels
 from byol.eval.knn import topk_accuracy
@@ -133,7 +133,7 @@ def training_batches(data: ImageTensor | ImageFiles, spec: ViewSpec, batch_size:
         crops_on_device = True
     else:
         batches = torch.utils.data.DataLoader(CroppedImages(data, spec), batch_size=batch_size, shuffle=True,
-                                              num_workers=workers, collate_fn=_collate_decoded, generator=generator)
+                                              num_workers=workers, worker_init_fn=ignore_ctrl_c, collate_fn=_collate_decoded, generator=generator)
         crops_on_device = False
     for images, labels in batches:
         if len(labels) < 2:

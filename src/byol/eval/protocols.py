@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from byol import config as cfg
+from byol.config import Field
 from byol.core.errors import ByolError
 from byol.core.runtime import autocast, autocast_dtype
 from byol.data.folders import in_memory_or_streamed
@@ -13,6 +15,18 @@ from byol.eval.checkpoints import load_run_encoder
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy
 from byol.eval.linear import check_probe_labels, linear_probe
+
+
+RESULT_FIELDS = {  # what `byol eval` writes (eval_knn.json, eval_linear.json) and the report reads back
+    "protocol": Field((str,), cfg.choice("knn", "linear")),
+    "pretrained": Field((dict,), cfg.SCORES, required=False),
+    "random_init": Field((dict,), cfg.SCORES, required=False),
+}
+
+
+def read_result(path: Path) -> dict:
+    """An evaluation's JSON, checked field by field."""
+    return cfg.read_record(path, RESULT_FIELDS, "evaluate again with `byol eval`, which replaces it")
 
 
 def evaluate(

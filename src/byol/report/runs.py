@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from byol.config import resolve
 from byol.core.errors import ByolError
+from byol.eval.protocols import read_result
 from byol.train.logbook import METRICS
+from byol.train.summary import SUMMARY, read_summary
 
 
 @dataclass
@@ -50,9 +51,9 @@ def read_run(path: str | Path, name: str = "") -> Run:
         except json.JSONDecodeError:
             if number < len(lines):  # only the last line can be cut, by a run killed mid-write
                 raise ByolError(f"{metrics} line {number} is not JSON: the file was damaged") from None
-    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
-    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").is_file() else {}
-    evaluations = {p.stem: json.loads(p.read_text()) for p in sorted(path.glob("eval_*.json"))}
+    config = resolve(config_file=str(path / "config.yaml")).to_dict() if (path / "config.yaml").is_file() else {}
+    summary = read_summary(path) if (path / SUMMARY).is_file() else {}
+    evaluations = {p.stem: read_result(p) for p in sorted(path.glob("eval_*.json"))}
     return Run(path, config, summary,
                steps=[r for r in records if "loss" in r],
                collapse=[r for r in records if "proj_std" in r],

@@ -122,7 +122,8 @@ def load_train_data(config: Config, views: TwoViews, rank: int = 0, world: int =
     batches = EpochBatches(len(listing.files), config.batch_size, config.seed, rank, world, config.accumulate)
     loader = torch.utils.data.DataLoader(
         folders.CroppedPairs(listing, views.crop_specs, config.seed), batch_sampler=DrawKeys(batches),
-        num_workers=config.workers, collate_fn=folders.collate_pairs, persistent_workers=config.workers > 0,
+        num_workers=config.workers, worker_init_fn=folders.ignore_ctrl_c, collate_fn=folders.collate_pairs,
+        persistent_workers=config.workers > 0,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator(),  # not the global one: starting an epoch's workers draws nothing from it
     )

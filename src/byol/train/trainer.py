@@ -47,10 +47,10 @@ from byol.train.logbook import Logbook
 from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.signals import StopRequests
+from byol.train.summary import SUMMARY
 from byol.train.threads import ThreadTuner
 
 ENCODER = "encoder.safetensors"
-SUMMARY = "summary.json"
 # keys that may change when a run is resumed: where and how fast it runs, not what it computes
 RUNTIME_KEYS = frozenset({"device", "threads", "workers", "log_every", "checkpoint_every", "keep_checkpoints",
                           "compile"})
