@@ -22,6 +22,7 @@ def run(small_folders, tmp_path_factory) -> Path:
     train, test = small_folders
     out = tmp_path_factory.mktemp("outputs") / "run"
     assert main(["pretrain", "--data", str(train), "--test", str(test), "--out", str(out), *TINY_RUN]) == 0
+    assert main(argv_for("finetune", out.parent / "classifier", out, small_folders)) == 0  # for predict
     return out
 
 
@@ -34,11 +35,15 @@ def argv_for(command: str, out: Path, run: Path, small_folders) -> list[str]:
         "eval": ["eval", "knn", "--checkpoint", str(run), "--train", train, "--test", test, "--out", str(out)],
         "export": ["export", "--checkpoint", str(run), "--out", str(out)],
         "embed": ["embed", "--checkpoint", str(run), "--data", test, "--out", str(out), "--workers", "0"],
+        "finetune": ["finetune", "--checkpoint", str(run), "--train", train, "--test", test, "--out", str(out),
+                     "--labels", "2", "--epochs", "1", "--set", "lr=0.01", "--set", "workers=0"],
+        "predict": ["predict", "--model", str(run.parent / "classifier"), "--data", test, "--out", str(out),
+                    "--workers", "0"],
     }[command]
 
 
-FOLDER_OUTPUTS = ("pretrain", "compare", "report")
-FILE_OUTPUTS = {"eval": ".json", "export": ".safetensors", "embed": ".npy"}
+FOLDER_OUTPUTS = ("pretrain", "compare", "report", "finetune")
+FILE_OUTPUTS = {"eval": ".json", "export": ".safetensors", "embed": ".npy", "predict": ".csv"}
 COMMANDS = [*FOLDER_OUTPUTS, *FILE_OUTPUTS]
 
 
