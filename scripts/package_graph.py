@@ -5,7 +5,8 @@ from itself and from the layers below it.
 
 Layers, bottom up: `core` (errors, file I/O and safe loading, progress, device and
 precision, distributed helpers, schedules) < `config` < `data`, `nets`, `losses` <
-`methods` < `eval` < `train` < `report`, `export` < `compare`, `classifier` < `cli` < `__main__`.
+`methods` < `eval` < `train` < `report`, `export` < `onnx_model` < `compare`, `classifier` < `cli` <
+`__main__`.
 Every import counts, at the top of a file or inside a function.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "byol"
 LAYERS = [{"core"}, {"config"}, {"data", "nets", "losses"}, {"methods"}, {"eval"}, {"train"}, {"report", "export"},
-          {"compare", "classifier"}, {"cli"}, {"__main__"}]
+          {"onnx_model"}, {"compare", "classifier"}, {"cli"}, {"__main__"}]
 LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}
 
 

@@ -26,10 +26,11 @@ from byol.eval.checkpoints import load_weights
 from byol.eval.features import decode_in_order, labelled_pair
 from byol.eval.finetune import FinetuneSettings, check_labelled, finetune, with_head
 from byol.eval.labels import choose_labelled, labels_text, parse_label_spec
-from byol.export import (CLASSIFIER_FORMAT, card_format, check_batching, check_export_place, check_feature_dim,
-                         load_encoder_and_card, read_card, read_safetensors, torchvision_recipe,
-                         weights_and_card, write_weights_and_card)
+from byol.export import (CLASSIFIER_FORMAT, card_format, check_batching, check_export_place,
+                         check_feature_dim, export_encoder, load_encoder_and_card, read_card, read_safetensors,
+                         torchvision_recipe, weights_and_card, write_weights_and_card)
 from byol.nets.encoders import build_encoder
+from byol.onnx_model import OnnxModel, write_onnx
 
 MODEL, CARD, LABELS, RESULT = "model.safetensors", "model.json", "labels.txt", "finetune.json"
 COLUMNS = ["file", "label", "score"]
@@ -124,6 +125,18 @@ def export_classifier(folder: Path, out: Path) -> dict:
     return card
 
 
+def export_model(checkpoint: Path, out: Path) -> dict:
+    """`byol export`: a classifier folder's model or a run's (or export's) encoder, as weights
+    with a card (.safetensors, .pt) or as an ONNX model checked in onnxruntime (.onnx)."""
+    classifier = is_classifier(checkpoint)
+    if out.suffix != ".onnx":
+        return export_classifier(checkpoint, out) if classifier else export_encoder(checkpoint, out)
+    model, card = (load_classifier_and_card if classifier else load_encoder_and_card)(checkpoint)
+    card = dict(card, source=str(checkpoint))
+    card.pop("torchvision", None)  # an ONNX model is not loaded into torchvision
+    return dict(write_onnx(model, card, out), card=card)
+
+
 def _is_prediction(path: Path) -> bool:
     try:
         with path.open(newline="") as file:
@@ -142,7 +155,7 @@ def predict_folder(model_dir: Path, data: Path, out: Path, batch_size: int = 256
         raise ByolError(f"--out {out}: name the file .csv")
     check_batching(batch_size, workers)
     refuse_foreign_file(out, _is_prediction, "prediction table")
-    model, card = load_classifier_and_card(model_dir)
+    model, card = _onnx_classifier(model_dir) if model_dir.suffix == ".onnx" else load_classifier_and_card(model_dir)
     listing = folders.list_images(data)
     with replacing(out) as temporary, temporary.open("w", newline="") as file:
         writer = csv.writer(file)
@@ -155,8 +168,19 @@ def predict_folder(model_dir: Path, data: Path, out: Path, batch_size: int = 256
     return result
 
 
+def _onnx_classifier(path: Path) -> tuple[OnnxModel, dict]:
+    """An exported ONNX classifier in onnxruntime, and its card."""
+    if not path.is_file():
+        raise ByolError(f"--model {path} does not exist: pass a classifier folder or an .onnx export of one")
+    model = OnnxModel(path)
+    if model.card["format"] != CLASSIFIER_FORMAT:
+        raise ByolError(f"--model {path} is an encoder, which has no classes: export a fine-tuned classifier "
+                        "folder (byol export --checkpoint CLASSIFIER --out MODEL.onnx)")
+    return model, model.card
+
+
 @torch.no_grad()
-def _write_predictions(writer, model: nn.Module, card: dict, listing: folders.ImageFiles, batch_size: int,
+def _write_predictions(writer, model: nn.Module | OnnxModel, card: dict, listing: folders.ImageFiles, batch_size: int,
                        workers: int, device: torch.device | str) -> list[int | None]:
     """One CSV row per file of `listing`, in order; returns each file's predicted class (None: undecodable)."""
     classes, top = card["classes"], min(5, len(card["classes"]))

@@ -140,7 +140,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="label every image of a folder with a fine-tuned classifier, as a CSV table")
-    p.add_argument("--model", required=True, type=Path, help="the --out folder of byol finetune")
+    p.add_argument("--model", required=True, type=Path, help="the --out folder of byol finetune, or its ONNX export "
+                   "(MODEL.onnx, run by onnxruntime)")
     p.add_argument("--data", required=True, type=Path, help="folder of images, any size, any layout")
     p.add_argument("--out", required=True, type=Path, help="FILE.csv: file, label, score (and top5 with 5 or more "
                    "classes)")
@@ -167,11 +168,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="the online encoder (or a fine-tuned classifier) as safetensors or a state_dict, "
-                       "with a JSON card")
+    p = sub.add_parser("export", help="the online encoder (or a fine-tuned classifier) as safetensors or a state_dict "
+                       "with a JSON card, or as an ONNX model")
     p.add_argument("--checkpoint", required=True, type=Path,
                    help="run folder, checkpoint.pt, or a byol finetune folder")
-    p.add_argument("--out", required=True, type=Path, help="FILE.safetensors or FILE.pt (the card: FILE.json)")
+    p.add_argument("--out", required=True, type=Path, help="FILE.safetensors or FILE.pt (the card: FILE.json), or "
+                   "FILE.onnx (card in its metadata; needs pip install 'byol[onnx]')")
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -345,11 +347,12 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from byol.classifier import export_classifier, is_classifier
-    from byol.export import export_encoder
+    from byol.classifier import export_model
 
-    export = export_classifier if is_classifier(args.checkpoint) else export_encoder
-    print(json.dumps(export(args.checkpoint, args.out)))
+    result = export_model(args.checkpoint, args.out)
+    print(json.dumps(result))
+    if "max_abs_difference" in result:
+        print(f"{args.out}: onnxruntime's outputs within {result['max_abs_difference']:.1e} of torch's", file=sys.stderr)
     return 0
 
 
