@@ -9,6 +9,8 @@ from torchvision.models.detection import (FasterRCNN, fasterrcnn_resnet50_fpn, m
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 import byol
+from byol import export
+from byol.cli import main
 from byol.config import Config
 from byol.export import _card, read_safetensors, write_weights_and_card
 
@@ -93,3 +95,44 @@ def test_torchvision_classifier_loads_the_same_weights(tmp_path):
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         assert same(model.eval()(images), encoder(images))
+
+
+@pytest.mark.parametrize("torchvision_name,detectron2_name", [  # written from detectron2's ResNet, not from ours
+    ("conv1.weight", "stem.conv1.weight"),
+    ("bn1.running_var", "stem.conv1.norm.running_var"),
+    ("layer1.0.conv2.weight", "res2.0.conv2.weight"),
+    ("layer3.1.bn3.bias", "res4.1.conv3.norm.bias"),
+    ("layer2.0.downsample.0.weight", "res3.0.shortcut.weight"),
+    ("layer4.0.downsample.1.running_mean", "res5.0.shortcut.norm.running_mean"),
+])
+def test_detectron2_names_follow_its_resnet(torchvision_name, detectron2_name):
+    assert export.detectron2_name(torchvision_name) == detectron2_name
+
+
+def test_a_detectron2_export_holds_every_weight_once_by_its_names(tmp_path, capsys):
+    import pickle
+
+    from tests.test_export import write_run
+
+    run = write_run(tmp_path / "run", encoder="resnet50", cifar_stem=False, image_size=64, augment="imagenet")
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "r50.pkl")]) == 0
+    with (tmp_path / "r50.pkl").open("rb") as file:
+        checkpoint = pickle.load(file)  # our own file, just written
+    encoder = byol.load_encoder(run)
+    expected = {k: v for k, v in encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
+    model = checkpoint["model"]
+    torchvision_keys = [k for k in torchvision.models.resnet50().state_dict()
+                        if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    assert checkpoint["matching_heuristics"] is True and len(model) == len(expected) == len(torchvision_keys)
+    assert all(name.startswith(("stem.", "res2.", "res3.", "res4.", "res5.")) for name in model)
+    for key, value in expected.items():
+        assert (model[export.detectron2_name(key)] == value.numpy()).all(), key
+
+
+def test_a_detectron2_export_of_a_narrow_or_cifar_encoder_is_refused(tmp_path, capsys):
+    from tests.test_export import write_run
+
+    run = write_run(tmp_path / "run", width=0.125)
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "r18.pkl")]) == 2
+    assert "detectron2 takes ResNets of width 1 with the standard stem" in capsys.readouterr().err
+    assert not (tmp_path / "r18.pkl").exists()

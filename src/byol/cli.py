@@ -173,7 +173,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, type=Path,
                    help="run folder, checkpoint.pt, or a byol finetune folder")
     p.add_argument("--out", required=True, type=Path, help="FILE.safetensors or FILE.pt (the card: FILE.json), or "
-                   "FILE.onnx (card in its metadata; needs pip install 'byol[onnx]')")
+                   "FILE.onnx (card in its metadata; needs pip install 'byol[onnx]'), or FILE.pkl (a detectron2 "
+                   "backbone)")
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:

@@ -7,6 +7,8 @@ torchvision's, plus a JSON card beside it that says how to rebuild and feed it.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +30,8 @@ from byol.nets.encoders import build_encoder
 
 CARD_FORMAT = "byol-encoder-1"
 CLASSIFIER_FORMAT = "byol-classifier-1"  # a fine-tuned encoder with its head (byol.classifier)
-WEIGHT_SUFFIXES = (".safetensors", ".pt")
+WEIGHT_SUFFIXES = (".safetensors", ".pt")  # what byol reads back; it writes .pkl for detectron2 too, never reads it
+DETECTRON2 = ".pkl"
 CARD_FIELDS = {  # what a card must hold for the encoder to be rebuilt and fed; checked on every read
     "architecture": Field((str,), cfg.NAME),
     "width": Field((int, float), cfg.ALLOWED["width"]),
@@ -82,8 +85,9 @@ def check_export_place(out: Path, format: str) -> None:
     """Before any work: `out` is named .safetensors or .pt, lies outside every folder byol owns
     (a run, a classifier), and replaces only an earlier export of the same kind."""
     what = "classifier" if format == CLASSIFIER_FORMAT else "encoder"
-    if out.suffix not in WEIGHT_SUFFIXES:
-        raise ByolError(f"--out {out}: name the file .safetensors (default choice) or .pt (a torch state_dict)")
+    if out.suffix not in WEIGHT_SUFFIXES + (DETECTRON2,):
+        raise ByolError(f"--out {out}: name the file .safetensors (default choice), .pt (a torch state_dict), "
+                        ".onnx (an ONNX model) or .pkl (a detectron2 backbone)")
     kind = marker_kind(out.parent)
     if kind is not None:
         raise ByolError(f"--out {out} is inside a byol {kind} folder, whose files are the {kind}'s own: export to "
@@ -92,11 +96,32 @@ def check_export_place(out: Path, format: str) -> None:
     refuse_foreign_file(card_path(out), lambda _: card_format(card_path(out)) == format, f"{what} card")
 
 
+def detectron2_name(key: str) -> str:
+    """A torchvision ResNet key as detectron2's ResNet names it (its model zoo's layout): the
+    stem, res2-res5 for layer1-4, each BatchNorm as its convolution's `norm`, the shortcut."""
+    key = re.sub(r"^conv1\.", "stem.conv1.", key)
+    key = re.sub(r"^bn1\.", "stem.conv1.norm.", key)
+    key = re.sub(r"^layer(\d)\.", lambda found: f"res{int(found[1]) + 1}.", key)
+    key = re.sub(r"\.bn(\d)\.", r".conv\1.norm.", key)
+    return key.replace(".downsample.0.", ".shortcut.").replace(".downsample.1.", ".shortcut.norm.")
+
+
+def detectron2_checkpoint(weights: dict[str, torch.Tensor]) -> dict:
+    """What detectron2's DetectionCheckpointer reads from a .pkl: numpy arrays by detectron2's
+    names (BatchNorm's step counters left out)."""
+    model = {detectron2_name(k): v.numpy() for k, v in weights.items() if not k.endswith("num_batches_tracked")}
+    return {"model": model, "__author__": "byol", "matching_heuristics": True}
+
+
 def weights_and_card(model: nn.Module, card: dict, out: Path) -> dict[str, Callable[[Path], object]]:
     """The writers of the model's weights as `out` (safetensors, the card also in its metadata,
     or a torch state_dict) and of its card beside it as JSON, by file name, for write_together."""
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if out.suffix == ".safetensors":
+    if out.suffix == DETECTRON2:
+        def write_weights(temporary: Path) -> None:
+            with temporary.open("wb") as file:
+                pickle.dump(detectron2_checkpoint(weights), file)
+    elif out.suffix == ".safetensors":
         def write_weights(temporary: Path) -> None:
             save_file(weights, str(temporary), metadata={"byol": json.dumps(card)})
     else:
@@ -116,6 +141,11 @@ def export_encoder(checkpoint: Path, out: Path) -> dict:
     an existing `out` is replaced only if it is an earlier export."""
     check_export_place(out, CARD_FORMAT)
     encoder, config, source = load_run_encoder(checkpoint)
+    if out.suffix == DETECTRON2 and not (config.encoder in ("resnet18", "resnet34", "resnet50") and config.width == 1
+                                         and not config.cifar_stem):
+        stem = " with the cifar stem" if config.cifar_stem else ""
+        raise ByolError(f"--out {out}: detectron2 takes ResNets of width 1 with the standard stem; this run's "
+                        f"encoder is {config.encoder} x{config.width:g}{stem}")
     card = dict(_card(encoder, config), source=str(source), step=safe_load(source).get("step"))
     write_weights_and_card(encoder, card, out)
     return card
