@@ -73,6 +73,7 @@ class Config:
     workers: int = 4  # loader processes, for streamed (large) images only
     log_every: int = 10
     tensorboard: bool = True  # TensorBoard event files in RUN/tensorboard, when tensorboard is installed
+    logger: str = "none"  # also log to an experiment tracker: wandb or mlflow (byol.train.trackers)
     checkpoint_every: int = 500  # optimiser steps; a checkpoint is also written at the end of every epoch
     keep_checkpoints: int = 2  # the newest checkpoints kept in RUN/checkpoints (RUN/checkpoint.pt is the last)
     nonfinite: str = "stop"  # a NaN/inf loss: stop (exit 2, last checkpoint kept) or skip the step, counting skips
@@ -237,6 +238,7 @@ ALLOWED: dict[str, Allowed] = {
     "checkpoint_every": number(1, LARGE, "use 1 step or more"),
     "keep_checkpoints": number(1, 10**6, "keep 1 or more"),
     "nonfinite": choice("stop", "skip"),
+    "logger": choice("none", "wandb", "mlflow"),
     "collapse_every": number(0, LARGE, "use 0 (off) or more steps"),
     "knn_every": number(0, 10**6, "use 0 (only at the end) or more epochs"),
     "knn_k": number(1, 10**6, "use 1 or more neighbours"),

@@ -1,4 +1,5 @@
-"""Where a run's numbers go: metrics.jsonl always, TensorBoard event files when installed."""
+"""Where a run's numbers go: metrics.jsonl always, TensorBoard event files when installed,
+and W&B or MLflow when asked for (`logger`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 from byol.core.files import write_failure
+from byol.train.trackers import Tracker
 
 METRICS = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -24,7 +26,9 @@ class Logbook:
     TensorBoard scalars. `resume_bytes`/`resume_step` drop what a killed run wrote after its
     last checkpoint, so that a resumed run does not log those steps twice."""
 
-    def __init__(self, folder: Path, tensorboard: bool = True, resume_bytes: int = 0, resume_step: int = 0) -> None:
+    def __init__(self, folder: Path, tensorboard: bool = True, resume_bytes: int = 0, resume_step: int = 0,
+                 tracker: Tracker | None = None) -> None:
+        self.tracker = tracker  # W&B or MLflow (byol.train.trackers), given the same records
         self.file = (folder / METRICS).open("a+b")
         self.file.truncate(resume_bytes)
         self.file.seek(0, 2)
@@ -49,12 +53,17 @@ class Logbook:
                 if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.board.add_scalar(scalar_tag(key), value, record["step"])
             self.board.flush()
+        if self.tracker is not None:
+            self.tracker.log(record)
 
     def tell(self) -> int:
         """Bytes written so far: what a checkpoint records to resume from."""
         return self.file.tell()
 
-    def close(self) -> None:
+    def close(self, summary: dict | None = None) -> None:
+        """Close the files; the tracker also gets the run's summary when it ended finished."""
         self.file.close()
+        if self.tracker is not None and summary is not None:
+            self.tracker.finish(summary)
         if self.board is not None:
             self.board.close()

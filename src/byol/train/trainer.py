@@ -48,12 +48,13 @@ from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.signals import StopRequests
 from byol.train.summary import SUMMARY
+from byol.train.trackers import Tracker
 from byol.train.threads import ThreadTuner
 
 ENCODER = "encoder.safetensors"
 # keys that may change when a run is resumed: where and how fast it runs, not what it computes
 RUNTIME_KEYS = frozenset({"device", "threads", "workers", "log_every", "checkpoint_every", "keep_checkpoints",
-                          "compile"})
+                          "compile", "logger"})
 
 
 class LossOf(nn.Module):
@@ -180,7 +181,8 @@ class Trainer:
         if checkpoint is not None:
             metrics_bytes = self.restore(checkpoint)
         self.model = self._loss_module()
-        self.logbook = Logbook(out, config.tensorboard, metrics_bytes, self.step_count) if self.lead else None
+        self.logbook = (Logbook(out, config.tensorboard, metrics_bytes, self.step_count,
+                                Tracker(config.logger, out, config.to_dict())) if self.lead else None)
         self.bar: tqdm | None = None  # shown while `run` trains
         self.clock = self.window_start = time.perf_counter()  # training time counts from `clock`
         self.window_images, self.window_wait = 0, 0.0  # since the last log: images, and the loader's wait before it
@@ -573,6 +575,6 @@ class Trainer:
             result["knn_error"] = self.knn_error
         if self.data_changes:
             result["data_changes"] = self.data_changes
-        self.logbook.close()
+        self.logbook.close(result)
         write_json(self.out / SUMMARY, result)
         return result
