@@ -57,6 +57,7 @@ def _one_line_naming(err: ByolError, *words: str) -> None:
     ("std", [0, 0.25, 0.25], "std is [0, 0.25, 0.25] (three channel deviations in (0, 10])"),
     ("classes", ["cat", "cat", "fox"], "classes is ['cat', 'cat', 'fox']"),
     ("feature_dim", 65, "feature_dim is 65, but its encoder gives 64 features"),
+    ("architecture", "0", "architecture is '0' (unknown encoder '0'"),  # found by the property below
 ])
 def test_the_damages_seen_are_one_line_naming_the_field(classifier, tmp_path, field, value, says):
     folder = _edited(classifier, tmp_path, field, value)

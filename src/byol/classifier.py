@@ -27,9 +27,8 @@ from byol.eval.features import decode_in_order, labelled_pair
 from byol.eval.finetune import FinetuneSettings, check_labelled, finetune, with_head
 from byol.eval.labels import choose_labelled, labels_text, parse_label_spec
 from byol.export import (CLASSIFIER_FORMAT, card_format, check_batching, check_export_place,
-                         check_feature_dim, export_encoder, load_encoder_and_card, read_card, read_safetensors,
+                         check_feature_dim, encoder_of_card, export_encoder, load_encoder_and_card, read_card, read_safetensors,
                          torchvision_recipe, weights_and_card, write_weights_and_card)
-from byol.nets.encoders import build_encoder
 from byol.onnx_model import OnnxModel, write_onnx
 
 MODEL, CARD, LABELS, RESULT = "model.safetensors", "model.json", "labels.txt", "finetune.json"
@@ -101,8 +100,7 @@ def load_classifier_and_card(path: str | Path) -> tuple[nn.Module, dict]:
         raise ByolError(f"{path} is not a classifier folder (no {CARD} of a fine-tuned model): pass the --out of "
                         "`byol finetune`")
     card = read_card(path / CARD, CLASSIFIER_FORMAT, "fine-tune it again with `byol finetune`")
-    with torch.random.fork_rng(devices=[]):  # building draws nothing from the caller's stream
-        model = with_head(build_encoder(card["architecture"], card["width"], card["cifar_stem"]), len(card["classes"]))
+    model = with_head(encoder_of_card(card, path / CARD), len(card["classes"]))
     load_weights(model, read_safetensors(path / MODEL), path / MODEL)
     check_feature_dim(model, card, path / CARD)
     return model.eval(), card

@@ -196,12 +196,21 @@ def load_encoder_and_card(path: str | Path) -> tuple[nn.Module, dict]:
         raise ByolError(f"{path} is neither a run folder nor an exported encoder (.safetensors or .pt)")
     finish_writing(path.parent)  # an export a crash left half renamed
     card = _read_card(path)
-    with torch.random.fork_rng(devices=[]):  # initialising draws nothing from the caller's stream
-        encoder = build_encoder(card["architecture"], card["width"], card["cifar_stem"])
+    encoder = encoder_of_card(card, card_path(path))
     weights = read_safetensors(path) if path.suffix == ".safetensors" else safe_load(path)
     load_weights(encoder, weights, path)
     check_feature_dim(encoder, card, card_path(path))
     return encoder.eval(), card
+
+
+def encoder_of_card(card: dict, path: Path) -> nn.Module:
+    """The encoder a card describes, freshly built (drawing nothing from the caller's random
+    stream); an architecture that cannot be built is a damage of the card at `path`."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return build_encoder(card["architecture"], card["width"], card["cifar_stem"])
+    except ByolError as err:
+        raise ByolError(f"{path} is damaged: architecture is {card['architecture']!r} ({err})") from None
 
 
 def check_feature_dim(encoder: nn.Module, card: dict, path: Path) -> None:

@@ -48,8 +48,8 @@ from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.signals import StopRequests
 from byol.train.summary import SUMMARY
-from byol.train.trackers import Tracker
 from byol.train.threads import ThreadTuner
+from byol.train.trackers import Tracker
 
 ENCODER = "encoder.safetensors"
 # keys that may change when a run is resumed: where and how fast it runs, not what it computes
