@@ -114,3 +114,20 @@ def test_every_command_stops_in_one_line_and_leaves_its_output_as_it_was(command
     assert _contents(classifier) == before
     assert not any((tmp_path / name).exists() for name in ("p.csv", "e.npy", "knn.json"))
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_ctrl_c_while_loader_workers_start_is_still_one_line(classifier, many, tmp_path):
+    """Ctrl-C that lands while a DataLoader starts its workers leaves a half-built iterator whose
+    __del__ fails (pytorch/pytorch#64895); the command still ends in one line."""
+    script = ("import multiprocessing.process as p, sys\n"
+              "start, started = p.BaseProcess.start, []\n"
+              "def second_interrupted(self):\n"  # Ctrl-C after the first worker is up, before the second
+              "    if started: raise KeyboardInterrupt\n"
+              "    started.append(self); start(self)\n"
+              "p.BaseProcess.start = second_interrupted\n"
+              "from byol.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", script, "predict", "--model", str(classifier), "--data", str(many),
+                           "--out", str(tmp_path / "p.csv")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr.strip().splitlines()[-1] == "byol: interrupted", done.stderr[-600:]
+    assert "Traceback" not in done.stderr and not (tmp_path / "p.csv").exists()

@@ -391,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"byol: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
+        # a DataLoader interrupted while it started its workers fails again in __del__ when it is
+        # freed (pytorch/pytorch#64895); after Ctrl-C such cleanup errors are noise, not news
+        sys.unraisablehook = lambda unraisable: None
         print("byol: interrupted", file=sys.stderr)
         return 130
 
