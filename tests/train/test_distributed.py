@@ -169,7 +169,7 @@ def test_torchrun_trains_with_two_processes_and_only_rank_0_writes(small_folders
 
 
 def budgeted_worker(rank: int, port: int, data: str, out: str, results) -> None:
-    """pretrain with a 6-second budget, where rank 1's clock runs three times too fast."""
+    """pretrain with a 12-second budget, where rank 1's clock runs three times too fast."""
     import time
 
     from byol.config import Config
@@ -188,7 +188,7 @@ def budgeted_worker(rank: int, port: int, data: str, out: str, results) -> None:
     Trainer.finish = finish_and_report
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     config = Config(data=data, image_size=16, width=0.125, projector_hidden=32, predictor_hidden=32,
-                    projection_dim=16, batch_size=32, epochs=100, minutes=0.1, optimizer="adamw", lr=0.004,
+                    projection_dim=16, batch_size=32, epochs=100, minutes=0.2, optimizer="adamw", lr=0.004,
                     warmup_epochs=0.5, log_every=5, checkpoint_every=1000, collapse_every=0, threads=1)
     pretrain(config.validate(), out)
 
