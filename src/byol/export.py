@@ -21,7 +21,7 @@ from byol import config as cfg
 from byol.config import Config, Field
 from byol.core.errors import ByolError
 from byol.core.files import (finish_writing, json_text, marker_kind, names_text, refuse_foreign_file, replacing,
-                             safe_load, write_text, write_together)
+                             safe_load, torch_writer, write_text, write_together)
 from byol.core.progress import progress
 from byol.data import folders
 from byol.data.views import ViewSpec, eval_transform, view_specs
@@ -125,9 +125,7 @@ def weights_and_card(model: nn.Module, card: dict, out: Path) -> dict[str, Calla
         def write_weights(temporary: Path) -> None:
             save_file(weights, str(temporary), metadata={"byol": json.dumps(card)})
     else:
-        def write_weights(temporary: Path) -> None:
-            with temporary.open("wb") as file:
-                torch.save(weights, file)
+        write_weights = torch_writer(weights)
     return {out.name: write_weights, card_path(out).name: lambda temporary: temporary.write_text(json_text(card))}
 
 

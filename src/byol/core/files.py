@@ -188,15 +188,19 @@ def write_json(path: str | Path, value: Any) -> None:
     write_text(path, json_text(value))
 
 
-def save_torch(obj: Any, path: str | Path) -> None:
-    """torch.save through a Python file, so that a failed write keeps its OSError."""
+def torch_writer(obj: Any) -> Callable[[Path], None]:
+    """A writer of `obj` with torch.save through a Python file, so that a failed write keeps its OSError."""
     import torch
 
     def write(temporary: Path) -> None:
         with temporary.open("wb") as f:
             torch.save(obj, f)
 
-    write_with(path, write)
+    return write
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    write_with(path, torch_writer(obj))
 
 
 def own_temporaries(folder: Path) -> list[Path]:
