@@ -22,6 +22,19 @@ def _isolated(monkeypatch, tmp_path_factory, _layout_verdicts):
     monkeypatch.setenv("BYOL_LAYOUT_CACHE", str(_layout_verdicts))
 
 
+def trained_looking(model: torch.nn.Module, scale: float, seed: int) -> torch.nn.Module:
+    """The model in eval mode with weights and BatchNorm statistics moved away from their initial
+    values (by `scale` times noise), so that a wrong normalisation or a missing layer shows."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.add_(scale * torch.randn(tensor.shape, generator=generator))
+                if "running_var" in name:
+                    tensor.abs_().add_(0.5)
+    return model.eval()
+
+
 def pattern_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
     """A photo-like image of one of four classes: a pattern of random period, phase, colours
     and position, blurred by the JPEG coding and with pixel noise, so that views of it differ

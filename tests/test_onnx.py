@@ -17,23 +17,11 @@ from byol.cli import main
 from byol.core.errors import ByolError
 from byol.eval.finetune import with_head
 from byol.export import CARD_FORMAT
+from tests.conftest import trained_looking
 
 CARD = dict(format=CARD_FORMAT, architecture="resnet18", width=0.125, cifar_stem=True, input_size=32,
             feature_dim=64, mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3], method="byol")
 CLASSES = ["checks", "disc", "horizontal", "vertical"]
-
-
-def _trained_looking(model: torch.nn.Module) -> torch.nn.Module:
-    """Weights and BatchNorm statistics away from their initial values, so that a wrong
-    normalisation or a missing layer shows in the outputs."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.add_(0.1 * torch.randn(tensor.shape, generator=generator))
-                if "running_var" in name:
-                    tensor.abs_().add_(0.5)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +30,7 @@ def classifier(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     out.mkdir()
     (out / ".byol").write_text("classifier\n")
     torch.manual_seed(0)
-    model = _trained_looking(with_head(byol.build_encoder("resnet18", 0.125, True), len(CLASSES)))
+    model = trained_looking(with_head(byol.build_encoder("resnet18", 0.125, True), len(CLASSES)), 0.1, seed=0)
     save_classifier(model, CARD, CLASSES, out)
     return out, model
 

@@ -13,6 +13,7 @@ from byol import export
 from byol.cli import main
 from byol.config import Config
 from byol.export import _card, read_safetensors, write_weights_and_card
+from tests.conftest import trained_looking
 
 timm = pytest.importorskip("timm")
 
@@ -31,14 +32,7 @@ def exported(tmp_path, architecture: str, name: str = "encoder.safetensors") -> 
     """A width-1, standard-stem encoder with weights and BatchNorm statistics away from their
     initial values, exported as `byol export` writes it; (the encoder, its weights as read back)."""
     torch.manual_seed(0)
-    encoder = byol.build_encoder(architecture, 1.0, cifar_stem=False)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for key, tensor in encoder.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.add_(0.02 * torch.randn(tensor.shape, generator=generator))
-                if "running_var" in key:
-                    tensor.abs_().add_(0.5)
+    encoder = trained_looking(byol.build_encoder(architecture, 1.0, cifar_stem=False), 0.02, seed=1)
     config = Config(encoder=architecture, width=1.0, cifar_stem=False, image_size=64, augment="imagenet")
     write_weights_and_card(encoder, _card(encoder, config), tmp_path / name)
     return encoder.eval(), read_safetensors(tmp_path / name)
