@@ -4,7 +4,7 @@ from itself and from the layers below it.
     python scripts/package_graph.py        # prints the graph; exit 1 and the offending imports if the rule breaks
 
 Layers, bottom up: `core` (errors, file I/O and safe loading, progress, device and
-precision, distributed helpers, schedules) < `config` < `data`, `nets`, `losses` <
+precision, distributed helpers, schedules) < `config` < `data`, `nets`, `losses`, `checkpoint` <
 `methods` < `eval` < `train` < `report`, `export` < `onnx_model` < `compare`, `classifier` < `cli` <
 `__main__`.
 Every import counts, at the top of a file or inside a function.
@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "byol"
-LAYERS = [{"core"}, {"config"}, {"data", "nets", "losses"}, {"methods"}, {"eval"}, {"train"}, {"report", "export"},
+LAYERS = [{"core"}, {"config"}, {"data", "nets", "losses", "checkpoint"}, {"methods"}, {"eval"}, {"train"}, {"report", "export"},
           {"onnx_model"}, {"compare", "classifier"}, {"cli"}, {"__main__"}]
 LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}
 

@@ -35,6 +35,31 @@ def trained_looking(model: torch.nn.Module, scale: float, seed: int) -> torch.nn
     return model.eval()
 
 
+def resolved_from_command_line(argv: list[str]):
+    """(config, notices) that a `byol` command line resolves to, as a run started from it
+    resolves them (byol.train.settings), on the device the command line names."""
+    from byol.cli import _settings_from, build_parser
+    from byol.train import recipe
+    from byol.train.settings import resolve_settings
+
+    asked = _settings_from(build_parser().parse_args(argv))
+    resolved = resolve_settings(asked, recipe.device_for(asked.without_recipe()))
+    return resolved.config, resolved.notices
+
+
+def write_learner_checkpoint(learner: torch.nn.Module, config, folder: Path, step: int = 1) -> Path:
+    """FOLDER/checkpoint.pt holding `learner` and `config`, as a run saved at `step` holds them
+    (the optimiser's, scaler's and RNG states empty: what evaluation never reads)."""
+    from byol.checkpoint import LATEST, Checkpoint, Progress
+    from byol.core.files import save_torch
+
+    checkpoint = Checkpoint(learner=learner.state_dict(), config=config.to_dict(), optimizer={}, scaler={},
+                            budget=dict(reached=0.0), progress=Progress(step=step), collapse_strikes=0,
+                            metrics_bytes=0, rng=[])
+    save_torch(checkpoint.to_dict(), folder / LATEST)
+    return folder / LATEST
+
+
 def pattern_image(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
     """A photo-like image of one of four classes: a pattern of random period, phase, colours
     and position, blurred by the JPEG coding and with pixel noise, so that views of it differ

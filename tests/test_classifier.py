@@ -13,12 +13,12 @@ from byol.classifier import finetune_folder, predict_folder
 from byol.cli import main
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.core.files import save_torch
+
 from byol.data.folders import decode_into_memory
 from byol.data.views import CIFAR10_MEAN, CIFAR10_STD, ViewSpec, eval_transform
-from byol.eval.checkpoints import CHECKPOINT_FORMAT
 from byol.eval.finetune import FinetuneSettings, Fit, train_classifier, train_spec, with_head
 from byol.methods import build_learner
+from tests.conftest import write_learner_checkpoint
 
 QUICK = FinetuneSettings(epochs=4, batch_size=32, lr=0.05, head_lr_mult=1.0, precision="fp32", workers=0)
 
@@ -30,8 +30,7 @@ def run_with_encoder(folder, encoder_state=None):
     if encoder_state is not None:
         learner.online.encoder.load_state_dict(encoder_state)
     folder.mkdir(parents=True)
-    save_torch(dict(learner=learner.state_dict(), config=config.to_dict(), step=1, format=CHECKPOINT_FORMAT),
-               folder / "checkpoint.pt")
+    write_learner_checkpoint(learner, config, folder)
     return folder
 
 
@@ -129,8 +128,7 @@ def test_a_full_width_classifier_exports_into_torchvision_resnet18_with_the_same
     config = Config(width=1.0, projector_hidden=16, predictor_hidden=16, projection_dim=8)
     run = tmp_path / "run"
     run.mkdir()
-    save_torch(dict(learner=build_learner(config).state_dict(), config=config.to_dict(), step=1,
-                    format=CHECKPOINT_FORMAT), run / "checkpoint.pt")
+    write_learner_checkpoint(build_learner(config), config, run)
     quick = FinetuneSettings(epochs=1, batch_size=32, lr=0.01, precision="fp32", workers=0)
     finetune_folder(run, str(small_folders[0]), str(small_folders[1]), tmp_path / "c", "4", quick,
                     torch.device("cpu"), seed=0, baseline=False)

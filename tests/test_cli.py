@@ -11,6 +11,7 @@ import yaml
 
 from byol.cli import main
 from byol.eval.checkpoints import load_run_encoder
+from tests.conftest import resolved_from_command_line
 
 TINY = ["--epochs", "2", "--batch-size", "32", "--width", "0.0625", "--optimizer", "adamw", "--lr", "0.002",
         "--set", "projector_hidden=64", "--set", "predictor_hidden=64", "--set", "projection_dim=16",
@@ -284,7 +285,6 @@ def test_the_installed_command_exits_2_with_one_line(tmp_path):
 def test_compare_continues_an_interrupted_run_from_its_checkpoint(small_folders, tmp_path, capsys, monkeypatch):
     import dataclasses
 
-    from byol.cli import _config_from, build_parser
     from byol.core.errors import ByolError
     from byol.train.trainer import Trainer, pretrain
 
@@ -292,11 +292,11 @@ def test_compare_continues_an_interrupted_run_from_its_checkpoint(small_folders,
     flags = [*TINY, "--epochs", "1", "--set", "checkpoint_every=2", "--set", "knn_every=0"]
     argv = ["compare", "--data", str(train), "--test", str(test), "--out", str(tmp_path / "c"), "--methods", "byol",
             *flags]
-    config, _ = _config_from(build_parser().parse_args(argv))  # what compare trains each run with
+    config, _ = resolved_from_command_line(argv)  # what compare trains each run with
     step = Trainer.step
 
     def interrupted_at_step_4(self, pairs):
-        if self.step_count == 4:
+        if self.progress.step == 4:
             raise KeyboardInterrupt
         return step(self, pairs)
 
@@ -360,10 +360,8 @@ def test_the_presets_earlier_adamw_recipe_still_resolves_for_the_docs_that_name_
 
 
 def test_epochs_with_a_budget_say_which_ends_the_run_and_minutes_0_lifts_the_budget(small_folders):
-    from byol.cli import _config_from, build_parser
-
     def resolved(*argv):
-        return _config_from(build_parser().parse_args(["pretrain", "--data", str(small_folders[0]), "--out", "x", *argv]))
+        return resolved_from_command_line(["pretrain", "--data", str(small_folders[0]), "--out", "x", *argv])
 
     config, notices = resolved("--preset", "cifar10-cpu", "--epochs", "0.5")
     assert config.epochs == 0.5 and notices == [

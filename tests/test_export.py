@@ -14,12 +14,13 @@ from safetensors.torch import load_file
 import byol
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.core.files import name_from_line, name_line, save_torch
+from byol.core.files import name_from_line, name_line
 from byol.data.folders import decode_into_memory
 from byol.data.views import eval_transform, view_specs
-from byol.eval.checkpoints import CHECKPOINT_FORMAT, load_run_encoder
+from byol.eval.checkpoints import load_run_encoder
 from byol.export import embed_folder, export_encoder
 from byol.methods import build_learner
+from tests.conftest import write_learner_checkpoint
 
 
 def write_run(folder, **changes):
@@ -33,8 +34,7 @@ def write_run(folder, **changes):
             if "running" in name:
                 buffer.add_(0.3)
     folder.mkdir(parents=True)
-    save_torch(dict(learner=learner.state_dict(), config=config.to_dict(), step=7, format=CHECKPOINT_FORMAT),
-                folder / "checkpoint.pt")
+    write_learner_checkpoint(learner, config, folder, step=7)
     return folder
 
 

@@ -20,6 +20,7 @@ from byol.core.files import (claim_folder, finish_writing, json_text, refuse_for
                              write_together)
 from byol.core.locks import folder_lock
 from byol.core.progress import progress
+from byol.core.runtime import own_random_stream
 from byol.data import folders
 from byol.data.views import ViewSpec, eval_transform
 from byol.eval.checkpoints import load_weights
@@ -65,7 +66,7 @@ def finetune_folder(checkpoint: Path, train: str, test: str, out: Path, labels: 
         finish_writing(out)
         labelled = _subset_in_memory_or_streamed(listing.subset(chosen), card["input_size"], settings.workers)
         test_data = folders.in_memory_or_streamed(test, card["input_size"])
-        with torch.random.fork_rng(devices=[]):
+        with own_random_stream():
             model, result = finetune(encoder, card, labelled, test_data, settings, device, seed, baseline)
         result = dict(checkpoint=str(checkpoint), train=str(train), test=str(test), classes=len(listing.classes),
                       labels=len(labelled.labels), test_images=len(test_data.labels), seed=seed, **result)

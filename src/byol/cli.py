@@ -58,23 +58,13 @@ def _add_config_args(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()
             p.add_argument(flag, type=kind, help=f"{text} (default: {'none' if default is None else default})")
 
 
-def _config_from(args: argparse.Namespace) -> tuple[cfg.Config, list[str]]:
-    """The config the arguments resolve to, and notices about settings chosen for the data."""
-    overrides = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, (key, _, _) in FLAGS.items()}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    overrides.update({k: v for k, v in (("data", args.data), ("test", args.test)) if v is not None})
-    overrides.update(cfg.parse_override(text) for text in args.set)
-    config = cfg.resolve(args.preset, args.config, overrides)
-    notices = []
-    if "epochs" in overrides and config.minutes is not None:
-        notices.append(f"epochs {config.epochs:g} and a {config.minutes:g}-minute budget: the run ends at whichever "
-                       "comes first (--minutes 0 lifts the time limit)")
-    if args.preset or args.config:
-        return config, notices
-    from byol.train.recipe import choose_recipe, device_for
-
-    config, chosen = choose_recipe(config, set(overrides), device_for(config))
-    return config, notices + ([chosen] if chosen else [])
+def _settings_from(args: argparse.Namespace) -> cfg.RunSettings:
+    """What the arguments ask for: a preset, a config file, and the keys that flags and --set name."""
+    values = {key: getattr(args, flag[2:].replace("-", "_"), None) for flag, (key, _, _) in FLAGS.items()}
+    values = {k: v for k, v in values.items() if v is not None}
+    values.update({k: v for k, v in (("data", args.data), ("test", args.test)) if v is not None})
+    values.update(cfg.parse_override(text) for text in args.set)
+    return cfg.RunSettings(args.preset, args.config, values)
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -231,8 +221,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         args.config, args.out = str(saved), args.resume
     elif args.out is None:
         raise ByolError("say where the run goes: --out DIR (or continue one with --resume RUN_DIR)")
-    config, notices = _config_from(args)
-    result = pretrain(config, args.out, resume=not args.no_resume, notices=notices,
+    result = pretrain(_settings_from(args), args.out, resume=not args.no_resume,
                       data_changed_ok=args.data_changed == "ok")
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
         print(json.dumps(result))
@@ -241,15 +230,19 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from byol.compare import compare
-    from byol.core.runtime import pick_device
+    from byol.train.recipe import device_for
+    from byol.train.settings import resolve_settings
 
-    config, notices = _config_from(args)
+    asked = _settings_from(args)
+    device = device_for(asked.without_recipe())
+    resolved = resolve_settings(asked, device)
+    config, notices = resolved.config, resolved.notices
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise ByolError(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. 0,1,2") from None
-    compare(config, [m.strip() for m in args.methods.split(",")], seeds, args.out, args.linear,
-            pick_device(config.device), notices, _sweep(args.sweep) if args.sweep else None)
+    compare(config, [m.strip() for m in args.methods.split(",")], seeds, args.out, args.linear, device, notices,
+            _sweep(args.sweep) if args.sweep else None)
     print((args.out / "compare.md").read_text(), end="")
     return 0
 

@@ -72,7 +72,7 @@ def sweep_settings(config: Config, sweep: tuple[str, list] | None) -> dict[str, 
         raise ByolError(f"--sweep {key} with steps: the runs would see different numbers of images; give --epochs")
     if len(set(map(str, values))) < len(values) or len(values) < 2:
         raise ByolError(f"--sweep {key}: give two or more different values, e.g. {key}=A,B")
-    return {f"{key}={value}": cfg.apply(dataclasses.replace(config), {key: value}, "--sweep").validate()
+    return {f"{key}={value}": cfg.apply(dataclasses.replace(config), {key: value}, "--sweep").checked()
             for value in values}
 
 

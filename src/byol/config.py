@@ -8,7 +8,7 @@ import json
 import math
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,9 @@ class Config:
     knn_k: int = 200
     knn_temperature: float = 0.1
 
-    def validate(self) -> "Config":
-        """Every key against its line of ALLOWED; a key missing there fails every run (KeyError)."""
+    def checked(self) -> "Config":
+        """This config, every key checked against its line of ALLOWED (a key missing there fails
+        every run: KeyError); `minutes: 0` is returned as None, the one spelling of no budget."""
         check(self, ALLOWED, "config")
         if self.start_size and not MIN_SIDE <= self.start_size <= self.image_size:
             raise ByolError(f"invalid config: start_size is {self.start_size} with image_size {self.image_size}: "
@@ -94,9 +95,7 @@ class Config:
             raise ByolError(f"invalid config: small crops of {self.small_crop_side:g} x {smallest} px are under "
                             f"{MIN_SIDE} px (in bf16 such inputs give the network non-finite gradients): raise "
                             f"small_crop_side to {math.ceil(100 * MIN_SIDE / smallest) / 100:g} or more, or set small_crops=0")
-        if self.minutes == 0:
-            self.minutes = None
-        return self
+        return dataclasses.replace(self, minutes=None) if self.minutes == 0 else self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,12 +172,12 @@ def check_record(record: Any, table: dict[str, Field], path: Path, fix: str) -> 
     one line naming the file, the field and `fix`."""
     if not isinstance(record, dict):
         raise ByolError(f"{path} is damaged (not a JSON object): {fix}")
-    for key, field in table.items():
+    for key, entry in table.items():
         if key not in record:
-            if field.required:
+            if entry.required:
                 raise ByolError(f"{path} is damaged: it has no {key}; {fix}")
-        elif not field.holds(record[key]):
-            raise ByolError(f"{path} is damaged: {key} is {str(repr(record[key]))[:60]} ({field.says()}); {fix}")
+        elif not entry.holds(record[key]):
+            raise ByolError(f"{path} is damaged: {key} is {str(repr(record[key]))[:60]} ({entry.says()}); {fix}")
     return record
 
 
@@ -318,27 +317,76 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ByolError(f"--set {text!r}: the value is not valid YAML; quote text, e.g. --set data=\"my folder\"") from None
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run asks for, before it is resolved: a preset, a config file, and keys set by hand."""
+
+    preset: str | None = None
+    config_file: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)  # flags and --set, or keywords from Python
+
+    def without_recipe(self) -> Config:
+        """Defaults < preset < config file < values: all but the recipe (which needs the device)."""
+        return resolve(self.preset, self.config_file, self.values)
+
+
+COMMAND_LINE = "the command line"
+DEFAULT = "the default"
+
+
+def resolve_with_sources(preset: str | None = None, config_file: str | None = None,
+                         overrides: dict[str, Any] | None = None) -> tuple[Config, dict[str, str]]:
+    """The config that defaults < preset < config file < `overrides` give, and where each key's
+    value came from. A config.yaml that byol wrote names its keys' sources: those are kept."""
+    config, sources = Config(), dict.fromkeys(Config().to_dict(), DEFAULT)
+    layers = []
+    if preset:
+        layers.append((_yaml_mapping(preset_text(preset), f"preset {preset}"), f"preset {preset}", {}))
+    if config_file:
+        text = _config_file_text(Path(config_file))
+        layers.append((_yaml_mapping(text, config_file), f"config file {config_file}", _written_sources(text)))
+    layers.append((overrides or {}, COMMAND_LINE, {}))
+    for values, source, named in layers:
+        apply(config, values, source)
+        sources |= {key: named.get(key, source) for key in values}
+    return config.checked(), sources
+
+
 def resolve(preset: str | None = None, config_file: str | None = None,
             overrides: dict[str, Any] | None = None) -> Config:
-    config = Config()
-    if preset:
-        apply(config, _yaml_mapping(preset_text(preset), f"preset {preset}"), f"preset {preset}")
-    if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ByolError(f"config file {path} does not exist: pass a YAML file of config keys")
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            raise ByolError(f"config file {path} is not text: pass a YAML file of config keys") from None
-        apply(config, _yaml_mapping(text, str(path)), str(path))
-    apply(config, overrides or {}, "the command line")
-    return config.validate()
+    return resolve_with_sources(preset, config_file, overrides)[0]
 
 
-def yaml_text(config: Config) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+def _config_file_text(path: Path) -> str:
+    if not path.is_file():
+        raise ByolError(f"config file {path} does not exist: pass a YAML file of config keys")
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise ByolError(f"config file {path} is not text: pass a YAML file of config keys") from None
 
 
-def save(config: Config, path: Path) -> None:
-    write_text(path, yaml_text(config))
+SOURCE_MARK = "  # from "  # how yaml_text ends a key's line with its source
+
+
+def _written_sources(text: str) -> dict[str, str]:
+    """{key: source} from the lines of a config.yaml that yaml_text wrote with sources."""
+    found = {}
+    for line in text.splitlines():
+        key, mark, source = line.partition(SOURCE_MARK)
+        if mark and ":" in key and not key.startswith((" ", "#")):
+            found[key.split(":", 1)[0]] = source.strip()
+    return found
+
+
+def yaml_text(config: Config, sources: dict[str, str] | None = None) -> str:
+    """The config as YAML, a key a line; with `sources`, each line ends with where its value came from."""
+    lines = []
+    for key, value in config.to_dict().items():
+        line = yaml.safe_dump({key: value}, width=math.inf).rstrip("\n")
+        lines.append(f"{line}{SOURCE_MARK}{sources[key]}" if sources and key in sources else line)
+    return "\n".join(lines) + "\n"
+
+
+def save(config: Config, path: Path, sources: dict[str, str] | None = None) -> None:
+    write_text(path, yaml_text(config, sources))

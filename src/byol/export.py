@@ -23,9 +23,11 @@ from byol.core.errors import ByolError
 from byol.core.files import (finish_writing, json_text, marker_kind, names_text, refuse_foreign_file, replacing,
                              safe_load, torch_writer, write_text, write_together)
 from byol.core.progress import progress
+from byol.core.runtime import own_random_stream
 from byol.data import folders
 from byol.data.views import ViewSpec, eval_transform, view_specs
-from byol.eval.checkpoints import CHECKPOINT_FORMAT, load_run_encoder, load_weights
+from byol.checkpoint import FORMAT
+from byol.eval.checkpoints import load_run_encoder, load_weights
 from byol.nets.encoders import build_encoder
 
 CARD_FORMAT = "byol-encoder-1"
@@ -180,7 +182,7 @@ def _is_run(path: Path) -> bool:
     if path.suffix != ".pt" or not path.is_file():
         return False
     content = safe_load(path)
-    return isinstance(content, dict) and content.get("format") == CHECKPOINT_FORMAT
+    return isinstance(content, dict) and content.get("format") == FORMAT
 
 
 def load_encoder_and_card(path: str | Path) -> tuple[nn.Module, dict]:
@@ -205,7 +207,7 @@ def encoder_of_card(card: dict, path: Path) -> nn.Module:
     """The encoder a card describes, freshly built (drawing nothing from the caller's random
     stream); an architecture that cannot be built is a damage of the card at `path`."""
     try:
-        with torch.random.fork_rng(devices=[]):
+        with own_random_stream():
             return build_encoder(card["architecture"], card["width"], card["cifar_stem"])
     except ByolError as err:
         raise ByolError(f"{path} is damaged: architecture is {card['architecture']!r} ({err})") from None

@@ -62,7 +62,7 @@ def test_a_run_lists_the_skipped_files_or_with_strict_data_refuses_to_start(tmp_
     folder, _, unusable = hostile_folder(tmp_path, small_folders)
     config = Config(data=str(folder), image_size=16, width=1 / 8, projector_hidden=16, predictor_hidden=16,
                     projection_dim=8, batch_size=4, steps=2, optimizer="adamw", lr=1e-3, warmup_epochs=0,
-                    collapse_every=0).validate()
+                    collapse_every=0).checked()
     result = pretrain(config, tmp_path / "run")
     assert result["skipped_files"] == len(unusable) and result["steps"] == 2
     listed = (tmp_path / "run" / "skipped_files.txt").read_bytes().decode("utf-8").splitlines()

@@ -7,9 +7,9 @@ import torch
 from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.files import safe_load, save_torch
-from byol.eval.checkpoints import CHECKPOINT_FORMAT, load_run_encoder
+from byol.eval.checkpoints import load_run_encoder
 from byol.methods import build_learner
-from byol.train.trainer import CHECKPOINT
+from tests.conftest import write_learner_checkpoint
 
 
 def write_run(tmp_path, **changes):
@@ -18,7 +18,7 @@ def write_run(tmp_path, **changes):
     with torch.no_grad():
         for p in learner.online.parameters():
             p.add_(1.0)
-    save_torch(dict(learner=learner.state_dict(), config=config.to_dict(), step=3, format=CHECKPOINT_FORMAT), tmp_path / CHECKPOINT)
+    write_learner_checkpoint(learner, config, tmp_path, step=3)
     return learner
 
 

@@ -181,7 +181,7 @@ def budgeted_worker(rank: int, port: int, data: str, out: str, results) -> None:
     finish = Trainer.finish
 
     def finish_and_report(self):
-        results[rank] = dict(steps=self.step_count, lr=self.lr, tau=self.tau,
+        results[rank] = dict(steps=self.progress.step, lr=self.lr, tau=self.tau,
                              weights={k: v.clone() for k, v in self.learner.state_dict().items()})
         return finish(self)
 
@@ -190,7 +190,7 @@ def budgeted_worker(rank: int, port: int, data: str, out: str, results) -> None:
     config = Config(data=data, image_size=16, width=0.125, projector_hidden=32, predictor_hidden=32,
                     projection_dim=16, batch_size=32, epochs=100, minutes=0.2, optimizer="adamw", lr=0.004,
                     warmup_epochs=0.5, log_every=5, checkpoint_every=1000, collapse_every=0, threads=1)
-    pretrain(config.validate(), out)
+    pretrain(config.checked(), out)
 
 
 def test_with_a_time_budget_every_process_follows_the_lead_clock_and_stops_at_the_same_step(small_folders, tmp_path):

@@ -7,16 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from byol import config as cfg
-from byol.cli import _config_from, build_parser, main
+from byol.cli import main
 from byol.methods.byol import BYOL
 from byol.train import recipe
+from tests.conftest import resolved_from_command_line
 from tests.data.test_fit import photos
 
 GIB = 2**30
 
 
 def resolved(*argv):
-    return _config_from(build_parser().parse_args(["pretrain", "--out", "unused", *argv]))
+    return resolved_from_command_line(["pretrain", "--out", "unused", *argv])
 
 
 @pytest.fixture
@@ -195,3 +196,37 @@ def test_the_folder_is_listed_once_to_choose_the_recipe(photo_folder, monkeypatc
     monkeypatch.setattr(fit, "list_images", counted)
     config, _ = resolved("--data", str(photo_folder), "--device", "cpu")
     assert config.decode_once and calls == [str(photo_folder)]
+
+
+def test_pretrain_from_python_with_run_settings_gets_the_recipe_that_the_command_line_gets(small_folders, tmp_path,
+                                                                                         monkeypatch):
+    """RunSettings given to `pretrain` resolve as the same flags do on the command line: on a
+    CPU the cifar10-cpu networks, not the paper's GPU defaults (width 1, batch 256, LARS)."""
+    from byol.train.trainer import Trainer, pretrain
+
+    seen = {}
+    monkeypatch.setattr(Trainer, "run", lambda self: seen.setdefault("config", self.config) and {})
+    values = dict(data=str(small_folders[0]), device="cpu", steps=1)
+    pretrain(cfg.RunSettings(values=values), tmp_path / "py")
+    from_cli, _ = resolved("--data", str(small_folders[0]), "--device", "cpu", "--set", "steps=1")
+    preset = cfg.resolve("cifar10-cpu")
+    assert seen["config"] == from_cli
+    assert (seen["config"].width, seen["config"].batch_size, seen["config"].optimizer) == (
+        preset.width, preset.batch_size, preset.optimizer) == (0.125, 32, "sgd")
+
+
+def test_config_yaml_says_where_each_value_came_from_and_a_resume_keeps_it(small_folders, tmp_path):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(small_folders[0]), "--out", str(run), "--device", "cpu", "--width",
+                 "0.0625", "--set", "steps=2", "--set", "knn_every=0", "--set", "collapse_every=0"]) == 0
+    written = (run / "config.yaml").read_text()
+    lines = dict(line.split(":", 1) for line in written.splitlines())
+    assert lines["width"] == " 0.0625  # from the command line"  # a flag wins over the recipe's 0.125
+    assert lines["steps"] == " 2  # from the command line"
+    assert lines["optimizer"] == " sgd  # from the recipe"
+    assert lines["seed"] == " 0  # from the default"
+    assert cfg.resolve(config_file=str(run / "config.yaml")).width == 0.0625  # still a config file
+    (run / "summary.json").unlink()  # a finished run is not resumed: make it look unfinished
+    assert main(["pretrain", "--resume", str(run), "--threads", "1"]) == 0
+    again = dict(line.split(":", 1) for line in (run / "config.yaml").read_text().splitlines())
+    assert again["optimizer"] == " sgd  # from the recipe" and again["threads"] == " 1  # from the command line"

@@ -15,10 +15,10 @@ import torch
 from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.files import safe_load, save_torch
-from byol.eval.checkpoints import CHECKPOINT_FORMAT
 from byol.methods import BYOL
 from byol.train.lock import run_folder_lock
 from byol.train.trainer import open_run, pretrain
+from tests.conftest import write_learner_checkpoint
 
 SETTINGS = dict(image_size=16, width=0.125, projector_hidden=32, predictor_hidden=32, projection_dim=16,
                 batch_size=16, epochs=6, optimizer="adamw", lr=0.004, warmup_epochs=0.5, tau_base=0.9,
@@ -211,17 +211,19 @@ def test_a_resume_on_the_same_files_needs_no_word(small_folders, tmp_path):
 def test_a_run_saved_before_a_config_key_existed_resumes_reading_the_key_as_its_default(tmp_path):
     """A checkpoint's config names the keys of the byol that wrote it; a key added since
     (here the multi-crop and resizing keys) was off in that run, as its default is."""
-    config = Config(data=str(tmp_path)).validate()
+    config = Config(data=str(tmp_path)).checked()
     older = {k: v for k, v in config.to_dict().items() if k not in ("small_crops", "small_crop_side", "start_size")}
-    save_torch(dict(format=CHECKPOINT_FORMAT, budget=dict(reached=0.5), config=older), tmp_path / "checkpoint.pt")
-    assert open_run(config, tmp_path, resume=True)["config"] == older
+    path = write_learner_checkpoint(torch.nn.Linear(2, 2), config, tmp_path)
+    saved = safe_load(path)
+    save_torch(saved | dict(config=older), path)
+    assert open_run(config, tmp_path, resume=True).config == older
     with pytest.raises(ByolError, match=r"the config differs from the run's in small_crops \(run: 0, now: 2\);"):
-        open_run(Config(data=str(tmp_path), small_crops=2).validate(), tmp_path, resume=True)
+        open_run(Config(data=str(tmp_path), small_crops=2).checked(), tmp_path, resume=True)
 
 
 def tiny_config(data, **changes):
     settings = {**SETTINGS, "epochs": 1, "knn_every": 0, "collapse_every": 0, "checkpoint_every": 1, **changes}
-    return Config(data=str(data), **settings).validate()
+    return Config(data=str(data), **settings).checked()
 
 
 def nan_on_call(monkeypatch, bad_call):

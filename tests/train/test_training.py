@@ -48,7 +48,7 @@ def tiny_config(train, **changes) -> Config:
                   projector_hidden=32, predictor_hidden=32, projection_dim=8, log_every=1, warmup_epochs=0.5,
                   tau_base=0.9)
     values.update(changes)
-    return Config(**values).validate()
+    return Config(**values).checked()
 
 
 def test_with_gradient_accumulation_the_schedules_count_optimiser_steps(small_folders, tmp_path):
@@ -101,12 +101,12 @@ def test_an_fp16_step_whose_gradients_overflow_moves_neither_the_schedules_nor_t
     target = [p.clone() for p in trainer.learner.target.parameters()]
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 100)  # fp16 gradients overflow
     assert trainer.step([trainer.learner.views(images)]) is False
-    assert trainer.step_count == 0 and trainer.scaler.get_scale() == 2.0 ** 99
+    assert trainer.progress.step == 0 and trainer.scaler.get_scale() == 2.0 ** 99
     assert all(torch.equal(a, b) for a, b in zip(target, trainer.learner.target.parameters()))
     assert not trainer.optimizer.state  # AdamW never stepped
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
     assert trainer.step([trainer.learner.views(images)]) is True
-    assert trainer.step_count == 1 and trainer.tau == tau_at(0.0, config.tau_base)
+    assert trainer.progress.step == 1 and trainer.tau == tau_at(0.0, config.tau_base)
     assert not all(torch.equal(a, b) for a, b in zip(target, trainer.learner.target.parameters()))
 
 
@@ -280,7 +280,7 @@ def test_a_start_size_larger_than_the_image_size_or_small_crops_under_8_px_are_r
     from byol.core.errors import ByolError
 
     with pytest.raises(ByolError, match="start_size is 48 with image_size 32: use 0 .off. or a side from 8 pixels up"):
-        Config(start_size=48).validate()
+        Config(start_size=48).checked()
     with pytest.raises(ByolError, match="small crops of 0.5 x 12 px are under 8 px .* raise small_crop_side to 0.67 or"):
-        Config(image_size=32, start_size=12, small_crops=2).validate()
-    assert Config(image_size=32, start_size=16, small_crops=2).validate().small_crops == 2  # 8 px: enough
+        Config(image_size=32, start_size=12, small_crops=2).checked()
+    assert Config(image_size=32, start_size=16, small_crops=2).checked().small_crops == 2  # 8 px: enough

@@ -100,6 +100,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def own_random_stream(seed: int | None = None) -> Iterator[None]:
+    """Torch's CPU generator seeded with `seed` (left as it is with None) inside, and the
+    caller's random stream as it was after: building a network here draws nothing from it."""
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
 def make_deterministic() -> None:
     """Deterministic kernels where PyTorch has them (a warning where it has none), so that a
     resumed run can end bit-identical to an uninterrupted one."""

@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 from byol.core.errors import ByolError
 from byol.core.files import safe_load, save_torch
 from byol.core.progress import note
+from byol.core.runtime import own_random_stream
 from byol.data.names import NAMED_DATASETS, NAMED_SPLITS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -406,8 +407,7 @@ class CroppedPairs(torch.utils.data.Dataset):
         img = open_for_crops(self.listing.files[key % len(self)], self.specs)
         if img is None:
             return None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(((self.seed << 40) + key) % 2**63)  # any seed, any epoch: within torch's range
+        with own_random_stream(((self.seed << 40) + key) % 2**63):  # any seed, any epoch: within torch's range
             return tuple(crop(img) for crop in self.crops)
 
 

@@ -7,14 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from byol import config as cfg
+from byol.checkpoint import read_checkpoint
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.core.files import safe_load
+from byol.core.runtime import own_random_stream
 from byol.methods import Method, build_learner
 from byol.nets.encoders import build_encoder
 
-CHECKPOINT_FORMAT = "byol-checkpoint-1"  # the "format" entry of every checkpoint byol writes
 ENCODER_PREFIX = "online.encoder."
 
 
@@ -34,38 +33,29 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: Path
     module.load_state_dict(state, strict=True)
 
 
-def read_checkpoint(path: Path) -> tuple[dict, Config, Path]:
-    """A byol checkpoint's contents, its config and its path, from a run folder or a file."""
-    checkpoint = path / "checkpoint.pt" if path.is_dir() else path
-    state = safe_load(checkpoint)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ByolError(f"{checkpoint} is not a byol checkpoint: pass the checkpoint.pt of a byol run folder")
-    return state, cfg.apply(Config(), state["config"], str(checkpoint)), checkpoint
-
-
 def load_run_encoder(path: Path, random_init: bool = False) -> tuple[nn.Module, Config, Path]:
     """The online encoder of a run (folder or checkpoint.pt), its config and the checkpoint path.
 
     With random_init, the same architecture with fresh weights: the baseline every
     pretrained result is read against.
     """
-    state, config, checkpoint = read_checkpoint(path)
-    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
-        torch.manual_seed(config.seed)
+    checkpoint, file = read_checkpoint(path)
+    config = checkpoint.run_config(file)
+    with own_random_stream(config.seed):
         encoder = build_encoder(config.encoder, config.width, config.cifar_stem)
     if not random_init:
-        weights = {k[len(ENCODER_PREFIX):]: v for k, v in state["learner"].items() if k.startswith(ENCODER_PREFIX)}
-        load_weights(encoder, weights, checkpoint)
-    return encoder.eval(), config, checkpoint
+        weights = {k[len(ENCODER_PREFIX):]: v for k, v in checkpoint.learner.items() if k.startswith(ENCODER_PREFIX)}
+        load_weights(encoder, weights, file)
+    return encoder.eval(), config, file
 
 
 def load_run_learner(path: Path, random_init: bool = False) -> tuple[Method, Config, Path]:
     """The whole learner of a run (online, predictor, target), in eval mode; with
     random_init, the learner the run started from."""
-    state, config, checkpoint = read_checkpoint(path)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+    checkpoint, file = read_checkpoint(path)
+    config = checkpoint.run_config(file)
+    with own_random_stream(config.seed):
         learner = build_learner(config)
     if not random_init:
-        load_weights(learner, state["learner"], checkpoint)
-    return learner.eval(), config, checkpoint
+        load_weights(learner, checkpoint.learner, file)
+    return learner.eval(), config, file

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from byol.core.errors import ByolError
-from byol.core.runtime import autocast
+from byol.core.runtime import autocast, own_random_stream
 from byol.data.views import TwoViews
 from byol.methods import Method
 
@@ -80,8 +80,7 @@ class CollapseProbe:
     """
 
     def __init__(self, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with own_random_stream(seed):
             self.view_1, self.view_2 = views(images.to(device))[:2]
 
     @classmethod

@@ -26,7 +26,7 @@ from torch import nn
 from byol import config as cfg
 from byol.core.errors import ByolError
 from byol.core.progress import progress
-from byol.core.runtime import autocast, autocast_dtype
+from byol.core.runtime import autocast, autocast_dtype, own_random_stream
 from byol.core.schedules import lr_at
 from byol.data.folders import ImageFiles, ImageTensor, full_resolution_crop, ignore_ctrl_c, open_for_crops
 from byol.data.views import ViewSpec, eval_transform, normalise, resized_crop_flip, to_unit_float
@@ -252,8 +252,7 @@ def linear_on_subset(encoder: nn.Module, labelled: ImageTensor | ImageFiles, tes
 
 def random_encoder(card: dict, seed: int) -> nn.Module:
     """The pretrained encoder's architecture with fresh weights: the baseline a gain is read against."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with own_random_stream(seed):
         return build_encoder(card["architecture"], card["width"], card["cifar_stem"])
 
 

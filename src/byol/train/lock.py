@@ -10,18 +10,14 @@ from pathlib import Path
 
 from byol.core import distributed
 from byol.core.errors import ByolError
-from byol.core.files import claim_folder, safe_load
+from byol.checkpoint import LATEST, is_checkpoint_file
+from byol.core.files import claim_folder
 from byol.core.locks import acquire
-from byol.eval.checkpoints import CHECKPOINT_FORMAT
-from byol.train.checkpoint import CHECKPOINT
 
 
 def _was_a_run(folder: Path) -> bool:
     """A run folder written before run folders were marked: it holds a byol checkpoint."""
-    try:
-        return safe_load(folder / CHECKPOINT).get("format") == CHECKPOINT_FORMAT
-    except (ByolError, AttributeError):
-        return False
+    return is_checkpoint_file(folder / LATEST)
 
 
 @contextlib.contextmanager

@@ -136,11 +136,11 @@ def decode_once_on_cpu(listing: ImageFiles | None, size: int) -> str | None:
             f"so they are decoded once ({needed / 2**30:.2f} GiB in memory)")
 
 
-def choose_recipe(config: Config, explicit: set[str], device: torch.device) -> tuple[Config, str | None]:
-    """`config` with the recipe for its data and `device`, except the keys in `explicit`; and the
-    line that says what was chosen and why (None when nothing was)."""
+def recipe_for(config: Config, explicit: set[str], device: torch.device) -> tuple[Config, dict, str | None]:
+    """`config` with the recipe for its data and `device`, except the keys in `explicit`; the
+    keys and values chosen; and the line that says what was chosen and why (None when nothing was)."""
     if not config.data:
-        return config, None
+        return config, {}, None
     listing = None if is_named(config.data) else list_images(config.data)  # listed once for all that follows
     size = config.image_size if "image_size" in explicit else typical_size(config.data, listing)
     reasons = [f"image_size is {size}" if "image_size" in explicit else
@@ -160,15 +160,15 @@ def choose_recipe(config: Config, explicit: set[str], device: torch.device) -> t
         if reason:
             chosen["decode_once"] = True
             reasons.append(reason)
-    config = cfg.apply(dataclasses.replace(config), chosen, "the recipe").validate()
+    config = cfg.apply(dataclasses.replace(config), chosen, "the recipe").checked()
     if device.type == "cuda":
         gpu = {key: value for key, value in gpu_recipe(config, device, explicit).items() if key not in explicit}
-        config = cfg.apply(config, gpu, "the recipe").validate()
+        config = cfg.apply(config, gpu, "the recipe").checked()
         chosen |= gpu
         reasons.append(f"on {torch.cuda.get_device_name(device)}, the paper's recipe with {GPU_BATCH} images a step "
                        "in micro-batches that fit")
     if not chosen:
-        return config, None
+        return config, chosen, None
     said = ", ".join(f"{key}={value}" for key, value in chosen.items() if key not in recipe or key == "workers")
-    return config, (f"no preset: {'; '.join(reasons)}; so {said or 'the recipe'} (all in the run's config.yaml); "
+    return config, chosen, (f"no preset: {'; '.join(reasons)}; so {said or 'the recipe'} (all in the run's config.yaml); "
                     "a --preset, --config or flag overrides any of these")

@@ -28,19 +28,19 @@ from torch import nn
 from tqdm import tqdm
 
 from byol import config as cfg
-from byol.config import Config
+from byol.checkpoint import HISTORY, LATEST, Checkpoint, Progress, last_checkpoint, read_checkpoint, write_checkpoint
+from byol.config import Config, RunSettings
 from byol.core import distributed
 from byol.core.errors import ByolError, CollapseError, Stopped
-from byol.core.files import names_text, own_temporaries, refuse_inside, safe_load, write_json, write_text, write_with
-from byol.core.progress import note, progress
+from byol.core.files import names_text, own_temporaries, refuse_inside, write_json, write_text, write_with
+from byol.core.progress import note
+from byol.core.progress import progress as progress_bar
 from byol.core.runtime import (autocast, autocast_dtype, caller_state_kept, channels_last_is_safe, make_deterministic,
                                refuse_compile_without_a_compiler, rng_state, seed_everything, set_rng_state)
 from byol.core.schedules import lr_at, scaled_lr, size_at, tau_at
-from byol.eval.checkpoints import CHECKPOINT_FORMAT
 from byol.methods import Method, build_learner
-from byol.train.batches import TrainData, load_train_data
+from byol.train.batches import load_train_data
 from byol.train.budget import ESTIMATE_STEPS, Budget, length_estimate
-from byol.train.checkpoint import CHECKPOINT, HISTORY, history_name, last_checkpoint, save_with_history
 from byol.train.layout import choose_channels_last
 from byol.train.lock import run_folder_lock
 from byol.train.logbook import Logbook
@@ -48,7 +48,9 @@ from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.signals import StopRequests
 from byol.train.summary import SUMMARY
+from byol.train.settings import resolve_settings
 from byol.train.threads import ThreadTuner
+from byol.train.throughput import Throughput
 from byol.train.trackers import Tracker
 
 ENCODER = "encoder.safetensors"
@@ -88,24 +90,23 @@ class LossWatch:
         return dict(loss=self.step_loss.item(), bad_step=int(self.bad_step.item()), bad_loss=self.bad_loss.item())
 
 
-def open_run(config: Config, out: Path, resume: bool) -> dict | None:
+def open_run(config: Config, out: Path, resume: bool) -> Checkpoint | None:
     """The checkpoint to continue from, or None for a new run. A finished run, a run of
     another config, or (without `resume`) any existing run is refused."""
     latest = last_checkpoint(out)
     if latest is None:
         return None
     if not resume:
-        raise ByolError(f"{out} already holds a run (its {CHECKPOINT}): resume it (without --no-resume) "
+        raise ByolError(f"{out} already holds a run (its {LATEST}): resume it (without --no-resume) "
                         "or choose a new --out folder")
     if (out / SUMMARY).exists():
         raise ByolError(f"{out} holds a finished run (its {SUMMARY}): choose a new --out folder")
-    checkpoint = safe_load(latest)
-    resumable = (isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT
-                 and "reached" in checkpoint.get("budget", {}))
-    if not resumable:
+    try:
+        checkpoint, latest = read_checkpoint(latest)
+    except ByolError:
         raise ByolError(f"{latest} cannot be resumed (not a byol checkpoint, or one written by an older "
-                        "byol): choose a new --out folder")
-    saved = cfg.apply(Config(), checkpoint["config"], str(latest)).to_dict()  # keys added since: defaults
+                        "byol): choose a new --out folder") from None
+    saved = checkpoint.run_config(latest).to_dict()  # keys added since: defaults
     changed = [f"{k} (run: {saved[k]!r}, now: {v!r})" for k, v in config.to_dict().items()
                if k not in RUNTIME_KEYS and saved[k] != v]
     if changed:
@@ -121,22 +122,30 @@ def refuse_out_inside_inputs(config: Config, out: Path) -> None:
             refuse_inside(out, Path(folder), "--out", flag)
 
 
-def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[str] = (),
+def pretrain(config: Config | RunSettings, out: str | Path, resume: bool = True, notices: Sequence[str] = (),
              data_changed_ok: bool = False) -> dict:
-    """Run pretraining as `config` says and write everything to `out`; a run folder that holds
-    an unfinished run is continued (unless `resume` is False; on data whose files changed since
-    it started only with `data_changed_ok`). `notices` are printed once the inputs have passed
-    their checks."""
-    if not config.data:
-        raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
+    """Run pretraining and write everything to `out`; returns the run's summary. `config` is a
+    Config, trained as it is, or RunSettings, resolved here for the device the run starts on
+    (byol.train.settings: the recipe for the images and device where no preset or config file
+    is named). A run folder that holds an unfinished run is continued (unless `resume` is
+    False; on data whose files changed since it started only with `data_changed_ok`).
+    `notices` are printed once the inputs have passed their checks."""
+    asked = config if isinstance(config, RunSettings) else None
     out = Path(out)
-    refuse_out_inside_inputs(config, out)
-    device = distributed.setup(config.device)
+    device = distributed.setup((asked.without_recipe() if asked else config).device)
     try:
+        sources = None
+        if asked:
+            resolved = resolve_settings(asked, device)
+            config, sources, notices = resolved.config, resolved.sources, [*resolved.notices, *notices]
+        if not config.data:
+            raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
+        refuse_out_inside_inputs(config, out)
         if config.compile:
             refuse_compile_without_a_compiler(device)
         with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
-            return Trainer(config, out, device, open_run(config, out, resume), notices, data_changed_ok).run()
+            checkpoint = open_run(config, out, resume)
+            return Trainer(config, out, device, checkpoint, notices, data_changed_ok, sources).run()
     finally:
         distributed.teardown()
 
@@ -144,15 +153,14 @@ def pretrain(config: Config, out: Path, resume: bool = True, notices: Sequence[s
 class Trainer:
     """One pretraining run: built from a config, resumed from a checkpoint, run step by step."""
 
-    def __init__(self, config: Config, out: Path, device: torch.device, checkpoint: dict | None = None,
-                 notices: Sequence[str] = (), data_changed_ok: bool = False) -> None:
+    def __init__(self, config: Config, out: Path, device: torch.device, checkpoint: Checkpoint | None = None,
+                 notices: Sequence[str] = (), data_changed_ok: bool = False,
+                 sources: dict[str, str] | None = None) -> None:
         self.config, self.out, self.device = config, out, device
+        self.sources = sources  # where each setting came from, for config.yaml (None: the config as given)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.lead = self.rank == 0
-        if self.lead:
-            for temporary in own_temporaries(out) + own_temporaries(out / HISTORY):  # left by a killed write
-                temporary.unlink()
-            cfg.save(config, out / "config.yaml")
+        self.notices = list(notices)  # printed once the run's inputs have passed their checks
         if config.threads:
             torch.set_num_threads(config.threads)
         tuned = not config.threads and device.type == "cpu" and not config.deterministic and torch.get_num_threads() > 1
@@ -160,46 +168,44 @@ class Trainer:
         if config.deterministic:
             make_deterministic()
         self.dtype = autocast_dtype(config.precision, device)
-        self._build_networks()
-        self.data = self._load_data()
-        self.data_identity = self.data.identity  # the files listed and their digest, as checkpoints record them
-        self.data_changed_ok = data_changed_ok
-        self.data_changes: list[dict] = []  # resumes on changed data: at which step, how many files before and after
+        self.learner, self.memory_format = self._build_networks()
+        self.data = load_train_data(config, self.learner.views, self.rank, self.world)
         self.steps_per_epoch = self._steps_per_epoch()
-        if self.layout_notice:
-            notices = [*notices, self.layout_notice]
-        for notice in notices if self.lead else ():
-            note(notice)
-        self._build_optimisation()
+        self.peak_lr = scaled_lr(config.lr, config.batch_size * config.accumulate)
+        self.optimizer, self.scaler, self.budget = self._build_optimisation()
+        self.watch = LossWatch(device)
         self.monitor = knn_monitor(config, self.data, device) if self.lead else None
         self.probe = collapse_probe(config, self.data, self.learner.views, device)  # every process: all stop together
         self.alarm = CollapseAlarm(config.projection_dim, config.collapse_stop, report=self.lead)
-        self.step_count = self.epoch = self.batch_in_epoch = self.skipped_steps = 0
-        self.train_seconds, metrics_bytes = 0.0, 0
-        self.lr = self.tau = self.saved_at = None
-        self.knn_error: str | None = None  # why k-NN could not run on these folders, once it could not
+        self.progress = Progress()  # what a checkpoint saves of the run's position, beside the weights
+        self.data_changed_ok = data_changed_ok
+        self.metrics_bytes = 0  # the metrics file's length at the checkpoint resumed from
         if checkpoint is not None:
-            metrics_bytes = self.restore(checkpoint)
+            self.restore(checkpoint)
         self.model = self._loss_module()
-        self.logbook = (Logbook(out, config.tensorboard, metrics_bytes, self.step_count,
-                                Tracker(config.logger, out, config.to_dict())) if self.lead else None)
+        self.lr = self.tau = self.saved_at = self.view_size = None  # the last step's rate, decay and view side
+        self.knn_error: str | None = None  # why k-NN could not run on these folders, once it could not
+        self.logbook: Logbook | None = None  # opened by `run`, in the lead process
         self.bar: tqdm | None = None  # shown while `run` trains
-        self.clock = self.window_start = time.perf_counter()  # training time counts from `clock`
-        self.window_images, self.window_wait = 0, 0.0  # since the last log: images, and the loader's wait before it
-        self.first_step, self.first_seconds = self.step_count, self.train_seconds  # this process's start (or resume)
+        self.clock = 0.0  # training time counts from here, set when training starts and after each step
+        self.window = Throughput()  # images a second and the loader's wait since the last log
+        self.first_step, self.first_seconds = self.progress.step, self.progress.train_seconds  # this process's start
         self.pace_from: float | None = None  # training seconds when the pace's timing began
 
-    def _build_networks(self) -> None:
+    def _build_networks(self) -> tuple[Method, torch.memory_format]:
+        """The learner, in the memory format that trains safely here (its notice, if any, added to the notices)."""
         config = self.config
         seed_everything(config.seed)  # the same initial networks in every process
         learner = build_learner(config).to(self.device)
         seed_everything(config.seed + self.rank)  # and different augmentations
-        channels_last, self.layout_notice = self._channels_last(learner)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        learner = learner.to(memory_format=self.memory_format)
+        channels_last, notice = self._channels_last(learner)
+        if notice:
+            self.notices.append(notice)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        learner = learner.to(memory_format=memory_format)
         if self.world > 1 and config.sync_batchnorm:
             learner = distributed.sync_batchnorm(learner, self.device)
-        self.learner = learner
+        return learner, memory_format
 
     def _channels_last(self, learner: Method) -> tuple[bool, str | None]:
         """The memory format (channels_last or not) and a notice when the configured one was
@@ -235,20 +241,28 @@ class Trainer:
             module.compile(options={"layout_optimization": self.memory_format == torch.channels_last})
         return distributed.data_parallel(module, self.device) if self.world > 1 else module
 
-    def _load_data(self) -> TrainData:
-        config = self.config
-        distributed.local_batch(config.batch_size)
-        data = load_train_data(config, self.learner.views, self.rank, self.world)
-        if data.skipped:
-            listed = self.out / "skipped_files.txt"
-            if self.lead:
-                write_text(listed, names_text(data.skipped))
-            if config.strict_data:  # in every process, so that all stop
-                raise ByolError(f"{len(data.skipped)} image files cannot be decoded (e.g. {data.skipped[0]!r}; all "
-                                f"in {listed}): fix or remove them, or drop strict_data to skip them")
-            if self.lead:
-                note(f"skipped {len(data.skipped)} undecodable image files (listed in {listed})")
-        return data
+    def _open_folder(self) -> None:
+        """The run's first writes (the lead's): temporaries a killed write left removed, config.yaml,
+        the list of undecodable files, the metrics opened; then the notices. With strict_data,
+        undecodable files stop every process here."""
+        config, skipped, listed = self.config, self.data.skipped, self.out / "skipped_files.txt"
+        if self.lead:
+            for temporary in own_temporaries(self.out) + own_temporaries(self.out / HISTORY):
+                temporary.unlink()
+            cfg.save(config, self.out / "config.yaml", self.sources)
+            if skipped:
+                write_text(listed, names_text(skipped))
+        if skipped and config.strict_data:  # in every process, so that all stop
+            raise ByolError(f"{len(skipped)} image files cannot be decoded (e.g. {skipped[0]!r}; all "
+                            f"in {listed}): fix or remove them, or drop strict_data to skip them")
+        if not self.lead:
+            return
+        if skipped:
+            self.notices.append(f"skipped {len(skipped)} undecodable image files (listed in {listed})")
+        for notice in self.notices:
+            note(notice)
+        self.logbook = Logbook(self.out, config.tensorboard, self.metrics_bytes, self.progress.step,
+                               Tracker(config.logger, self.out, config.to_dict()))
 
     def _steps_per_epoch(self) -> int:
         config = self.config
@@ -258,53 +272,62 @@ class Trainer:
                             f"{config.batch_size * config.accumulate}: lower --batch-size or add images")
         return steps
 
-    def _build_optimisation(self) -> None:
+    def _build_optimisation(self) -> tuple[torch.optim.Optimizer, torch.amp.GradScaler, Budget]:
+        """The optimiser, the fp16 grad scaler (off in other precisions) and the run's budget of steps or time."""
         config = self.config
-        self.peak_lr = scaled_lr(config.lr, config.batch_size * config.accumulate)
         groups = param_groups(self.learner.trained_modules(), config.weight_decay,
                               {"predictor": config.predictor_lr_mult})
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.optimizer = build_optimizer(config.optimizer, groups, self.peak_lr, config.momentum, config.lars_eta,
-                                         grad_scaler=self.scaler.is_enabled())
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        optimizer = build_optimizer(config.optimizer, groups, self.peak_lr, config.momentum, config.lars_eta,
+                                    grad_scaler=scaler.is_enabled())
         total = config.steps or max(1, round(config.epochs * self.steps_per_epoch))
-        self.budget = Budget(total, config.minutes * 60 if config.minutes else None,
-                             round(config.warmup_epochs * self.steps_per_epoch))
-        self.watch = LossWatch(self.device)
+        budget = Budget(total, config.minutes * 60 if config.minutes else None,
+                        round(config.warmup_epochs * self.steps_per_epoch))
+        return optimizer, scaler, budget
 
-    def restore(self, checkpoint: dict) -> int:
-        """Continue from `checkpoint`; returns the metrics file's length at that point."""
-        self.learner.load_state_dict(checkpoint["learner"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
-        vars(self.budget).update(checkpoint["budget"])
-        self.alarm.strikes = checkpoint["collapse_strikes"]
-        self.step_count, self.epoch, self.batch_in_epoch = checkpoint["step"], checkpoint["epoch"], checkpoint["batch_in_epoch"]
-        self.skipped_steps, self.train_seconds = checkpoint["skipped_steps"], checkpoint["train_seconds"]
-        self._check_data(checkpoint)
-        if len(checkpoint["rng"]) == self.world:
-            set_rng_state(checkpoint["rng"][self.rank])
+    def checkpoint(self) -> Checkpoint:
+        """This process's part of the run's state, the RNG states of every process gathered (all must call it)."""
+        return Checkpoint(learner=self.learner.state_dict(), config=self.config.to_dict(),
+                          optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
+                          budget=dict(vars(self.budget)), progress=replace(self.progress),
+                          collapse_strikes=self.alarm.strikes,
+                          metrics_bytes=self.logbook.tell() if self.logbook else self.metrics_bytes,
+                          rng=distributed.all_ranks(rng_state()), data=self.data.identity)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from `checkpoint`: every part of the state that `checkpoint()` saves."""
+        self.learner.load_state_dict(checkpoint.learner)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scaler.load_state_dict(checkpoint.scaler)
+        vars(self.budget).update(checkpoint.budget)
+        self.alarm.strikes = checkpoint.collapse_strikes
+        self.progress = replace(checkpoint.progress, data_changes=list(checkpoint.progress.data_changes))
+        self.metrics_bytes = checkpoint.metrics_bytes
+        self._check_data(checkpoint.data)
+        if len(checkpoint.rng) == self.world:
+            set_rng_state(checkpoint.rng[self.rank])
         elif self.lead:
-            note(f"resuming with {self.world} processes a run written by {len(checkpoint['rng'])}: "
-                 "it continues, but not bit-identically to an uninterrupted run")
+            self.notices.append(f"resuming with {self.world} processes a run written by {len(checkpoint.rng)}: "
+                                "it continues, but not bit-identically to an uninterrupted run")
         if self.lead:
-            note(f"resuming {self.out} at step {self.step_count} (epoch {self.epoch})")
-        return checkpoint["metrics_bytes"]
+            self.notices.append(f"resuming {self.out} at step {self.progress.step} (epoch {self.progress.epoch})")
 
-    def _check_data(self, checkpoint: dict) -> None:
+    def _check_data(self, saved: dict | None) -> None:
         """A resume on files other than the run's is refused, or with data_changed_ok continued and recorded."""
-        self.data_changes = list(checkpoint.get("data_changes", []))
-        saved, now = checkpoint.get("data"), self.data_identity
+        now = self.data.identity
         if saved is None or saved == now:  # None: a checkpoint written before runs recorded their data
             return
-        change = (f"{saved['files']} image files when step {self.step_count} was saved, {now['files']} now"
+        change = (f"{saved['files']} image files when step {self.progress.step} was saved, {now['files']} now"
                   + (", other files" if saved["files"] == now["files"] else ""))
         if not self.data_changed_ok:
             raise ByolError(f"cannot resume {self.out}: the files of {self.config.data} changed since the run started "
                             f"({change}): put them back, continue on the new files with --data-changed ok, or "
                             "choose a new --out folder")
-        self.data_changes.append(dict(step=self.step_count, files_before=saved["files"], files_after=now["files"]))
+        self.progress.data_changes.append(dict(step=self.progress.step, files_before=saved["files"],
+                                               files_after=now["files"]))
         if self.lead:
-            note(f"resuming on changed data ({change}), as --data-changed ok allows; the summary records it")
+            self.notices.append(f"resuming on changed data ({change}), as --data-changed ok allows; "
+                                "the summary records it")
 
     def step(self, pairs: list[tuple[torch.Tensor, ...]]) -> bool:
         """One optimiser step on micro-batches of views (two, and small crops with multi-crop):
@@ -320,16 +343,16 @@ class Trainer:
                     loss = self.model(*(v.contiguous(memory_format=self.memory_format) for v in views))
                 self.scaler.scale(loss / len(pairs)).backward()
             step_loss = step_loss + loss.detach().float() / len(pairs)
-        self.watch.observe(step_loss, self.step_count)
+        self.watch.observe(step_loss, self.progress.step)
         if self.config.nonfinite == "skip" and self._skip_if_not_finite(step_loss):
             return False
-        progress = self.budget.advance(self.step_count)
-        self.lr = lr_at(self.step_count, progress, self.budget.warmup_steps, self.budget.warmup_progress, self.peak_lr)
+        progress = self.budget.advance(self.progress.step)
+        self.lr = lr_at(self.progress.step, progress, self.budget.warmup_steps, self.budget.warmup_progress, self.peak_lr)
         set_lr(self.optimizer, self.lr)
         if not self._optimizer_step():
             return False
         self.tau = self.learner.update_target(tau_at(progress, self.config.tau_base, self.config.tau_schedule))
-        self.step_count += 1
+        self.progress.step += 1
         self.view_size = pairs[0][0].shape[-1]
         self._resize_views()
         return True
@@ -337,7 +360,7 @@ class Trainer:
     def _resize_views(self) -> None:
         """Progressive resizing: the side of the coming step's views, from the run's progress."""
         if self.config.start_size:
-            progress = self.budget.progress(self.step_count)
+            progress = self.budget.progress(self.progress.step)
             self.learner.views.resize(size_at(progress, self.config.start_size, self.config.image_size))
 
     def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
@@ -351,8 +374,8 @@ class Trainer:
         if not bad:
             return False
         self.optimizer.zero_grad(set_to_none=True)
-        self.skipped_steps += 1
-        self._log(dict(step=self.step_count, skipped_steps=self.skipped_steps, loss=loss / self.world))
+        self.progress.skipped_steps += 1
+        self._log(dict(step=self.progress.step, skipped_steps=self.progress.skipped_steps, loss=loss / self.world))
         return True
 
     def _optimizer_step(self) -> bool:
@@ -366,60 +389,60 @@ class Trainer:
 
     def run(self) -> dict:
         """Train until the budget is spent, then write the encoder, k-NN and the summary."""
-        self.bar = progress(total=self.budget.total_steps, initial=self.step_count, unit="step", desc="pretrain",
-                            disable=not self.lead)
-        self.first_step, self.first_seconds = self.step_count, self.train_seconds
+        self._open_folder()
+        self.bar = progress_bar(total=self.budget.total_steps, initial=self.progress.step, unit="step",
+                                desc="pretrain", disable=not self.lead)
         self._resize_views()
         self._restart_clock()
         try:
             with StopRequests() as stop:
-                while not self.budget.done(self.step_count):
+                while not self.budget.done(self.progress.step):
                     self._run_epoch(stop)
         except KeyboardInterrupt:  # a second Ctrl-C, before the step ended
-            raise Stopped(f"interrupted at step {self.step_count}; the last checkpoint in {self.out} is intact: resume "
+            raise Stopped(f"interrupted at step {self.progress.step}; the last checkpoint in {self.out} is intact: resume "
                           f"with `byol pretrain --resume {self.out}`", signal.SIGINT) from None
         except CollapseError as err:
-            kept = (f"the last checkpoint in {self.out} is kept" if (self.out / CHECKPOINT).exists()
+            kept = (f"the last checkpoint in {self.out} is kept" if (self.out / LATEST).exists()
                     else "no checkpoint was written yet")
             raise CollapseError(f"stopped: {err}; {kept}") from None
         finally:
             self.bar.close()
-        if self.saved_at != self.step_count:  # a run that ends at an epoch's end has just been saved
+        if self.saved_at != self.progress.step:  # a run that ends at an epoch's end has just been saved
             self._sync_and_check_loss()
             self.save()
         return self.finish()
 
     def _run_epoch(self, stop: StopRequests) -> None:
-        start_step, start_batch = self.step_count, self.batch_in_epoch
+        start_step, start_batch = self.progress.step, self.progress.batch_in_epoch
         for pairs in self._steps_of_epoch():
             taken = bool(pairs) and self.step(pairs)
             self._tick(len(pairs))
             if taken:
                 self._after_step(stop)
-            if self.budget.done(self.step_count):
+            if self.budget.done(self.progress.step):
                 return
-        if self.step_count == start_step and start_batch == 0:
-            why = ("every step's loss was not finite" if self.skipped_steps
+        if self.progress.step == start_step and start_batch == 0:
+            why = ("every step's loss was not finite" if self.progress.skipped_steps
                    else f"no complete batch of {self.config.batch_size * self.config.accumulate} images")
             raise ByolError(f"an epoch of {self.config.data} made no progress ({why}): lower --batch-size or add images")
-        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        if self.monitor and self.config.knn_every and self.epoch % self.config.knn_every == 0:
+        self.progress.epoch, self.progress.batch_in_epoch = self.progress.epoch + 1, 0
+        if self.monitor and self.config.knn_every and self.progress.epoch % self.config.knn_every == 0:
             knn = self._knn_or_reason()
             if isinstance(knn, dict):
-                self._log_knn(knn, self.epoch)
+                self._log_knn(knn, self.progress.epoch)
         self._sync_and_check_loss()
         self.save()
 
     def _steps_of_epoch(self):
         """The rest of the epoch as lists of one step's view pairs (a streamed micro-batch
         without 2 decodable images is left out of its step)."""
-        self.data.batches.set_epoch(self.epoch, self.batch_in_epoch)  # always at a step's first micro-batch
+        self.data.batches.set_epoch(self.progress.epoch, self.progress.batch_in_epoch)  # always at a step's first micro-batch
         pairs = []
         for pair in self.data.view_batches(self.learner.views, self.device):
-            self.batch_in_epoch += 1
+            self.progress.batch_in_epoch += 1
             if pair is not None:
                 pairs.append(pair)
-            if self.batch_in_epoch % self.config.accumulate == 0:
+            if self.progress.batch_in_epoch % self.config.accumulate == 0:
                 yield pairs
                 pairs = []
 
@@ -427,8 +450,8 @@ class Trainer:
         """Count images and training time (everything but k-NN evaluation)."""
         now = time.perf_counter()
         self._fit_threads(now - self.clock)
-        self.train_seconds, self.clock = self.train_seconds + now - self.clock, now
-        self.window_images += micro_batches * self.config.batch_size
+        self.progress.train_seconds, self.clock = self.progress.train_seconds + now - self.clock, now
+        self.window.count(micro_batches * self.config.batch_size)
 
     def _fit_threads(self, seconds: float) -> None:
         """With threads: 0 on a CPU, the thread count that is fastest now (byol.train.threads)."""
@@ -442,7 +465,7 @@ class Trainer:
             note(f"threads: {self.tuner.why()}; --threads N pins a count")
 
     def _after_step(self, stop: StopRequests) -> None:
-        step, config = self.step_count, self.config
+        step, config = self.progress.step, self.config
         self.bar.update(1)
         self._estimate_length(step)
         probing = self.probe is not None and step % config.collapse_every == 0
@@ -471,20 +494,20 @@ class Trainer:
         """Once a run is under way, one line on how long the rest of it takes at its pace."""
         into_run = step - self.first_step
         if into_run == ESTIMATE_STEPS[0]:
-            self.pace_from = self.train_seconds
+            self.pace_from = self.progress.train_seconds
         elif into_run == ESTIMATE_STEPS[1] and self.lead and self.pace_from is not None:
-            pace = (self.train_seconds - self.pace_from) / (ESTIMATE_STEPS[1] - ESTIMATE_STEPS[0])
-            note(length_estimate(self.budget, step, self.train_seconds, pace, self.device.type))
+            pace = (self.progress.train_seconds - self.pace_from) / (ESTIMATE_STEPS[1] - ESTIMATE_STEPS[0])
+            note(length_estimate(self.budget, step, self.progress.train_seconds, pace, self.device.type))
 
     def _sync_and_check_loss(self, stop: StopRequests | None = None) -> dict:
         """Gather from every process (a host sync) what all must act on alike: the lead's training
         seconds (the time budget agrees on them), a stop request and the mean loss, returned; and
         a non-finite loss in any process since the last sync, which stops the run (nonfinite=stop)."""
-        mine = dict(self.watch.report(), seconds=self.train_seconds, signal=(stop.signal or 0) if stop else 0)
+        mine = dict(self.watch.report(), seconds=self.progress.train_seconds, signal=(stop.signal or 0) if stop else 0)
         everyone = distributed.all_ranks(mine)
         if self.config.nonfinite == "stop":
             self._stop_on_nonfinite_loss(everyone)
-        self.budget.agree(self.step_count, everyone[0]["seconds"])
+        self.budget.agree(self.progress.step, everyone[0]["seconds"])
         return dict(loss=sum(r["loss"] for r in everyone) / self.world, signal=max(r["signal"] for r in everyone))
 
     @staticmethod
@@ -501,32 +524,21 @@ class Trainer:
             self.logbook(record)
 
     def _log_step(self, loss: float) -> None:
-        now = time.perf_counter()
-        img_s = self.window_images / (now - self.window_start)
-        loader_wait = (self.data.wait_seconds - self.window_wait) / (now - self.window_start)
-        self.window_start, self.window_images, self.window_wait = now, 0, self.data.wait_seconds
+        img_s, loader_wait = self.window.read(self.data.wait_seconds)
         extra = dict(size=self.view_size) if self.config.start_size else {}  # the last step's views' side
         if self.tuner:
             extra["threads"] = torch.get_num_threads()
-        self._log(dict(step=self.step_count, epoch=round(self.step_count / self.steps_per_epoch, 4), loss=loss,
+        self._log(dict(step=self.progress.step, epoch=round(self.progress.step / self.steps_per_epoch, 4), loss=loss,
                        lr=self.lr, tau=self.tau, img_s=round(img_s, 1), loader_wait=round(loader_wait, 4),
-                       time_s=round(self.train_seconds, 2), **extra))
+                       time_s=round(self.progress.train_seconds, 2), **extra))
         self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{img_s:.0f}", refresh=False)
 
     def save(self) -> None:
         """Write a checkpoint (rank 0), from which `restore` continues exactly."""
-        rngs = distributed.all_ranks(rng_state())
-        self.saved_at = self.step_count
-        if not self.lead:
-            return
-        state = dict(learner=self.learner.state_dict(), optimizer=self.optimizer.state_dict(),
-                     scaler=self.scaler.state_dict(), config=self.config.to_dict(), step=self.step_count,
-                     epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, skipped_steps=self.skipped_steps,
-                     train_seconds=self.train_seconds, budget=vars(self.budget), collapse_strikes=self.alarm.strikes,
-                     metrics_bytes=self.logbook.tell(), rng=rngs, data=self.data_identity,
-                     data_changes=self.data_changes, format=CHECKPOINT_FORMAT)
-        save_with_history(state, self.out / CHECKPOINT, self.out / HISTORY / history_name(self.step_count),
-                          self.config.keep_checkpoints)
+        checkpoint = self.checkpoint()
+        self.saved_at = self.progress.step
+        if self.lead:
+            write_checkpoint(checkpoint, self.out, self.config.keep_checkpoints)
 
     def evaluate(self) -> dict[str, float]:
         """k-NN of the online encoder (rank 0); its time is left out of the training time."""
@@ -536,8 +548,8 @@ class Trainer:
 
     def _restart_clock(self) -> None:
         """Training time and throughput count from now (not the time spent before, e.g. on k-NN)."""
-        self.clock = self.window_start = time.perf_counter()
-        self.window_images, self.window_wait = 0, self.data.wait_seconds
+        self.clock = time.perf_counter()
+        self.window.restart(self.data.wait_seconds)
 
     def _knn_or_reason(self) -> dict[str, float] | str:
         """k-NN, or why it cannot run on these folders: then the run goes on, and ends finished,
@@ -550,18 +562,18 @@ class Trainer:
             return self.knn_error
 
     def _log_knn(self, knn: dict[str, float], epoch: float) -> None:
-        self._log(dict(step=self.step_count, epoch=epoch, time_s=round(self.train_seconds, 2),
+        self._log(dict(step=self.progress.step, epoch=epoch, time_s=round(self.progress.train_seconds, 2),
                        **{f"knn_{k}": v for k, v in knn.items()}))
 
     def finish(self) -> dict:
         """The summary of the finished run; rank 0 also writes the encoder, k-NN and summary.json."""
         global_batch = self.config.batch_size * self.config.accumulate
-        result = dict(steps=self.step_count, epochs=round(self.step_count / self.steps_per_epoch, 3),
-                      train_seconds=round(self.train_seconds, 1),
-                      img_s=round(self.step_count * global_batch / max(self.train_seconds, 1e-9), 1),
-                      loader_wait=round(self.data.wait_seconds / max(self.train_seconds - self.first_seconds, 1e-9), 4),
+        result = dict(steps=self.progress.step, epochs=round(self.progress.step / self.steps_per_epoch, 3),
+                      train_seconds=round(self.progress.train_seconds, 1),
+                      img_s=round(self.progress.step * global_batch / max(self.progress.train_seconds, 1e-9), 1),
+                      loader_wait=round(self.data.wait_seconds / max(self.progress.train_seconds - self.first_seconds, 1e-9), 4),
                       skipped_files=len(self.data.skipped) + self.data.stream_skips,
-                      skipped_steps=self.skipped_steps, processes=self.world)
+                      skipped_steps=self.progress.skipped_steps, processes=self.world)
         if not self.lead:
             return result
         encoder = {k: v.contiguous() for k, v in self.learner.encoder.state_dict().items()}
@@ -573,8 +585,8 @@ class Trainer:
             write_json(self.out / "knn.json", knn)
         if self.knn_error:
             result["knn_error"] = self.knn_error
-        if self.data_changes:
-            result["data_changes"] = self.data_changes
+        if self.progress.data_changes:
+            result["data_changes"] = self.progress.data_changes
         self.logbook.close(result)
         write_json(self.out / SUMMARY, result)
         return result
