@@ -97,6 +97,33 @@ def test_the_hybrid_adds_the_weighted_nt_xent_of_the_online_projections():
     assert added.item() == pytest.approx(0.3 * slow_nt_xent(z_1, z_2, 0.5), rel=1e-4)
 
 
+def test_a_new_method_is_one_class_and_one_registry_line(monkeypatch):
+    """A method that takes its own config key (here, the projection's scale in the loss) is
+    built by build_learner and trained by pretrain's code path without another change."""
+    from byol import methods
+    from byol.methods.base import Method
+
+    class ScaledCosine(Method):  # online network only: pull the two views' projections together
+        def __init__(self, encoder, *, scale: float = 1.0, **options):
+            super().__init__(encoder, **options)
+            self.scale = scale
+
+        @classmethod
+        def options_from(cls, config):
+            return dict(scale=config.temperature)
+
+        def loss(self, view_1, view_2, small=None):
+            z_1, z_2 = self.online(view_1), self.online(view_2)
+            return self.scale * (2 - 2 * torch.nn.functional.cosine_similarity(z_1, z_2)).mean()
+
+    monkeypatch.setitem(methods.METHODS, "scaled-cosine", (ScaledCosine, {}))
+    model = learner("scaled-cosine", temperature=3.0)
+    assert isinstance(model, ScaledCosine) and model.scale == 3.0
+    z_1, z_2 = model.online(V1), model.online(V2)
+    expected = 3.0 * (2 - 2 * (z_1 * z_2).sum(1) / (z_1.norm(dim=1) * z_2.norm(dim=1)))
+    torch.testing.assert_close(model.loss(V1, V2), expected.mean())
+
+
 def test_an_unknown_method_is_refused_with_the_choices():
     with pytest.raises(ByolError, match="unknown method 'byol-tau2': choose one of byol, byol-no-predictor"):
         learner("byol-tau2")

@@ -10,15 +10,16 @@ from byol.data.views import TwoViews
 from byol.methods.base import Method
 from byol.methods.byol import BYOL, BYOLSimCLR
 from byol.methods.simclr import SimCLR
+from byol.methods.simsiam import SimSiam
 from byol.nets.encoders import build_encoder
 
-METHODS = {  # name -> (class, options beyond the config's)
+METHODS: dict[str, tuple[type[Method], dict]] = {  # name -> (class, options beyond the config's)
     "byol": (BYOL, {}),
     "byol-no-predictor": (BYOL, {"predictor": False}),
     "byol-tau0": (BYOL, {"fixed_tau": 0.0}),  # target = online behind a stop-gradient
     "byol-tau1": (BYOL, {"fixed_tau": 1.0}),  # the target stays at its random initialisation
     "byol-no-stopgrad": (BYOL, {"stop_gradient": False}),
-    "simsiam": (BYOL, {"fixed_tau": 0.0}),  # with its bottleneck predictor, below
+    "simsiam": (SimSiam, {}),
     "simclr": (SimCLR, {}),
     "byol+simclr": (BYOLSimCLR, {}),
 }
@@ -31,18 +32,10 @@ def build_learner(config: Config) -> Method:
     kind, options = METHODS[config.method]
     views = TwoViews.preset(config.augment, config.image_size, config.crop_min_scale, config.transforms,
                             config.small_crops, config.small_crop_side)
-    options = dict(options, views=views, image_size=config.image_size,
-                   projector_hidden=config.projector_hidden, projection_dim=config.projection_dim,
-                   head_batchnorm=config.head_batchnorm)
-    if kind in (BYOL, BYOLSimCLR):
-        # SimSiam's predictor is a bottleneck: hidden = d / 4 (Chen and He 2021, section 3)
-        hidden = max(1, config.projection_dim // 4) if config.method == "simsiam" else config.predictor_hidden
-        options["predictor_hidden"] = hidden
-    if kind in (SimCLR, BYOLSimCLR):
-        options["temperature"] = config.temperature
-    if kind is BYOLSimCLR:
-        options["nt_xent_weight"] = config.nt_xent_weight
-    return kind(build_encoder(config.encoder, config.width, config.cifar_stem), **options)
+    return kind(build_encoder(config.encoder, config.width, config.cifar_stem), views=views,
+                image_size=config.image_size, projector_hidden=config.projector_hidden,
+                projection_dim=config.projection_dim, head_batchnorm=config.head_batchnorm,
+                **kind.options_from(config), **options)
 
 
-__all__ = ["BYOL", "BYOLSimCLR", "METHODS", "Method", "SimCLR", "build_learner"]
+__all__ = ["BYOL", "BYOLSimCLR", "METHODS", "Method", "SimCLR", "SimSiam", "build_learner"]

@@ -7,10 +7,12 @@ loop, the views and the evaluation are the same for all of them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from byol.config import Config
 from byol.data.views import TwoViews, checked_images, default_views
 from byol.nets.encoders import feature_dim, without_classifier
 from byol.nets.heads import mlp_head
@@ -30,7 +32,18 @@ class EncoderProjector(nn.Module):
 
 
 class Method(nn.Module):
-    """Base of all methods: `loss(view_1, view_2)`, `forward(images)`, `update_target(tau)`."""
+    """Base of all methods: `loss(view_1, view_2)`, `forward(images)`, `update_target(tau)`.
+
+    A method is one file: its class says which networks exist (here the online encoder and
+    projector; a subclass adds a target, a predictor), what the loss is (negatives or not), and
+    in `options_from` which config keys its constructor takes beyond the shared ones; its name
+    is one line of byol.methods.METHODS.
+    """
+
+    @classmethod
+    def options_from(cls, config: Config) -> dict[str, Any]:
+        """The constructor's options that come from `config`, beyond the views and the projector."""
+        return {}
 
     def __init__(self, encoder: nn.Module, *, views: ViewFn | None = None, image_size: int = 32,
                  projector_hidden: int = 4096, projection_dim: int = 256, head_batchnorm: bool = True) -> None:

@@ -21,10 +21,12 @@ through both branches). SimSiam (Chen and He 2021) is BYOL with tau fixed at 0.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
 
+from byol.config import Config
 from byol.losses import byol_loss, nt_xent
 from byol.methods.base import EncoderProjector, Method, ViewFn
 from byol.nets.heads import mlp_head
@@ -70,6 +72,10 @@ class BYOL(Method):
         self.target = copy.deepcopy(self.online).requires_grad_(False) if stop_gradient else None
         self.fixed_tau = fixed_tau
 
+    @classmethod
+    def options_from(cls, config: Config) -> dict[str, Any]:
+        return dict(predictor_hidden=config.predictor_hidden)
+
     def trained_modules(self) -> dict[str, nn.Module]:
         return {"online": self.online, "predictor": self.predictor}
 
@@ -110,6 +116,10 @@ class BYOLSimCLR(BYOL):
                  **byol_options) -> None:
         super().__init__(encoder, **byol_options)
         self.nt_xent_weight, self.temperature = nt_xent_weight, temperature
+
+    @classmethod
+    def options_from(cls, config: Config) -> dict[str, Any]:
+        return super().options_from(config) | dict(temperature=config.temperature, nt_xent_weight=config.nt_xent_weight)
 
     def loss(self, view_1: torch.Tensor, view_2: torch.Tensor, small: torch.Tensor | None = None) -> torch.Tensor:
         z_1, z_2, z_small = self.online(view_1), self.online(view_2), self.small_projections(small, len(view_1))
