@@ -151,7 +151,7 @@ def test_a_full_width_classifier_exports_into_torchvision_resnet18_with_the_same
     (["--test", "{single}"], "differ from those of"),
     (["--train", "{single}"], "has a single class"),
     (["--train", "{flat}"], "has no class sub-folders"),
-    (["--labels", "1"], "one image a class, none to choose the rate on"),
+    (["--labels", "1"], "choosing the fine-tuning rate needs a class with 2 or more labelled images"),
     (["--set", "epochs=0"], "epochs is 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_training(small_folders, separating_run, tmp_path, capsys,

@@ -183,7 +183,7 @@ def _write_predictions(writer, model: nn.Module | OnnxModel, card: dict, listing
                        workers: int, device: torch.device | str) -> list[int | None]:
     """One CSV row per file of `listing`, in order; returns each file's predicted class (None: undecodable)."""
     classes, top = card["classes"], min(5, len(card["classes"]))
-    spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
+    spec = ViewSpec.of_card(card)
     loader = folders.decoded_batches(listing.files, spec.size, batch_size, workers)
     predicted: list[int | None] = []
     for images, decoded in progress(loader, desc="predict", unit="batch"):

@@ -275,12 +275,16 @@ def run_eval(args: argparse.Namespace) -> int:
                       device=pick_device(args.device), k=getattr(args, "k", None),
                       temperature=getattr(args, "temperature", None))
     print(json.dumps(result), flush=True)
-    line = f"{args.protocol} top-1 on {args.test}: pretrained {result['pretrained']['top1']:.2f}%"
-    if args.baseline:
-        line += f", random init {result['random_init']['top1']:.2f}% ({result['gain_top1']:+.2f} points)"
-    print(line, file=sys.stderr)
+    _print_scores(result, f"{args.protocol} top-1 on {args.test}: pretrained {result['pretrained']['top1']:.2f}%")
     write_json(args.out or Path(result["checkpoint"]).parent / f"eval_{args.protocol}.json", result)
     return 0
+
+
+def _print_scores(result: dict, line: str) -> None:
+    """The scores' line on stderr, with the random-init baseline and the gain where they were scored."""
+    if "random_init" in result:
+        line += f", random init {result['random_init']['top1']:.2f}% ({result['gain_top1']:+.2f} points)"
+    print(line, file=sys.stderr)
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -295,11 +299,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     result = finetune_folder(args.checkpoint, args.train, args.test, args.out, args.labels, settings,
                              pick_device(args.device), args.seed, args.baseline)
     print(json.dumps(result), flush=True)
-    line = (f"fine-tuned on {result['labels']} labelled images, top-1 on {args.test}: pretrained "
-            f"{result['pretrained']['top1']:.2f}%, linear probe {result['linear']['top1']:.2f}%")
-    if args.baseline:
-        line += f", random init {result['random_init']['top1']:.2f}% ({result['gain_top1']:+.2f} points)"
-    print(line, file=sys.stderr)
+    _print_scores(result, f"fine-tuned on {result['labels']} labelled images, top-1 on {args.test}: pretrained "
+                  f"{result['pretrained']['top1']:.2f}%, linear probe {result['linear']['top1']:.2f}%")
     return 0
 
 

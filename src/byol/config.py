@@ -109,13 +109,14 @@ class Allowed:
     says: str
 
 
-def number(low: float, high: float, says: str, above: bool = False, none: bool = False) -> Allowed:
-    """A finite number in [low, high] ((low, high] with `above`), or None where `none`."""
+def number(low: float, high: float, says: str, above: bool = False, none: bool = False, below: bool = False) -> Allowed:
+    """A finite number in [low, high] (above low with `above`, below high with `below`), or None where `none`."""
     def ok(value: Any) -> bool:
         if value is None:
             return none
         try:
-            return math.isfinite(value) and (value > low if above else value >= low) and value <= high
+            return (math.isfinite(value) and (value > low if above else value >= low)
+                    and (value < high if below else value <= high))
         except OverflowError:  # an int too large for a float
             return False
     return Allowed(ok, says)

@@ -319,7 +319,7 @@ def _embed_rows(encoder: nn.Module, card: dict, listing: folders.ImageFiles, row
                 device: torch.device | str) -> list[Path]:
     """Write every file's embedding to `rows` in order (NaN for a file that does not decode);
     returns the files that did not."""
-    spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
+    spec = ViewSpec.of_card(card)
     loader = folders.decoded_batches(listing.files, card["input_size"], batch_size, workers)
     skipped, start = [], 0
     for images, decoded in progress(loader, desc="embed", unit="batch"):

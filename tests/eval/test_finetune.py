@@ -1,6 +1,8 @@
 """Fine-tuning: the schedule cut short is the same run, the encoder moves, the recipe is chosen on validation."""
 
 import copy
+import dataclasses
+import re
 from dataclasses import replace
 
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from byol.core.errors import ByolError
 from byol.data.folders import decode_into_memory, list_images
 from byol.data.views import CIFAR10_MEAN, CIFAR10_STD, ViewSpec
-from byol.eval.finetune import (ALLOWED, FinetuneSettings, Fit, choose_recipe, finetune_settings, linear_on_subset,
+from byol.eval.finetune import (FinetuneSettings, Fit, choose_recipe, finetune_settings, linear_on_subset,
                                 train_classifier, train_spec, with_head)
 from byol.nets.encoders import build_encoder
 
@@ -86,17 +88,60 @@ def test_streamed_large_images_fine_tune_through_loader_workers(large_folder):
     assert not torch.equal(before, model.fc.weight)
 
 
+# every setting's range as docs/evaluation.md states it: (low, high, low included, high included,
+# whole numbers only, null allowed); precision is a choice of names
+RANGES = {"epochs": (1, 10**5, True, True, True, False), "batch_size": (2, 65536, True, True, True, False),
+          "lr": (0, 100, False, True, False, True), "head_lr_mult": (0, 1000, False, True, False, False),
+          "momentum": (0, 1, True, False, False, False), "weight_decay": (0, 1, True, True, False, False),
+          "crop_min_scale": (0, 1, False, True, False, False), "val_fraction": (0, 0.5, False, True, False, False),
+          "workers": (0, 256, True, True, True, False)}
+
+
+REFUSED = object()
+
+
+def taken_as(key, value):
+    """The value the setting holds once `value` is given, or REFUSED."""
+    if key == "precision":
+        return value if value in ("auto", "fp32", "bf16", "fp16") else REFUSED
+    low, high, low_in, high_in, whole, null = RANGES[key]
+    if value is None:
+        return None if null else REFUSED
+    if isinstance(value, str) and not whole:  # YAML 1.1 reads 1e-5 as text: a number field takes it
+        try:
+            value = float(value)
+        except ValueError:
+            return REFUSED
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+        return REFUSED
+    inside = (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
+    return value if inside else REFUSED
+
+
+def test_the_ranges_cover_every_setting():
+    assert set(RANGES) | {"precision"} == {f.name for f in dataclasses.fields(FinetuneSettings)}
+
+
 @settings(max_examples=300, deadline=None)
-@given(key=st.sampled_from(sorted(ALLOWED)),
-       value=st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
+@given(key=st.sampled_from(sorted([*RANGES, "precision"])),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                       st.sampled_from([0, 1, 0.5, 2, 256, 257, 10**5, 65536, 65537, 100, 1000, "fp16", "bf16"]),
                        st.text(max_size=8)))
-def test_every_setting_is_in_range_or_refused_in_one_line(key, value):
+def test_every_setting_is_taken_in_its_range_and_refused_outside_in_one_line(key, value):
     try:
-        settings_ = finetune_settings({key: value})
+        taken = finetune_settings({key: value})
     except ByolError as refusal:
-        assert "\n" not in str(refusal) and key in str(refusal)
+        assert taken_as(key, value) is REFUSED and "\n" not in str(refusal) and key in str(refusal)
     else:
-        assert ALLOWED[key].ok(getattr(settings_, key))
+        assert getattr(taken, key) == taken_as(key, value)
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [("momentum", 1.0, "use a momentum in [0, 1)"),
+                                                    ("batch_size", 1, "BatchNorm needs at least 2 images a batch"),
+                                                    ("val_fraction", 0.0, "hold out a share in (0, 0.5]")])
+def test_a_refusal_states_the_range_that_its_check_applies(key, value, says):
+    with pytest.raises(ByolError, match=rf"^invalid fine-tuning setting: {key} is {value!r}: {re.escape(says)}"):
+        finetune_settings({key: value})
 
 
 def test_an_unknown_setting_lists_the_ones_there_are():

@@ -110,6 +110,18 @@ def own_random_stream(seed: int | None = None) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def in_eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`module` in eval mode inside (BatchNorm's running statistics used, not moved), and in the
+    mode it was in after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 def make_deterministic() -> None:
     """Deterministic kernels where PyTorch has them (a warning where it has none), so that a
     resumed run can end bit-identical to an uninterrupted one."""

@@ -230,10 +230,7 @@ def decode_into_memory(root: str | Path, size: int, cache_dir: Path | None = Non
     keep = [i for i, arr in enumerate(decoded) if arr is not None]
     skipped = [str(listing.files[i]) for i, arr in enumerate(decoded) if arr is None]
     if not keep:
-        raise ByolError(
-            f"none of the {len(jobs)} image files under {listing.root} could be decoded: "
-            "check that they are real images (not empty, truncated or of another format)"
-        )
+        raise none_decoded(len(jobs), f"image files under {listing.root}")
     images = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([listing.labels[i] for i in keep], dtype=torch.long)
     data = ImageTensor(images, labels, listing.classes, skipped, listing.digest())
@@ -409,6 +406,12 @@ class CroppedPairs(torch.utils.data.Dataset):
             return None
         with own_random_stream(((self.seed << 40) + key) % 2**63):  # any seed, any epoch: within torch's range
             return tuple(crop(img) for crop in self.crops)
+
+
+def none_decoded(count: int, what: str) -> ByolError:
+    """The error of a set of image files of which not one decodes."""
+    return ByolError(f"none of the {count} {what} could be decoded: check that they are real images (not empty, "
+                     "truncated or of another format)")
 
 
 def collate_pairs(items: list) -> tuple:

@@ -52,6 +52,11 @@ class ViewSpec:
         """About 10% of the image side, odd (23 at 224, as in the paper)."""
         return max(3, int(0.1 * self.size) // 2 * 2 + 1)
 
+    @classmethod
+    def of_card(cls, card: dict) -> ViewSpec:
+        """The input an exported model's card names: its side and normalisation."""
+        return cls(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
+
 
 NO_FLIP, NO_BLUR = dict(flip_p=0.0), dict(blur_p=0.0)
 NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0)  # the paper's "colour": jitter and grayscale

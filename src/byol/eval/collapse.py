@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from byol.core.errors import ByolError
-from byol.core.runtime import autocast, own_random_stream
+from byol.core.runtime import autocast, in_eval_mode, own_random_stream
 from byol.data.views import TwoViews
 from byol.methods import Method
 
@@ -95,13 +95,8 @@ class CollapseProbe:
 
     @torch.no_grad()
     def __call__(self, learner: Method, dtype: torch.dtype | None) -> dict[str, float]:
-        was_training = learner.training
-        learner.eval()
-        try:
-            with autocast(self.view_1.device, dtype):
-                y_1, y_2 = learner.encoder(self.view_1), learner.encoder(self.view_2)
-                z_1, z_2 = learner.online.projector(y_1).float(), learner.online.projector(y_2).float()
-        finally:
-            learner.train(was_training)
+        with in_eval_mode(learner), autocast(self.view_1.device, dtype):
+            y_1, y_2 = learner.encoder(self.view_1), learner.encoder(self.view_2)
+            z_1, z_2 = learner.online.projector(y_1).float(), learner.online.projector(y_2).float()
         return dict(proj_std=normalized_std(z_1), proj_rank=effective_rank(z_1), feature_rank=effective_rank(y_1),
                     alignment=alignment(z_1, z_2), uniformity=uniformity(z_1))

@@ -10,7 +10,9 @@ from torch import nn
 from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.progress import progress
-from byol.data.folders import ImageFiles, ImageTensor, decoded_batches, images_in_memory, is_named, list_images
+from byol.core.runtime import in_eval_mode
+from byol.data.folders import (ImageFiles, ImageTensor, decoded_batches, images_in_memory, is_named, list_images,
+                               none_decoded)
 from byol.data.views import eval_transform, view_specs
 
 
@@ -28,14 +30,9 @@ def extract_features(
     """Encoder outputs (N, D) of uint8 images (a tensor, or an iterable of batches), in eval
     mode, on the CPU in fp32."""
     batches = images.split(batch_size) if isinstance(images, torch.Tensor) else images
-    was_training = encoder.training
-    encoder.eval()
-    out = []
-    try:
-        for batch in progress(batches, desc=desc, disable=desc is None, leave=False, unit="batch"):
-            out.append(encoder(transform(batch.to(device))).float().cpu())
-    finally:
-        encoder.train(was_training)
+    with in_eval_mode(encoder):
+        out = [encoder(transform(batch.to(device))).float().cpu()
+               for batch in progress(batches, desc=desc, disable=desc is None, leave=False, unit="batch")]
     return torch.cat(out)
 
 
@@ -77,8 +74,7 @@ def sample_images(spec: str, size: int, count: int, seed: int) -> ImageTensor:
     order = torch.randperm(len(listing.files), generator=torch.Generator().manual_seed(seed))[:count]
     sample = decode_in_order(listing.subset(order.tolist()), size)
     if len(sample.labels) == 0:
-        raise ByolError(f"none of the {len(order)} image files sampled under {listing.root} could be decoded: check "
-                        "that they are real images (not empty, truncated or of another format)")
+        raise none_decoded(len(order), f"image files sampled under {listing.root}")
     return sample
 
 
@@ -93,8 +89,7 @@ def features_and_labels(encoder: nn.Module, data: ImageTensor | ImageFiles, tran
     features = extract_features(encoder, files, transform, device=device, desc=desc)
     decoded = torch.cat(files.decoded)
     if not decoded.any():
-        raise ByolError(f"none of the {len(data.files)} image files under {data.root} could be decoded: check that "
-                        "they are real images (not empty, truncated or of another format)")
+        raise none_decoded(len(data.files), f"image files under {data.root}")
     return features[decoded], torch.as_tensor(data.labels)[decoded]
 
 

@@ -31,7 +31,8 @@ from byol.core.schedules import lr_at
 from byol.data.folders import ImageFiles, ImageTensor, full_resolution_crop, ignore_ctrl_c, open_for_crops
 from byol.data.views import ViewSpec, eval_transform, normalise, resized_crop_flip, to_unit_float
 from byol.eval.features import features_and_labels
-from byol.eval.knn import topk_accuracy
+from byol.eval.knn import topk_accuracy, with_gain
+from byol.eval.labels import refuse_without_held_out
 from byol.eval.linear import linear_probe, stratified_split
 from byol.nets.encoders import build_encoder
 
@@ -54,18 +55,18 @@ class FinetuneSettings:
     workers: int = 2  # loader processes for streamed (large) images
 
 
-ALLOWED = {
+ALLOWED = {  # the keys that pretraining has too take its lines of config.ALLOWED
     "epochs": cfg.number(1, 10**5, "use 1 to 100000 epochs"),
-    "batch_size": cfg.number(2, 65536, "BatchNorm needs at least 2 images a batch (and at most 65536)"),
+    "batch_size": cfg.ALLOWED["batch_size"],
     "lr": cfg.number(0, 100, "the learning rate must be positive (at most 100), or null to choose it", above=True,
                      none=True),
     "head_lr_mult": cfg.number(0, 1000, "it must be positive (at most 1000)", above=True),
-    "momentum": cfg.number(0, 1, "use a momentum in [0, 1)"),
-    "weight_decay": cfg.number(0, 1, "use 0 to 1"),
-    "crop_min_scale": cfg.number(0, 1, "use a fraction of the area in (0, 1]", above=True),
+    "momentum": cfg.number(0, 1, "use a momentum in [0, 1)", below=True),  # Nesterov's: 1 never forgets
+    "weight_decay": cfg.ALLOWED["weight_decay"],
+    "crop_min_scale": cfg.ALLOWED["crop_min_scale"],
     "val_fraction": cfg.number(0, 0.5, "hold out a share in (0, 0.5] of each class", above=True),
-    "precision": cfg.choice("auto", "fp32", "bf16", "fp16"),
-    "workers": cfg.number(0, 256, "use 0 (load in this process) to 256"),
+    "precision": cfg.ALLOWED["precision"],
+    "workers": cfg.ALLOWED["workers"],
 }
 
 
@@ -219,10 +220,9 @@ def choose_recipe(initial: nn.Module, fit: Fit, val: ImageTensor | ImageFiles, d
 
 
 def check_labelled(labels: torch.Tensor) -> None:
-    """Choosing the rate needs held-out images: a class with 2 or more labelled images."""
-    if len(labels) == 0 or torch.bincount(labels).max() < 2:
-        raise ByolError("the labelled subset has one image a class, none to choose the rate on: use 2 or more "
-                        "images a class (--labels 2, or a share such as 10%)")
+    """Fine-tuning chooses its rate and epochs on held-out images."""
+    refuse_without_held_out(labels, "the fine-tuning rate", "use 2 or more images a class (--labels 2, or a share "
+                            "such as 10%)")
 
 
 def finetune_one(initial: nn.Module, labelled: ImageTensor | ImageFiles, test: ImageTensor | ImageFiles,
@@ -261,7 +261,7 @@ def finetune(encoder: nn.Module, card: dict, labelled: ImageTensor | ImageFiles,
     """The fine-tuned classifier of the pretrained encoder, and its scores beside the linear
     probe's on the same labels (and, with `baseline`, fine-tuning from random weights)."""
     check_labelled(torch.as_tensor(labelled.labels))
-    spec = ViewSpec(size=card["input_size"], mean=tuple(card["mean"]), std=tuple(card["std"]))
+    spec = ViewSpec.of_card(card)
     fit = Fit(labelled, train_spec(spec, settings.crop_min_scale), settings, 0.0, device, seed)
     result: dict = dict(settings=asdict(settings), linear=linear_on_subset(encoder.to(device), labelled, test, spec,
                                                                            device, seed))
@@ -271,5 +271,4 @@ def finetune(encoder: nn.Module, card: dict, labelled: ImageTensor | ImageFiles,
     if baseline:
         _, result["random_init"] = finetune_one(with_head(random_encoder(card, seed), classes), labelled, test, fit,
                                                 "random init")
-        result["gain_top1"] = result["pretrained"]["top1"] - result["random_init"]["top1"]
-    return model, result
+    return model, with_gain(result)

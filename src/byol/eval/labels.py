@@ -19,6 +19,13 @@ from byol.data.folders import ImageFiles
 LabelSpec = float | int | Path | None  # a share of each class, images a class, a list file, or all
 
 
+def refuse_without_held_out(labels: torch.Tensor, chooses: str, fix: str) -> None:
+    """Choosing `chooses` on held-out images needs a class with 2 or more labelled images."""
+    if len(labels) == 0 or torch.bincount(labels).max() < 2:
+        raise ByolError(f"choosing {chooses} needs a class with 2 or more labelled images (one to fit, one held out), "
+                        f"and these {len(labels)} labelled images have one a class at most: {fix}")
+
+
 def parse_label_spec(text: str | None) -> LabelSpec:
     """`--labels` as a share of each class (`1%`), images a class (`50`), a list file, or None (all)."""
     if text is None or text == "all":

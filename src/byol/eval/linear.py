@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from byol.core.errors import ByolError
 from byol.core.progress import progress
 from byol.eval.knn import topk_accuracy
+from byol.eval.labels import refuse_without_held_out
 
 WEIGHT_DECAYS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -34,11 +34,8 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int = 0) -> tu
 
 
 def check_probe_labels(labels: torch.Tensor) -> None:
-    """The probe chooses its penalty on held-out images: it needs a class with two or more."""
-    if len(labels) == 0 or torch.bincount(labels).max() < 2:
-        raise ByolError(f"the linear probe needs a class with 2 or more labelled images (one to fit, one to choose "
-                        f"the penalty on), and the training folder has {len(labels)} images, one a class at most: "
-                        "add images")
+    """The probe chooses its penalty on held-out images."""
+    refuse_without_held_out(labels, "the linear probe's penalty", "add images to the training folder")
 
 
 def fit_linear(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float,

@@ -13,7 +13,7 @@ from byol.core.runtime import autocast, autocast_dtype
 from byol.data.folders import in_memory_or_streamed
 from byol.eval.checkpoints import load_run_encoder
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
-from byol.eval.knn import knn_accuracy
+from byol.eval.knn import knn_accuracy, with_gain
 from byol.eval.linear import check_probe_labels, linear_probe
 
 
@@ -72,6 +72,4 @@ def evaluate(
         else:
             result[name] = linear_probe(train_x, train_y, test_x, test_y, len(train_data.classes), device=device,
                                         seed=config.seed, desc=f"{name} linear probe")
-    if len(networks) == 2:
-        result["gain_top1"] = result["pretrained"]["top1"] - result["random_init"]["top1"]
-    return result
+    return with_gain(result)

@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from byol.core.errors import ByolError
+from byol.core.runtime import in_eval_mode
 
 RESNETS = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
@@ -99,13 +100,8 @@ def feature_dim(encoder: nn.Module, image_size: int) -> int:
     known = getattr(encoder, "feature_dim", None)
     if isinstance(known, int):
         return known
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        device = next(encoder.parameters()).device
-        out = encoder(torch.zeros(2, 3, image_size, image_size, device=device))
-    finally:
-        encoder.train(was_training)
+    with in_eval_mode(encoder):
+        out = encoder(torch.zeros(2, 3, image_size, image_size, device=next(encoder.parameters()).device))
     if out.ndim != 2:
         raise ByolError(
             f"the encoder returns a tensor of shape {tuple(out.shape)}; it must return "
