@@ -22,7 +22,7 @@ import torch
 from byol.data.folders import list_images
 from byol.data.views import ViewSpec
 from byol.eval.features import decode_in_order
-from byol.eval.finetune import FinetuneSettings, Fit, random_encoder, score, train_classifier, train_spec, with_head
+from byol.eval.finetune import FinetuneSettings, FinetuneJob, random_encoder, score, train_classifier, train_spec, with_head
 from byol.eval.labels import choose_labelled
 from byol.export import load_encoder_and_card
 
@@ -64,7 +64,7 @@ def main() -> None:
         for crop, mult, lr in itertools.product(*(map(float, s.split(",")) for s in (args.crops, args.head_mults,
                                                                                      rates))):
             settings = replace(FinetuneSettings(), epochs=args.epochs, head_lr_mult=mult)
-            fit = Fit(data, train_spec(spec, crop), settings, lr, torch.device("cpu"), seed=0)
+            fit = FinetuneJob(data, train_spec(spec, crop), settings, lr, torch.device("cpu"), seed=0)
             curve: list[float] = []
             train_classifier(copy.deepcopy(initial), fit, args.epochs,
                              lambda epoch, model: curve.append(score(model, val, spec, fit.device)["top1"]))

@@ -4,7 +4,7 @@ For each case (a preset's networks on a folder of large images, which `byol pret
 streams through loader workers), in this order:
 
 - decode: images/s on one core of what a loader worker does per image (read and decode
-  the file, cut both random crops: `CroppedPairs`), so a GPU user can size `workers`;
+  the file, cut both random crops: `CroppedViews`), so a GPU user can size `workers`;
 - in memory: seconds per training step with the crops already decoded (the colour stage
   and `Trainer.step`, the library's own step); for images held in memory (64 px or less),
   the step on them is all there is;
@@ -39,8 +39,8 @@ import torch
 
 from byol import config as cfg
 from byol.core.runtime import pick_device
-from byol.data.folders import CroppedPairs
-from byol.train.recipe import choose_recipe, device_for
+from byol.data.folders import CroppedViews
+from byol.train.recipe import device_for, recipe_for
 from byol.train.trainer import Trainer
 
 
@@ -52,7 +52,7 @@ def trainer_for(preset: str, folder: Path, batch: int, workers: int, device: str
     if image_size:
         overrides["image_size"] = image_size
     if preset == "auto":
-        config, _ = choose_recipe(cfg.resolve(overrides=overrides), set(overrides), device_for(cfg.Config(device=device)))
+        config, _, _ = recipe_for(cfg.resolve(overrides=overrides), set(overrides), device_for(cfg.Config(device=device)))
     else:
         config = cfg.resolve(preset, overrides=overrides)
     return Trainer(config, Path(tempfile.mkdtemp(prefix="byol-loader-")), pick_device(device))
@@ -60,7 +60,7 @@ def trainer_for(preset: str, folder: Path, batch: int, workers: int, device: str
 
 def decode_rate(trainer: Trainer, images: int) -> float:
     """Images/s of one loader worker's per-image work, on one core."""
-    pairs = CroppedPairs(trainer.data.listing, trainer.learner.views.specs, seed=0)
+    pairs = CroppedViews(trainer.data.listing, trainer.learner.views.specs, seed=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -44,7 +44,7 @@ from throughput import (TAU, Runner, Setup, byol_pytorch, knn_top1, lightly, lig
 
 from byol.core.runtime import autocast, autocast_dtype, pick_device
 from byol.data.folders import images_in_memory
-from byol.data.views import IMAGENET_MEAN, IMAGENET_STD, TwoViews, view_specs
+from byol.data.views import IMAGENET_MEAN, IMAGENET_STD, Views, view_specs
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def ours_with(setup: Setup, recipe: Recipe) -> Runner:
     spec = learner.views.specs[0]
     if recipe.views == "ours-imagenet":
         spec_1, spec_2 = (replace(s, mean=IMAGENET_MEAN, std=IMAGENET_STD) for s in view_specs("cifar", 32))
-        learner.views, spec = TwoViews(spec_1, spec_2), spec_1
+        learner.views, spec = Views(spec_1, spec_2), spec_1
     elif recipe.views == "lightly":
         learner.views, spec = LightlyViews(setup.device), replace(spec, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     memory_format = memory_format_for(learner, setup, True)

@@ -60,7 +60,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from byol.config import Config
 from byol.core.runtime import autocast, autocast_dtype, channels_last_is_safe, pick_device
 from byol.data.folders import images_in_memory
-from byol.data.views import TwoViews, ViewSpec, eval_transform, view_specs
+from byol.data.views import Views, ViewSpec, eval_transform, view_specs
 from byol.eval.features import extract_features
 from byol.eval.knn import knn_accuracy
 from byol.losses import byol_loss
@@ -406,7 +406,7 @@ def gemm_peak_gflops(device: torch.device, dtype: torch.dtype | None) -> float:
 
 def augmentation_rates(setup: Setup, batch: int = 512, reps: int = 5) -> dict[str, float]:
     """images/s (both views) of our batched views and of the same views per image with PIL."""
-    batched, pil = TwoViews.preset("cifar", 32), PerImageViews(view_specs("cifar", 32))
+    batched, pil = Views.preset("cifar", 32), PerImageViews(view_specs("cifar", 32))
     images = setup.images[:batch].to(setup.device)
     pil_images = [Image.fromarray(a) for a in setup.images[:batch].permute(0, 2, 3, 1).numpy()]
     rates = {}

@@ -16,7 +16,7 @@ from byol.core.errors import ByolError
 
 from byol.data.folders import decode_into_memory
 from byol.data.views import CIFAR10_MEAN, CIFAR10_STD, ViewSpec, eval_transform
-from byol.eval.finetune import FinetuneSettings, Fit, train_classifier, train_spec, with_head
+from byol.eval.finetune import FinetuneSettings, FinetuneJob, train_classifier, train_spec, with_head
 from byol.methods import build_learner
 from tests.conftest import write_learner_checkpoint
 
@@ -41,7 +41,7 @@ def separating_run(small_folders, tmp_path_factory):
     torch.manual_seed(0)
     model = with_head(byol.build_encoder("resnet18", width=0.125, cifar_stem=True), 4)
     spec = ViewSpec(size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-    fit = Fit(decode_into_memory(small_folders[0], 32), train_spec(spec, 0.5),
+    fit = FinetuneJob(decode_into_memory(small_folders[0], 32), train_spec(spec, 0.5),
               FinetuneSettings(epochs=8, batch_size=32, head_lr_mult=1.0, precision="fp32"), 0.05, torch.device("cpu"),
               seed=0)
     train_classifier(model, fit, epochs=8)

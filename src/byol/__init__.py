@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 _WHERE = {  # public name -> the module that defines it
     "FolderBatches": "byol.data.folders",
-    "TwoViews": "byol.data.views", "ViewSpec": "byol.data.views", "view_specs": "byol.data.views",
+    "Views": "byol.data.views", "ViewSpec": "byol.data.views", "view_specs": "byol.data.views",
     "load_encoder": "byol.export",
     "load_classifier": "byol.classifier",
     "byol_loss": "byol.losses", "nt_xent": "byol.losses", "regression_loss": "byol.losses",
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name load
     from byol.classifier import load_classifier
     from byol.core.schedules import lr_at, scaled_lr, tau_at
     from byol.data.folders import FolderBatches
-    from byol.data.views import TwoViews, ViewSpec, view_specs
+    from byol.data.views import Views, ViewSpec, view_specs
     from byol.export import load_encoder
     from byol.losses import byol_loss, nt_xent, regression_loss
     from byol.methods.byol import BYOL, ema_update

@@ -43,7 +43,7 @@ def _run(config: Config, run_dir: Path) -> dict:
 
 
 def _was_a_comparison(folder: Path) -> bool:
-    """A compare folder written before such folders were marked: runs by method, and its tables."""
+    """An unmarked folder is a compare folder when it holds only runs by method and the tables."""
     return all(p.name in METHODS or p.name in ("compare.json", "compare.md", "report") for p in folder.iterdir())
 
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from byol.core.errors import ByolError
-from byol.data.folders import UNLABELLED, CroppedPairs, ImageFiles, decode_into_memory, list_images
+from byol.data.folders import UNLABELLED, CroppedViews, ImageFiles, decode_into_memory, list_images
 from tests.conftest import pattern_image
 
 
@@ -141,21 +141,21 @@ def test_a_jpeg_is_decoded_at_the_smallest_scale_that_still_holds_its_smallest_c
     else:
         assert decoded.size == (width, height)
     assert open_for_crops(tmp_path / "a.png", specs).size == (width, height)  # PNG has no reduced scales
-    crops = CroppedPairs(ImageFiles(tmp_path, [tmp_path / "a.jpg"], [UNLABELLED], []), specs)[0]
+    crops = CroppedViews(ImageFiles(tmp_path, [tmp_path / "a.jpg"], [UNLABELLED], []), specs)[0]
     assert [tuple(crop.shape) for crop in crops] == [(3, view_size, view_size)] * 2
 
 
 def test_streamed_small_crops_come_in_the_order_of_the_batched_path(tmp_path):
-    from byol.data.folders import collate_pairs
-    from byol.data.views import TwoViews
+    from byol.data.folders import collate_views
+    from byol.data.views import Views
 
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
     for i, colour in enumerate(colours):
         Image.new("RGB", (120, 90), colour).save(tmp_path / f"{i}.png")
-    views = TwoViews.preset("imagenet", 48, transforms="crop-only", small_crops=2)
+    views = Views.preset("imagenet", 48, transforms="crop-only", small_crops=2)
     listing = list_images(tmp_path)
-    items = CroppedPairs(listing, views.crop_specs, seed=0)
-    *crops, undecodable = collate_pairs([items[i] for i in range(len(colours))])
+    items = CroppedViews(listing, views.crop_specs, seed=0)
+    *crops, undecodable = collate_views([items[i] for i in range(len(colours))])
     assert undecodable == 0 and [tuple(c.shape) for c in crops] == [(4, 3, 48, 48)] * 2 + [(4, 3, 24, 24)] * 2
     out = views.from_crops(*crops)
     assert [tuple(v.shape) for v in out] == [(4, 3, 48, 48)] * 2 + [(8, 3, 24, 24)]

@@ -6,7 +6,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from byol.data.views import (TwoViews, ViewSpec, color_jitter, colour_and_normalise, crop_boxes, resized_crop_flip,
+from byol.data.views import (Views, ViewSpec, color_jitter, colour_and_normalise, crop_boxes, resized_crop_flip,
                              view_specs)
 
 NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))
@@ -14,7 +14,7 @@ NO_COLOUR = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, mean
 
 def test_every_image_in_a_batch_gets_its_own_random_parameters():
     image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    v1, v2 = TwoViews.preset("imagenet", 32)(image.expand(64, -1, -1, -1).contiguous())
+    v1, v2 = Views.preset("imagenet", 32)(image.expand(64, -1, -1, -1).contiguous())
     for view in (v1, v2):
         flat = view.flatten(1)
         distinct = {tuple(row[:50].tolist()) for row in flat}
@@ -116,7 +116,7 @@ def test_cifar_views_never_blur_and_solarise_only_the_second_view_a_fifth_of_the
 
 def test_views_have_the_asked_shape_dtype_and_range():
     spec_mean, spec_std = torch.tensor(view_specs("cifar", 24)[0].mean), torch.tensor(view_specs("cifar", 24)[0].std)
-    v1, v2 = TwoViews.preset("cifar", 24)(torch.randint(0, 256, (8, 3, 40, 30), dtype=torch.uint8))
+    v1, v2 = Views.preset("cifar", 24)(torch.randint(0, 256, (8, 3, 40, 30), dtype=torch.uint8))
     for view in (v1, v2):
         assert view.shape == (8, 3, 24, 24) and view.dtype == torch.float32
         unit = view * spec_std[None, :, None, None] + spec_mean[None, :, None, None]
@@ -141,7 +141,7 @@ def test_blur_kernel_is_about_a_tenth_of_the_image():
     ("crop-flip", False, True), ("crop-blur", False, False), ("crop-only", False, False),
 ])
 def test_removed_transformations_never_happen_and_the_kept_ones_still_do(transforms, colour_changes, flips):
-    views = TwoViews.preset("imagenet", 16, crop_min_scale=1.0, transforms=transforms)
+    views = Views.preset("imagenet", 16, crop_min_scale=1.0, transforms=transforms)
     spec = views.specs[0]
     mean, std = torch.tensor(spec.mean)[None, :, None, None], torch.tensor(spec.std)[None, :, None, None]
     solid = torch.randint(0, 256, (400, 3, 1, 1), dtype=torch.uint8).expand(400, 3, 16, 16).contiguous()
@@ -172,7 +172,7 @@ def _unnormalised(view: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
 
 
 def test_small_crops_come_crop_by_crop_each_of_its_own_image_at_the_large_views_pixel_density():
-    views = TwoViews.preset("cifar", 32, crop_min_scale=0.2, transforms="crop-only", small_crops=3)
+    views = Views.preset("cifar", 32, crop_min_scale=0.2, transforms="crop-only", small_crops=3)
     assert views.small.size == 16 and views.small.crop_scale == pytest.approx((0.05, 0.25))
     assert views.crop_specs == views.specs + (views.small,) * 3
     colours = torch.randint(0, 256, (5, 3, 1, 1), dtype=torch.uint8)
@@ -180,11 +180,11 @@ def test_small_crops_come_crop_by_crop_each_of_its_own_image_at_the_large_views_
     assert [tuple(v.shape) for v in out] == [(5, 3, 32, 32)] * 2 + [(15, 3, 16, 16)]
     small = _unnormalised(out[2], views.small)
     torch.testing.assert_close(small, (colours / 255).repeat(3, 1, 1, 1).expand_as(small), atol=1e-5, rtol=0)
-    assert len(TwoViews.preset("cifar", 32)(colours.expand(5, 3, 32, 32))) == 2  # no small crops: two views
+    assert len(Views.preset("cifar", 32)(colours.expand(5, 3, 32, 32))) == 2  # no small crops: two views
 
 
 def test_small_crops_take_the_first_views_colour_distortion():
-    views = TwoViews.preset("imagenet", 32, small_crops=2, small_side=0.25)
+    views = Views.preset("imagenet", 32, small_crops=2, small_side=0.25)
     assert views.small == replace(views.specs[0], size=8, crop_scale=(0.08 / 16, 1 / 16))
     grey = torch.full((2000, 3, 32, 32), 128, dtype=torch.uint8)
     small = _unnormalised(views(grey)[2], views.small)
@@ -194,14 +194,14 @@ def test_small_crops_take_the_first_views_colour_distortion():
 
 
 def test_resized_views_come_out_at_the_new_side_in_memory_and_from_larger_crops():
-    views = TwoViews.preset("cifar", 32, small_crops=2)
+    views = Views.preset("cifar", 32, small_crops=2)
     views.resize(16)
     assert [s.size for s in views.crop_specs] == [16, 16, 8, 8]
     assert views.small.crop_scale == pytest.approx((0.08 / 4, 1 / 4))  # the areas follow the side, not the size
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     assert [tuple(v.shape[1:]) for v in views(images)] == [(3, 16, 16)] * 2 + [(3, 8, 8)]
     crops = [torch.full((4, 3, side, side), 77, dtype=torch.uint8) for side in (32, 32, 16, 16)]
-    views = TwoViews.preset("cifar", 32, transforms="crop-only", small_crops=2)
+    views = Views.preset("cifar", 32, transforms="crop-only", small_crops=2)
     views.resize(16)
     out = views.from_crops(*crops)  # cut at the full size by loader workers, scaled to the current one
     assert [tuple(v.shape) for v in out] == [(4, 3, 16, 16)] * 2 + [(8, 3, 8, 8)]

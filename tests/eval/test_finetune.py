@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from byol.core.errors import ByolError
 from byol.data.folders import decode_into_memory, list_images
 from byol.data.views import CIFAR10_MEAN, CIFAR10_STD, ViewSpec
-from byol.eval.finetune import (FinetuneSettings, Fit, choose_recipe, finetune_settings, linear_on_subset,
+from byol.eval.finetune import (FinetuneSettings, FinetuneJob, choose_rate_and_epochs, finetune_settings, linear_on_subset,
                                 train_classifier, train_spec, with_head)
 from byol.nets.encoders import build_encoder
 
@@ -25,9 +25,9 @@ def tiny_classifier(seed: int = 0) -> torch.nn.Module:
     return with_head(build_encoder("resnet18", width=0.125, cifar_stem=True), 4)
 
 
-def fit_on(data, **changes) -> Fit:
+def fit_on(data, **changes) -> FinetuneJob:
     settings = FinetuneSettings(**{"epochs": 4, "batch_size": 32, "precision": "fp32", **changes})
-    return Fit(data, train_spec(SPEC, 0.5), settings, 0.05, torch.device("cpu"), seed=0)
+    return FinetuneJob(data, train_spec(SPEC, 0.5), settings, 0.05, torch.device("cpu"), seed=0)
 
 
 def test_the_head_starts_at_zero_in_torchvisions_fc_slot():
@@ -65,7 +65,7 @@ def test_the_recipe_is_the_rate_and_epoch_of_the_best_validation_score(small_fol
                    30.0, 35.0, 40.0, 39.0,  # rate 0.03: 40 only at epoch 3
                    5.0, 5.0, 5.0, 5.0])
     monkeypatch.setattr("byol.eval.finetune.score", lambda *args, **kwargs: {"top1": next(scores)})
-    lr, epochs, curves = choose_recipe(tiny_classifier(), fit_on(data), data, "test")
+    lr, epochs, curves = choose_rate_and_epochs(tiny_classifier(), fit_on(data), data, "test")
     assert (lr, epochs) == (0.01, 2)
     assert curves == {"0.01": [10.0, 40.0, 40.0, 20.0], "0.03": [30.0, 35.0, 40.0, 39.0], "0.1": [5.0] * 4}
 
@@ -79,7 +79,7 @@ def test_a_diverging_rate_stops_with_one_line_naming_the_fix(small_folders):
 def test_streamed_large_images_fine_tune_through_loader_workers(large_folder):
     listing = list_images(large_folder)
     spec = ViewSpec(size=96)
-    fit = Fit(listing, train_spec(spec, 0.5), FinetuneSettings(epochs=1, batch_size=64, workers=1, precision="fp32"),
+    fit = FinetuneJob(listing, train_spec(spec, 0.5), FinetuneSettings(epochs=1, batch_size=64, workers=1, precision="fp32"),
               0.05, torch.device("cpu"), seed=0)
     torch.manual_seed(0)
     model = with_head(build_encoder("resnet18", width=0.125, cifar_stem=False), 4)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from byol.data.views import TwoViews
+from byol.data.views import Views
 from byol.methods.byol import BYOL
 from byol.nets.encoders import build_encoder
 
@@ -67,7 +67,7 @@ def test_tau_zero_makes_the_target_equal_the_online_network_and_tau_one_freezes_
 
 
 def test_forward_on_raw_images_is_the_loss_of_two_different_views_of_them():
-    views = TwoViews.preset("cifar", 16)
+    views = Views.preset("cifar", 16)
     learner = tiny_learner(views=views)
     images = torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8)
     torch.manual_seed(7)

@@ -7,7 +7,7 @@ import torch
 
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.data.views import TwoViews
+from byol.data.views import Views
 from byol.losses import byol_loss, nt_xent
 from byol.methods import BYOL, SimCLR, build_learner
 
@@ -147,7 +147,7 @@ def test_crop_min_scale_bounds_the_crops_of_both_views(method):
     assert [spec.crop_scale for spec in views.specs] == [(1.0, 1.0)] * 2
     image = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8).expand(32, -1, -1, -1)
     plain = [replace(spec, jitter_p=0.0, grayscale_p=0.0, solarize_p=0.0) for spec in views.specs]
-    for view in TwoViews(*plain)(image.contiguous()):
+    for view in Views(*plain)(image.contiguous()):
         # the whole image every time, flipped or not: two distinct views at most
         assert len({tuple(v.flatten().tolist()) for v in view}) <= 2
     assert [spec.crop_scale for spec in learner(method).views.specs] == [(0.08, 1.0)] * 2

@@ -12,7 +12,7 @@ from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.schedules import tau_at
 from byol.data.folders import decode_into_memory
-from byol.data.views import TwoViews
+from byol.data.views import Views
 from byol.eval.collapse import normalized_std
 from byol.methods.byol import BYOL
 from byol.nets.encoders import build_encoder
@@ -22,7 +22,7 @@ from byol.train.trainer import pretrain
 def test_a_few_hundred_steps_lower_the_loss_without_collapse(small_folders):
     images = decode_into_memory(small_folders[0], size=16).images
     encoder = build_encoder("resnet18", width=1 / 16, cifar_stem=True)
-    learner = BYOL(encoder, views=TwoViews.preset("cifar", 16), image_size=16,
+    learner = BYOL(encoder, views=Views.preset("cifar", 16), image_size=16,
                    projector_hidden=64, projection_dim=16, predictor_hidden=64)
     optimizer = torch.optim.AdamW(learner.trainable_parameters(), lr=2e-3)
     steps, losses = 300, []
@@ -38,7 +38,7 @@ def test_a_few_hundred_steps_lower_the_loss_without_collapse(small_folders):
     assert last < 0.85 * first, (first, last)  # measured: 2.36 -> 1.76
     learner.eval()
     with torch.no_grad():
-        projections = learner.online(TwoViews.preset("cifar", 16)(images[:128])[0])
+        projections = learner.online(Views.preset("cifar", 16)(images[:128])[0])
     # 1/sqrt(d) = 0.25 for d = 16 when spread out; a collapsed network gives ~0
     assert normalized_std(projections) > 0.1
 
@@ -225,8 +225,8 @@ def test_the_loader_wait_is_the_share_of_training_time_spent_waiting_for_images(
 
     from byol.data import folders
 
-    cut = folders.CroppedPairs.__getitem__
-    monkeypatch.setattr(folders.CroppedPairs, "__getitem__", lambda self, key: time.sleep(0.06) or cut(self, key))
+    cut = folders.CroppedViews.__getitem__
+    monkeypatch.setattr(folders.CroppedViews, "__getitem__", lambda self, key: time.sleep(0.06) or cut(self, key))
     streamed = pretrain(tiny_config(large_folder, image_size=72, cifar_stem=False, steps=6, workers=0, log_every=2,
                                     collapse_every=0), tmp_path / "slow")
     in_memory = pretrain(tiny_config(small_folders[0], steps=6, log_every=2, collapse_every=0), tmp_path / "memory")

@@ -380,7 +380,7 @@ def full_resolution_crop(spec) -> object:
     ])
 
 
-class CroppedPairs(torch.utils.data.Dataset):
+class CroppedViews(torch.utils.data.Dataset):
     """Large images, streamed: each item is the random crops of one image (uint8), one for
     each of `specs`: the two views, then any small crops (multi-crop).
 
@@ -390,7 +390,7 @@ class CroppedPairs(torch.utils.data.Dataset):
     batched path); the colour stage then runs batched on the training device.
     An item's key is epoch * len(self) + index, and its crops are drawn from a generator
     seeded by (seed, key): the same crops whichever worker cuts them, and after a resume.
-    Undecodable files yield None and are dropped by `collate_pairs`.
+    Undecodable files yield None and are dropped by `collate_views`.
     """
 
     def __init__(self, listing: ImageFiles, specs: tuple, seed: int = 0) -> None:
@@ -414,7 +414,7 @@ def none_decoded(count: int, what: str) -> ByolError:
                      "truncated or of another format)")
 
 
-def collate_pairs(items: list) -> tuple:
+def collate_views(items: list) -> tuple:
     """(one batch per crop position..., the number of undecodable items)."""
     good = [item for item in items if item is not None]
     if not good:

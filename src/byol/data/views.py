@@ -292,7 +292,7 @@ def small_crop_spec(spec: ViewSpec, side: float) -> ViewSpec:
     return replace(spec, size=max(1, round(spec.size * side)), crop_scale=(low * side**2, high * side**2))
 
 
-class TwoViews:
+class Views:
     """Callable that turns a uint8 batch (N, 3, H, W) into BYOL's two float views and, with
     `small_crops` k > 0, a third tensor: k small crops of every image, (k * N, 3, s, s) with
     the first crop of every image first (multi-crop, Caron et al. 2020)."""
@@ -313,7 +313,7 @@ class TwoViews:
 
     @classmethod
     def preset(cls, name: str, size: int, crop_min_scale: float = PAPER_CROP_MIN_SCALE,
-               transforms: str = "full", small_crops: int = 0, small_side: float = 0.5) -> "TwoViews":
+               transforms: str = "full", small_crops: int = 0, small_side: float = 0.5) -> "Views":
         return cls(*view_specs(name, size, crop_min_scale, transforms), small_crops, small_side)
 
     @property
@@ -341,10 +341,10 @@ class TwoViews:
         return tuple(colour_and_normalise(scaled_to(c, spec.size), spec) for c, spec in zip(crops, specs))
 
 
-def default_views(image_size: int) -> TwoViews:
+def default_views(image_size: int) -> Views:
     """The views a learner gets when given none: CIFAR's recipe at 32 px and below, the
     paper's ImageNet recipe above."""
-    return TwoViews.preset("cifar" if image_size <= 32 else "imagenet", image_size)
+    return Views.preset("cifar" if image_size <= 32 else "imagenet", image_size)
 
 
 def checked_images(images: object, batchnorm: bool) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from byol.core.errors import ByolError
 from byol.core.runtime import autocast, in_eval_mode, own_random_stream
-from byol.data.views import TwoViews
+from byol.data.views import Views
 from byol.methods import Method
 
 
@@ -79,12 +79,12 @@ class CollapseProbe:
     the network runs in eval mode under no_grad, so probing changes nothing in the run.
     """
 
-    def __init__(self, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int) -> None:
+    def __init__(self, images: torch.Tensor, views: Views, device: torch.device, seed: int) -> None:
         with own_random_stream(seed):
             self.view_1, self.view_2 = views(images.to(device))[:2]
 
     @classmethod
-    def sample(cls, images: torch.Tensor, views: TwoViews, device: torch.device, seed: int,
+    def sample(cls, images: torch.Tensor, views: Views, device: torch.device, seed: int,
                count: int = 512) -> "CollapseProbe":
         """A probe on `count` images drawn from `images` with `seed`."""
         if len(images) < MIN_IMAGES:

@@ -36,7 +36,7 @@ from byol.eval.labels import refuse_without_held_out
 from byol.eval.linear import linear_probe, stratified_split
 from byol.nets.encoders import build_encoder
 
-LR_GRID = (0.01, 0.03, 0.1)  # rates tried on validation (the paper swept 0.005 to 0.1; benchmarks/finetune_defaults.py)
+LR_GRID = (0.01, 0.03, 0.1)  # rates tried on validation (how they were chosen: docs/evaluation.md)
 
 
 @dataclass
@@ -46,7 +46,7 @@ class FinetuneSettings:
     epochs: int = 30  # the cosine's length; the run stops after the epoch chosen on validation
     batch_size: int = 64
     lr: float | None = None  # the encoder's rate; null: each of LR_GRID, chosen on validation
-    head_lr_mult: float = 1.0  # the head's rate over the encoder's (10 was no better on CIFAR-10's validation split)
+    head_lr_mult: float = 1.0  # the head's rate over the encoder's
     momentum: float = 0.9  # Nesterov
     weight_decay: float = 0.0  # the paper's: none
     crop_min_scale: float = 0.5  # random resized crops of this to all of the image's area, and flips
@@ -145,7 +145,7 @@ def training_batches(data: ImageTensor | ImageFiles, spec: ViewSpec, batch_size:
 
 
 @dataclass
-class Fit:
+class FinetuneJob:
     """One fine-tuning: the data, the recipe and where it runs."""
 
     data: ImageTensor | ImageFiles
@@ -156,7 +156,7 @@ class Fit:
     seed: int
 
 
-def nesterov_sgd(model: nn.Module, fit: Fit) -> torch.optim.SGD:
+def nesterov_sgd(model: nn.Module, fit: FinetuneJob) -> torch.optim.SGD:
     """The encoder's parameters at `fit.lr`, the head's at `head_lr_mult` times it (each group's
     `peak`, which the cosine scales)."""
     head = list(classifier_head(model).parameters())
@@ -168,7 +168,7 @@ def nesterov_sgd(model: nn.Module, fit: Fit) -> torch.optim.SGD:
                            weight_decay=settings.weight_decay)
 
 
-def train_classifier(model: nn.Module, fit: Fit, epochs: int,
+def train_classifier(model: nn.Module, fit: FinetuneJob, epochs: int,
                      after_epoch: Callable[[int, nn.Module], None] = lambda epoch, model: None) -> nn.Module:
     """`epochs` epochs of the cosine over `fit.settings.epochs`, from the model as given."""
     settings = fit.settings
@@ -205,7 +205,8 @@ def score(model: nn.Module, data: ImageTensor | ImageFiles, spec: ViewSpec, devi
     return topk_accuracy(logits, labels)
 
 
-def choose_recipe(initial: nn.Module, fit: Fit, val: ImageTensor | ImageFiles, desc: str) -> tuple[float, int, dict]:
+def choose_rate_and_epochs(initial: nn.Module, fit: FinetuneJob, val: ImageTensor | ImageFiles,
+                           desc: str) -> tuple[float, int, dict]:
     """The rate and number of epochs with the best validation top-1 (ties: fewer epochs, then
     the lower rate), and every rate's validation top-1 after each epoch."""
     rates = LR_GRID if fit.settings.lr is None else (fit.settings.lr,)
@@ -226,11 +227,11 @@ def check_labelled(labels: torch.Tensor) -> None:
 
 
 def finetune_one(initial: nn.Module, labelled: ImageTensor | ImageFiles, test: ImageTensor | ImageFiles,
-                 fit: Fit, desc: str) -> tuple[nn.Module, dict]:
+                 fit: FinetuneJob, desc: str) -> tuple[nn.Module, dict]:
     """Choose the recipe on a tenth of `labelled`, train on all of it, score on `test`."""
     started = time.perf_counter()
     fit_idx, val_idx = stratified_split(torch.as_tensor(labelled.labels), fit.settings.val_fraction, fit.seed)
-    lr, epochs, curves = choose_recipe(initial, replace(fit, data=labelled.subset(fit_idx.tolist())),
+    lr, epochs, curves = choose_rate_and_epochs(initial, replace(fit, data=labelled.subset(fit_idx.tolist())),
                                        labelled.subset(val_idx.tolist()), desc)
     model = train_classifier(copy.deepcopy(initial), replace(fit, data=labelled, lr=lr), epochs)
     result = dict(**score(model, test, fit.spec, fit.device, fit.settings.workers), lr=lr, epochs=epochs,
@@ -262,7 +263,7 @@ def finetune(encoder: nn.Module, card: dict, labelled: ImageTensor | ImageFiles,
     probe's on the same labels (and, with `baseline`, fine-tuning from random weights)."""
     check_labelled(torch.as_tensor(labelled.labels))
     spec = ViewSpec.of_card(card)
-    fit = Fit(labelled, train_spec(spec, settings.crop_min_scale), settings, 0.0, device, seed)
+    fit = FinetuneJob(labelled, train_spec(spec, settings.crop_min_scale), settings, 0.0, device, seed)
     result: dict = dict(settings=asdict(settings), linear=linear_on_subset(encoder.to(device), labelled, test, spec,
                                                                            device, seed))
     classes = len(labelled.classes)

@@ -6,7 +6,7 @@ are what `--set method=...` and `byol compare --methods` accept.
 
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.data.views import TwoViews
+from byol.data.views import Views
 from byol.methods.base import Method
 from byol.methods.byol import BYOL, BYOLSimCLR
 from byol.methods.simclr import SimCLR
@@ -30,7 +30,7 @@ def build_learner(config: Config) -> Method:
     if config.method not in METHODS:
         raise ByolError(f"unknown method {config.method!r}: choose one of {', '.join(METHODS)}")
     kind, options = METHODS[config.method]
-    views = TwoViews.preset(config.augment, config.image_size, config.crop_min_scale, config.transforms,
+    views = Views.preset(config.augment, config.image_size, config.crop_min_scale, config.transforms,
                             config.small_crops, config.small_crop_side)
     return kind(build_encoder(config.encoder, config.width, config.cifar_stem), views=views,
                 image_size=config.image_size, projector_hidden=config.projector_hidden,

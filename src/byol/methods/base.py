@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from byol.config import Config
-from byol.data.views import TwoViews, checked_images, default_views
+from byol.data.views import Views, checked_images, default_views
 from byol.nets.encoders import feature_dim, without_classifier
 from byol.nets.heads import mlp_head
 
@@ -78,7 +78,7 @@ class Method(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Loss of a batch of raw images, augmented into two views (and small crops) by `views`
         (images are checked first when the views are image views)."""
-        if isinstance(self.views, TwoViews):
+        if isinstance(self.views, Views):
             batchnorm = self.training and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
             images = checked_images(images, batchnorm)
         return self.loss(*self.views(images))

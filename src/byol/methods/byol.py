@@ -5,7 +5,7 @@
 
 Typical use, a whole training loop::
 
-    learner = BYOL(encoder, views=TwoViews.preset("cifar", 32))
+    learner = BYOL(encoder, views=Views.preset("cifar", 32))
     optimizer = torch.optim.AdamW(learner.trainable_parameters(), lr=2e-3)
     for step, images in enumerate(batches):        # uint8 (N, 3, H, W)
         loss = learner(images)

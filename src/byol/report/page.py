@@ -99,7 +99,7 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:2em auto}table{bor
 
 
 def _was_a_report(folder: Path) -> bool:
-    """A report folder written before report folders were marked."""
+    """An unmarked folder is a report folder when its report.html is one byol wrote."""
     try:
         return "<title>byol report" in (folder / "report.html").read_text()
     except (OSError, UnicodeDecodeError):

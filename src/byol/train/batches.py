@@ -1,4 +1,4 @@
-"""Training images in, batches of view pairs out: decoded in memory, or streamed.
+"""Training images in, batches of views out (two, and small crops with multi-crop): decoded in memory, or streamed.
 
 The order of an epoch is a permutation fixed by (seed, epoch), the same in every process:
 each process takes its slice of every global batch, and a resumed run starts mid-epoch
@@ -19,7 +19,7 @@ import torch
 
 from byol.config import Config
 from byol.data import folders
-from byol.data.views import TwoViews
+from byol.data.views import Views
 
 
 class EpochBatches:
@@ -64,7 +64,7 @@ class DrawKeys(torch.utils.data.Sampler):
 
 @dataclass
 class TrainData:
-    """Either decoded images in memory or a loader of per-image crops; yields view pairs."""
+    """Either decoded images in memory or a loader of per-image crops; yields batches of views."""
 
     batches: EpochBatches
     memory: folders.ImageTensor | None = None
@@ -88,7 +88,7 @@ class TrainData:
             return dict(files=len(self.memory.images) + len(self.memory.skipped), digest=self.memory.listing)
         return dict(files=len(self.listing.files), digest=self.listing.digest())
 
-    def view_batches(self, views: TwoViews, device: torch.device) -> Iterator[tuple[torch.Tensor, ...] | None]:
+    def view_batches(self, views: Views, device: torch.device) -> Iterator[tuple[torch.Tensor, ...] | None]:
         """The (view_1, view_2[, small crops]) batches of the epoch set on `batches`, this
         process's share; None for a streamed batch with fewer than 2 decodable images."""
         if self.memory is not None:
@@ -113,7 +113,7 @@ class TrainData:
             yield batch
 
 
-def load_train_data(config: Config, views: TwoViews, rank: int = 0, world: int = 1) -> TrainData:
+def load_train_data(config: Config, views: Views, rank: int = 0, world: int = 1) -> TrainData:
     if config.image_size <= folders.IN_MEMORY_MAX_SIZE or folders.is_named(config.data) or config.decode_once:
         memory = folders.images_in_memory(config.data, config.image_size)
         batches = EpochBatches(len(memory.images), config.batch_size, config.seed, rank, world, config.accumulate)
@@ -121,8 +121,8 @@ def load_train_data(config: Config, views: TwoViews, rank: int = 0, world: int =
     listing = folders.list_images(config.data)
     batches = EpochBatches(len(listing.files), config.batch_size, config.seed, rank, world, config.accumulate)
     loader = torch.utils.data.DataLoader(
-        folders.CroppedPairs(listing, views.crop_specs, config.seed), batch_sampler=DrawKeys(batches),
-        num_workers=config.workers, worker_init_fn=folders.ignore_ctrl_c, collate_fn=folders.collate_pairs,
+        folders.CroppedViews(listing, views.crop_specs, config.seed), batch_sampler=DrawKeys(batches),
+        num_workers=config.workers, worker_init_fn=folders.ignore_ctrl_c, collate_fn=folders.collate_views,
         persistent_workers=config.workers > 0,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator(),  # not the global one: starting an epoch's workers draws nothing from it

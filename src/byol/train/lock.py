@@ -16,7 +16,7 @@ from byol.core.locks import acquire
 
 
 def _was_a_run(folder: Path) -> bool:
-    """A run folder written before run folders were marked: it holds a byol checkpoint."""
+    """An unmarked folder is a run folder when it holds a byol checkpoint."""
     return is_checkpoint_file(folder / LATEST)
 
 

@@ -10,7 +10,7 @@ from byol.core.errors import CollapseError
 from byol.core.progress import note
 from byol.core.runtime import autocast
 from byol.data import folders
-from byol.data.views import TwoViews
+from byol.data.views import Views
 from byol.eval.collapse import CAUSES, CollapseProbe, collapse_alarms
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy
@@ -85,7 +85,7 @@ class CollapseAlarm:
             note(f"WARNING: {message} (collapse_stop=true ends such runs)")
 
 
-def collapse_probe(config: Config, data: TrainData, views: TwoViews, device: torch.device) -> CollapseProbe | None:
+def collapse_probe(config: Config, data: TrainData, views: Views, device: torch.device) -> CollapseProbe | None:
     if not config.collapse_every or data.memory is None:
         return None
     return CollapseProbe.sample(data.memory.images, views, device, config.seed + 1)

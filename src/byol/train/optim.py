@@ -78,8 +78,8 @@ def build_optimizer(name: str, groups: list[dict], lr: float, momentum: float,
         return LARS(groups, lr=lr, momentum=momentum, eta=lars_eta)
     if name == "sgd":
         # fused: one kernel per group (faster than foreach for a width-1/8 ResNet's 72
-        # tensors on 2 CPU cores); but torch 2.14's fused SGD creates its momentum
-        # uninitialised on a first step that a grad scaler skips, and then uses it
+        # tensors on 2 CPU cores); but fused SGD handles a grad scaler's skipped step itself
+        # and leaves its momentum written on it (torch 2.14 here; also LibreYOLO/libreyolo#771)
         kernel = dict(foreach=True) if grad_scaler else dict(fused=True)
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, **kernel)
     if name == "adamw":  # fused AdamW starts its moments from zeros, skipped step or not

@@ -106,7 +106,7 @@ def open_run(config: Config, out: Path, resume: bool) -> Checkpoint | None:
     except ByolError:
         raise ByolError(f"{latest} cannot be resumed (not a byol checkpoint, or one written by an older "
                         "byol): choose a new --out folder") from None
-    saved = checkpoint.run_config(latest).to_dict()  # keys added since: defaults
+    saved = checkpoint.run_config(latest).to_dict()
     changed = [f"{k} (run: {saved[k]!r}, now: {v!r})" for k, v in config.to_dict().items()
                if k not in RUNTIME_KEYS and saved[k] != v]
     if changed:
@@ -329,7 +329,7 @@ class Trainer:
             self.notices.append(f"resuming on changed data ({change}), as --data-changed ok allows; "
                                 "the summary records it")
 
-    def step(self, pairs: list[tuple[torch.Tensor, ...]]) -> bool:
+    def step(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> bool:
         """One optimiser step on micro-batches of views (two, and small crops with multi-crop):
         loss, backward, optimiser, target.
 
@@ -337,12 +337,12 @@ class Trainer:
         gradients that overflowed): then neither the schedules nor the target move.
         """
         step_loss = torch.zeros((), device=self.device)
-        for i, views in enumerate(pairs):
-            with self._gradient_sync(last=i == len(pairs) - 1):
+        for i, views in enumerate(micro_batches):
+            with self._gradient_sync(last=i == len(micro_batches) - 1):
                 with autocast(self.device, self.dtype):
                     loss = self.model(*(v.contiguous(memory_format=self.memory_format) for v in views))
-                self.scaler.scale(loss / len(pairs)).backward()
-            step_loss = step_loss + loss.detach().float() / len(pairs)
+                self.scaler.scale(loss / len(micro_batches)).backward()
+            step_loss = step_loss + loss.detach().float() / len(micro_batches)
         self.watch.observe(step_loss, self.progress.step)
         if self.config.nonfinite == "skip" and self._skip_if_not_finite(step_loss):
             return False
@@ -353,7 +353,7 @@ class Trainer:
             return False
         self.tau = self.learner.update_target(tau_at(progress, self.config.tau_base, self.config.tau_schedule))
         self.progress.step += 1
-        self.view_size = pairs[0][0].shape[-1]
+        self.view_size = micro_batches[0][0].shape[-1]
         self._resize_views()
         return True
 
@@ -408,15 +408,15 @@ class Trainer:
         finally:
             self.bar.close()
         if self.saved_at != self.progress.step:  # a run that ends at an epoch's end has just been saved
-            self._sync_and_check_loss()
+            self._agree_across_processes()
             self.save()
         return self.finish()
 
     def _run_epoch(self, stop: StopRequests) -> None:
         start_step, start_batch = self.progress.step, self.progress.batch_in_epoch
-        for pairs in self._steps_of_epoch():
-            taken = bool(pairs) and self.step(pairs)
-            self._tick(len(pairs))
+        for micro_batches in self._steps_of_epoch():
+            taken = bool(micro_batches) and self.step(micro_batches)
+            self._tick(len(micro_batches))
             if taken:
                 self._after_step(stop)
             if self.budget.done(self.progress.step):
@@ -430,21 +430,21 @@ class Trainer:
             knn = self._knn_or_reason()
             if isinstance(knn, dict):
                 self._log_knn(knn, self.progress.epoch)
-        self._sync_and_check_loss()
+        self._agree_across_processes()
         self.save()
 
     def _steps_of_epoch(self):
-        """The rest of the epoch as lists of one step's view pairs (a streamed micro-batch
+        """The rest of the epoch as lists of one step's micro-batches of views (a streamed micro-batch
         without 2 decodable images is left out of its step)."""
         self.data.batches.set_epoch(self.progress.epoch, self.progress.batch_in_epoch)  # always at a step's first micro-batch
-        pairs = []
-        for pair in self.data.view_batches(self.learner.views, self.device):
+        micro_batches = []
+        for views in self.data.view_batches(self.learner.views, self.device):
             self.progress.batch_in_epoch += 1
-            if pair is not None:
-                pairs.append(pair)
+            if views is not None:
+                micro_batches.append(views)
             if self.progress.batch_in_epoch % self.config.accumulate == 0:
-                yield pairs
-                pairs = []
+                yield micro_batches
+                micro_batches = []
 
     def _tick(self, micro_batches: int) -> None:
         """Count images and training time (everything but k-NN evaluation)."""
@@ -472,7 +472,7 @@ class Trainer:
         saving = step % config.checkpoint_every == 0
         agreed = None
         if step % config.log_every == 0 or probing or saving or (self.world == 1 and stop.signal):
-            agreed = self._sync_and_check_loss(stop)
+            agreed = self._agree_across_processes(stop)
         if agreed:
             self.bar.total = self.budget.expected_steps(step)
         if step % config.log_every == 0:
@@ -499,7 +499,7 @@ class Trainer:
             pace = (self.progress.train_seconds - self.pace_from) / (ESTIMATE_STEPS[1] - ESTIMATE_STEPS[0])
             note(length_estimate(self.budget, step, self.progress.train_seconds, pace, self.device.type))
 
-    def _sync_and_check_loss(self, stop: StopRequests | None = None) -> dict:
+    def _agree_across_processes(self, stop: StopRequests | None = None) -> dict:
         """Gather from every process (a host sync) what all must act on alike: the lead's training
         seconds (the time budget agrees on them), a stop request and the mean loss, returned; and
         a non-finite loss in any process since the last sync, which stops the run (nonfinite=stop)."""
