@@ -62,7 +62,7 @@ def main() -> None:
     onnx_file = args.out / "model.onnx"
     subprocess.run([sys.executable, "-m", "byol", "export", "--checkpoint", str(args.classifier), "--out",
                     str(onnx_file)], check=True, capture_output=True)
-    model, _ = byol.load_classifier(args.classifier)
+    model = byol.load_classifier(args.classifier).model
     exported = OnnxModel(onnx_file)
     size = exported.card["input_size"]
 

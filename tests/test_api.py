@@ -22,3 +22,15 @@ def test_every_public_name_loads_and_importing_byol_loads_no_torch():
     loaded = subprocess.run([sys.executable, "-c", "import sys, byol; print('torch' in sys.modules)"],
                             capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "False"
+
+
+def test_the_built_wheel_ships_py_typed_so_type_checkers_read_the_annotations(tmp_path):
+    """PEP 561: without byol/py.typed in the installed package, mypy and pyright ignore its types."""
+    import zipfile
+
+    root = INIT.parents[2]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("byol-*.whl"))
+    assert "byol/py.typed" in zipfile.ZipFile(wheel).namelist()
+

@@ -106,7 +106,8 @@ def test_predict_writes_one_row_a_file_an_empty_label_for_a_broken_one_and_finet
 
 def test_load_classifier_gives_the_model_in_eval_mode_and_its_classes(finetuned, small_folders):
     out, _ = finetuned
-    model, classes = byol.load_classifier(out)
+    loaded = byol.load_classifier(out)
+    model, classes = loaded.model, loaded.classes
     assert not model.training and classes == ["checks", "disc", "horizontal", "vertical"]
     card = json.loads((out / "model.json").read_text())
     images = decode_into_memory(small_folders[1], 32).images[:8]
@@ -119,7 +120,7 @@ def test_a_narrow_classifier_exports_its_weights_and_says_it_needs_byol(finetune
     assert main(["export", "--checkpoint", str(out), "--out", str(tmp_path / "model.safetensors")]) == 0
     card = json.loads((tmp_path / "model.json").read_text())
     assert card["torchvision"] == "width 0.125 has no torchvision counterpart: load it with byol.load_classifier"
-    mine, _ = byol.load_classifier(out)
+    mine = byol.load_classifier(out).model
     exported = load_file(tmp_path / "model.safetensors")
     assert exported.keys() == mine.state_dict().keys() and exported["fc.weight"].shape == (4, 64)
 
@@ -139,7 +140,7 @@ def test_a_full_width_classifier_exports_into_torchvision_resnet18_with_the_same
     tv.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     tv.maxpool = torch.nn.Identity()
     tv.load_state_dict(load_file(tmp_path / "m.safetensors"), strict=True)
-    mine, _ = byol.load_classifier(tmp_path / "c")
+    mine = byol.load_classifier(tmp_path / "c").model
     x = torch.randn(4, 3, 32, 32)
     torch.testing.assert_close(tv.eval()(x), mine(x))
 

@@ -71,7 +71,7 @@ def test_ctrl_c_while_fine_tuning_leaves_the_last_classifier_whole(classifier, e
         clf.finetune_folder(encoder_file, str(small_folders[0]), str(small_folders[1]), classifier, "4", QUICK,
                             torch.device("cpu"), seed=1, baseline=False)
     assert _contents(classifier) == before
-    assert byol.load_classifier(classifier)[1] == ["checks", "disc", "horizontal", "vertical"]
+    assert byol.load_classifier(classifier).classes == ["checks", "disc", "horizontal", "vertical"]
 
 
 def test_a_crash_while_renaming_is_finished_by_the_next_reader(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ back) and `finetune.json` (its scores beside the linear probe's and random init'
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -94,7 +95,18 @@ def is_classifier(path: Path) -> bool:
     return path.is_dir() and card_format(path / CARD) == CLASSIFIER_FORMAT
 
 
-def load_classifier_and_card(path: str | Path) -> tuple[nn.Module, dict]:
+@dataclass(frozen=True)
+class Classifier:
+    """A fine-tuned classifier: the model in eval mode, the class names that `model(x).argmax(1)`
+    indexes, and its card (`input_size`, `mean`, `std`: how its inputs are normalised)."""
+
+    model: nn.Module
+    classes: list[str]
+    card: dict
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    """The classifier in a `byol finetune` folder."""
     path = Path(path)
     finish_writing(path)
     if not is_classifier(path):
@@ -104,23 +116,16 @@ def load_classifier_and_card(path: str | Path) -> tuple[nn.Module, dict]:
     model = with_head(encoder_of_card(card, path / CARD), len(card["classes"]))
     load_weights(model, read_safetensors(path / MODEL), path / MODEL)
     check_feature_dim(model, card, path / CARD)
-    return model.eval(), card
-
-
-def load_classifier(path: str | Path) -> tuple[nn.Module, list[str]]:
-    """A fine-tuned classifier in eval mode and its class names: `model(x).argmax(1)` indexes
-    them, for images normalised as its card (`model.json`) says."""
-    model, card = load_classifier_and_card(path)
-    return model, card["classes"]
+    return Classifier(model.eval(), card["classes"], card)
 
 
 def export_classifier(folder: Path, out: Path) -> dict:
     """The classifier's weights as `out` (.safetensors or .pt) and its card beside it: they load
     strictly into torchvision's model with its `fc`, as the card's recipe says."""
     check_export_place(out, CLASSIFIER_FORMAT)
-    model, card = load_classifier_and_card(folder)
-    card = dict(card, source=str(folder))
-    write_weights_and_card(model, card, out)
+    classifier = load_classifier(folder)
+    card = dict(classifier.card, source=str(folder))
+    write_weights_and_card(classifier.model, card, out)
     return card
 
 
@@ -130,7 +135,11 @@ def export_model(checkpoint: Path, out: Path) -> dict:
     classifier = is_classifier(checkpoint)
     if out.suffix != ".onnx":
         return export_classifier(checkpoint, out) if classifier else export_encoder(checkpoint, out)
-    model, card = (load_classifier_and_card if classifier else load_encoder_and_card)(checkpoint)
+    if classifier:
+        loaded = load_classifier(checkpoint)
+        model, card = loaded.model, loaded.card
+    else:
+        model, card = load_encoder_and_card(checkpoint)
     card = dict(card, source=str(checkpoint))
     card.pop("torchvision", None)  # an ONNX model is not loaded into torchvision
     return dict(write_onnx(model, card, out), card=card)
@@ -154,7 +163,11 @@ def predict_folder(model_dir: Path, data: Path, out: Path, batch_size: int = 256
         raise ByolError(f"--out {out}: name the file .csv")
     check_batching(batch_size, workers)
     refuse_foreign_file(out, _is_prediction, "prediction table")
-    model, card = _onnx_classifier(model_dir) if model_dir.suffix == ".onnx" else load_classifier_and_card(model_dir)
+    if model_dir.suffix == ".onnx":
+        model, card = _onnx_classifier(model_dir)
+    else:
+        loaded = load_classifier(model_dir)
+        model, card = loaded.model, loaded.card
     listing = folders.list_images(data)
     with replacing(out) as temporary, temporary.open("w", newline="") as file:
         writer = csv.writer(file)

@@ -17,7 +17,7 @@ import math
 import os
 import signal
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +31,7 @@ from byol.core.files import safe_load, save_torch
 from byol.core.progress import note
 from byol.core.runtime import own_random_stream
 from byol.data.names import NAMED_DATASETS, NAMED_SPLITS
+from byol.data.views import ViewSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IN_MEMORY_MAX_SIZE = 64
@@ -355,7 +356,7 @@ class FolderBatches:
                 yield images[decoded]
 
 
-def smallest_crop_source(spec) -> int:
+def smallest_crop_source(spec: ViewSpec) -> int:
     """The shorter side an image needs for the view's smallest crop to hold `spec.size` pixels
     across (a crop of the least area at the most uneven aspect ratio): JPEGs are decoded no
     larger than their smallest 1/2, 1/4 or 1/8 scale that still has it."""
@@ -363,12 +364,12 @@ def smallest_crop_source(spec) -> int:
     return math.ceil(spec.size / math.sqrt(scale * ratio))
 
 
-def open_for_crops(path: Path, specs: tuple) -> Image.Image | None:
+def open_for_crops(path: Path, specs: tuple[ViewSpec, ...]) -> Image.Image | None:
     """The image `path` as RGB, large enough for any crop of the views `specs`; None if it cannot be decoded."""
     return open_rgb(path, min_size=max(smallest_crop_source(spec) for spec in specs))
 
 
-def full_resolution_crop(spec) -> object:
+def full_resolution_crop(spec: ViewSpec) -> Callable[[Image.Image], torch.Tensor]:
     """A view's random resized crop and flip of one decoded PIL image, cut at full resolution
     into uint8 (torchvision's RandomResizedCrop: the distribution of the batched path)."""
     from torchvision.transforms import v2

@@ -6,7 +6,7 @@ loop, the views and the evaluation are the same for all of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -62,7 +62,7 @@ class Method(nn.Module):
         """The modules the optimiser updates, by name (their learning rates can differ)."""
         return {"online": self.online}
 
-    def trainable_parameters(self):
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
         for module in self.trained_modules().values():
             yield from module.parameters()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars=True))
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # torch's signature; no closure is called
         """All of a group's tensors at once (torch's multi-tensor ops), not one tensor at a time."""
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
