@@ -56,20 +56,31 @@ def test_eval_knn_scores_the_encoder_and_its_random_init_baseline(run, small_fol
     assert not all(torch.equal(trained[k], random_init[k]) for k in trained)
 
 
-def test_eval_linear_chooses_the_penalty_on_validation_and_scores_the_test_split(run, small_folders):
-    from byol.eval.linear import WEIGHT_DECAYS
+def test_the_probe_takes_the_best_validation_penalty_and_the_stronger_on_a_tie():
+    from byol.eval.linear import best_penalty
+
+    assert best_penalty({1e-6: 40.0, 1e-4: 55.0, 1e-2: 50.0}) == 1e-4
+    assert best_penalty({1e-6: 60.0, 1e-4: 60.0, 1e-2: 20.0}) == 1e-4
+    assert best_penalty({1e-6: 10.0, 1e-4: 10.0, 1e-2: 10.0}) == 1e-2
+
+
+def test_eval_linear_chooses_the_penalty_on_validation_never_on_the_test_split(run, small_folders, tmp_path):
+    """The same images with their test labels moved one class on: the test scores change, the
+    penalty and its validation scores do not."""
+    import shutil
 
     train, test = small_folders
-    assert main(["eval", "linear", "--checkpoint", str(run), "--train", str(train), "--test", str(test),
-                 "--baseline"]) == 0
-    result = json.loads((run / "eval_linear.json").read_text())
-    for name in ("pretrained", "random_init"):
-        scores = result[name]
-        validation = {float(wd): top1 for wd, top1 in scores["val_top1"].items()}
-        assert list(validation) == list(WEIGHT_DECAYS)
-        # the penalty with the best validation score, the stronger one on a tie; never a test score
-        assert scores["weight_decay"] == max(WEIGHT_DECAYS, key=lambda wd: (validation[wd], wd))
-        assert 0 <= scores["top1"] <= scores["top5"] <= 100
+    classes = sorted(p.name for p in test.iterdir())
+    for i, name in enumerate(classes):
+        shutil.copytree(test / name, tmp_path / "moved" / classes[(i + 1) % len(classes)])
+    results = []
+    for labels, out in ((test, tmp_path / "a.json"), (tmp_path / "moved", tmp_path / "b.json")):
+        assert main(["eval", "linear", "--checkpoint", str(run), "--train", str(train), "--test", str(labels),
+                     "--out", str(out)]) == 0
+        results.append(json.loads(out.read_text())["pretrained"])
+    right, moved = results
+    assert (right["weight_decay"], right["val_top1"]) == (moved["weight_decay"], moved["val_top1"])
+    assert right["top1"] != moved["top1"]
 
 
 def test_transfer_to_grayscale_images_of_another_size(run, small_folders, tmp_path):

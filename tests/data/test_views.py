@@ -114,13 +114,22 @@ def test_cifar_views_never_blur_and_solarise_only_the_second_view_a_fifth_of_the
         assert (~unsolarised).float().mean().item() == pytest.approx(solarised_share, abs=0.03)
 
 
-def test_views_have_the_asked_shape_dtype_and_range():
-    spec_mean, spec_std = torch.tensor(view_specs("cifar", 24)[0].mean), torch.tensor(view_specs("cifar", 24)[0].std)
-    v1, v2 = Views.preset("cifar", 24)(torch.randint(0, 256, (8, 3, 40, 30), dtype=torch.uint8))
+def test_views_have_the_asked_shape_dtype_and_range_and_are_augmented():
+    """Grey horizontal ramps: a crop keeps a ramp rising, and of the first view's transformations
+    only the flip (p = 0.5) turns it falling (colour jitter scales and blends it, grayscale
+    leaves grey as it is, and the first CIFAR view has no solarisation)."""
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 255, 40).round().to(torch.uint8).expand(512, 3, 30, 40)
+    mean, std = torch.tensor(view_specs("cifar", 24)[0].mean), torch.tensor(view_specs("cifar", 24)[0].std)
+    v1, v2 = Views.preset("cifar", 24)(ramp.contiguous())
     for view in (v1, v2):
-        assert view.shape == (8, 3, 24, 24) and view.dtype == torch.float32
-        unit = view * spec_std[None, :, None, None] + spec_mean[None, :, None, None]
+        assert view.shape == (512, 3, 24, 24) and view.dtype == torch.float32
+        unit = view * std[None, :, None, None] + mean[None, :, None, None]
         assert unit.min() >= -1e-5 and unit.max() <= 1 + 1e-5
+    grey = v1 * std[None, :, None, None] + mean[None, :, None, None]
+    falling = (grey[:, :, :, -1].mean((1, 2)) < grey[:, :, :, 0].mean((1, 2))).float().mean().item()
+    assert falling == pytest.approx(0.5, abs=0.07)  # 512 fair coins: 3 standard deviations
+    assert all(not torch.equal(a, b) for a, b in zip(v1, v2))  # each image's two views differ
 
 
 def test_grayscale_probability_is_per_image():

@@ -77,15 +77,32 @@ def test_a_diverging_rate_stops_with_one_line_naming_the_fix(small_folders):
 
 
 def test_streamed_large_images_fine_tune_through_loader_workers(large_folder):
+    """One epoch of the 256 streamed images in one batch of 256 (one step, at the cosine's peak
+    rate): from a zero head, cross-entropy's gradient is (1/4 - onehot)^T features / 256, and
+    Nesterov's first step moves by (1 + momentum) times it; the encoder moves from the next step."""
     listing = list_images(large_folder)
-    spec = ViewSpec(size=96)
-    fit = FinetuneJob(listing, train_spec(spec, 0.5), FinetuneSettings(epochs=1, batch_size=64, workers=1, precision="fp32"),
-              0.05, torch.device("cpu"), seed=0)
+    settings = FinetuneSettings(epochs=1, batch_size=256, workers=1, precision="fp32")
+    fit = FinetuneJob(listing, train_spec(ViewSpec(size=96), 0.5), settings, 0.05, torch.device("cpu"), seed=0)
     torch.manual_seed(0)
     model = with_head(build_encoder("resnet18", width=0.125, cifar_stem=False), 4)
-    before = model.fc.weight.clone()
-    train_classifier(model, fit, epochs=1)
-    assert not torch.equal(before, model.fc.weight)
+    encoder_before = [p.clone() for name, p in model.named_parameters() if not name.startswith("fc.")]
+    seen = []
+    model.fc.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    labels = []
+    cross_entropy = torch.nn.functional.cross_entropy
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.functional, "cross_entropy", lambda logits, y: labels.append(y) or cross_entropy(logits, y))
+        train_classifier(model, fit, epochs=1)
+    (features,), (y,) = seen, labels
+    assert sorted(y.tolist()) == sorted(listing.labels)  # every image once in the epoch
+    error = torch.full((256, 4), 0.25) - torch.nn.functional.one_hot(y, 4)
+    step = -0.05 * (1 + 0.9)
+    torch.testing.assert_close(model.fc.weight, step * error.T @ features / 256, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.fc.bias, step * error.mean(0), rtol=1e-4, atol=1e-6)
+    encoder = [p for name, p in model.named_parameters() if not name.startswith("fc.")]
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, encoder))  # a zero head passes back no gradient
+    train_classifier(model, fit, epochs=1)  # now through the trained head: the encoder moves
+    assert all(not torch.equal(a, b) for a, b in zip(encoder_before, encoder))
 
 
 # every setting's range as docs/evaluation.md states it: (low, high, low included, high included,

@@ -95,13 +95,24 @@ def test_an_encoder_that_returns_maps_gets_a_clear_error():
         BYOL(nn.Conv2d(3, 4, 3), image_size=8)
 
 
-@pytest.mark.parametrize("size, recipe", [(32, "cifar"), (16, "cifar"), (96, "imagenet")])
-def test_without_views_a_learner_brings_the_recipe_of_its_image_size(size, recipe):
-    from byol.data.views import view_specs
+# the paper's Table 6 (Grill et al. 2020, appendix B), per view: blur probability, solarisation
+# probability, the normalisation; both views: crops of 8-100% of the area at ratios 3/4-4/3, flip
+# 0.5, colour jitter 0.4/0.4/0.2/0.1 with p 0.8, grayscale 0.2. At 32 px and below, blur is off
+# and CIFAR-10's channel statistics normalise (solo-learn's CIFAR adaptation).
+PAPER_VIEWS = {"imagenet": [(1.0, 0.0), (0.1, 0.2)], "cifar": [(0.0, 0.0), (0.0, 0.2)]}
+NORMALISATION = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                 "cifar": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
 
+
+@pytest.mark.parametrize("size, recipe", [(32, "cifar"), (16, "cifar"), (96, "imagenet")])
+def test_without_views_a_learner_brings_the_papers_views_for_its_image_size(size, recipe):
     learner = BYOL(build_encoder("resnet18", width=1 / 16, cifar_stem=size <= 32), image_size=size,
                    projector_hidden=32, projection_dim=8, predictor_hidden=32)
-    assert learner.views.specs == view_specs(recipe, size)
+    for spec, (blur, solarize) in zip(learner.views.specs, PAPER_VIEWS[recipe]):
+        assert (spec.size, spec.crop_scale, spec.crop_ratio, spec.flip_p) == (size, (0.08, 1.0), (3 / 4, 4 / 3), 0.5)
+        assert (spec.jitter_p, spec.brightness, spec.contrast, spec.saturation, spec.hue) == (0.8, 0.4, 0.4, 0.2, 0.1)
+        assert (spec.grayscale_p, spec.blur_p, spec.solarize_p) == (0.2, blur, solarize)
+        assert (spec.mean, spec.std) == NORMALISATION[recipe]
     loss = learner(torch.randint(0, 256, (4, 3, size + 8, size + 8), dtype=torch.uint8))
     assert loss.shape == () and torch.isfinite(loss)
 

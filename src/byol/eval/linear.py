@@ -59,6 +59,11 @@ def fit_linear(features: torch.Tensor, labels: torch.Tensor, num_classes: int, w
     return head.requires_grad_(False)
 
 
+def best_penalty(validation: dict[float, float]) -> float:
+    """The penalty with the best validation top-1; on a tie the stronger one, the simpler model."""
+    return max(validation, key=lambda weight_decay: (validation[weight_decay], weight_decay))
+
+
 def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     mean, std = train.mean(dim=0), train.std(dim=0).clamp_min(1e-6)
     return [(x - mean) / std for x in (train, *others)]
@@ -82,7 +87,7 @@ def linear_probe(
         head = fit_linear(x_fit, y_fit, num_classes, weight_decay)
         validation[weight_decay] = topk_accuracy(head(x_val).cpu(), train_labels[val_idx])["top1"]
         bar.update(1)
-    chosen = max(weight_decays, key=lambda wd: (validation[wd], wd))  # ties: the stronger penalty
+    chosen = best_penalty(validation)
     x_train, x_test = standardise(train_features.to(device), test_features.to(device))
     bar.set_postfix(refit=chosen, refresh=False)
     head = fit_linear(x_train, train_labels.to(device), num_classes, chosen)

@@ -24,7 +24,8 @@ class Throughput:
     def read(self, wait_seconds: float) -> tuple[float, float]:
         """(images a second, the share of the window the loader was waited for) since the window
         began, given the loader's total wait now; the next window begins."""
-        seconds = time.perf_counter() - self.start
+        now = time.perf_counter()
+        seconds = now - self.start
         pace = (self.images / seconds, (wait_seconds - self.wait_at_start) / seconds)
-        self.restart(wait_seconds)
+        self.start, self.images, self.wait_at_start = now, 0, wait_seconds
         return pace
