@@ -13,7 +13,6 @@ from byol.core.errors import ByolError
 from byol.core.schedules import tau_at
 from byol.data.folders import decode_into_memory
 from byol.data.views import Views
-from byol.eval.collapse import normalized_std
 from byol.methods.byol import BYOL
 from byol.nets.encoders import build_encoder
 from byol.train.trainer import pretrain
