@@ -282,7 +282,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _print_scores(result: dict, line: str) -> None:
     """The scores' line on stderr, with the random-init baseline and the gain where they were scored."""
-    if "random_init" in result:
+    if "gain_top1" in result:
         line += f", random init {result['random_init']['top1']:.2f}% ({result['gain_top1']:+.2f} points)"
     print(line, file=sys.stderr)
 

@@ -116,18 +116,17 @@ class StepClock:
 
 
 def test_under_a_time_budget_the_lr_falls_smoothly_and_tau_rises_smoothly(small_folders, tmp_path, monkeypatch):
-    from byol.train import throughput, trainer
+    from byol.train import pace
 
-    clock = StepClock()
-    monkeypatch.setattr(trainer, "time", clock)
-    monkeypatch.setattr(throughput, "time", clock)
+    monkeypatch.setattr(pace, "time", StepClock())
     budget_seconds = 8.0
     config = tiny_config(small_folders[0], epochs=1000, minutes=budget_seconds / 60, warmup_epochs=0.5,
                          optimizer="adamw", lr=0.004, collapse_every=0, knn_every=0)
     result = pretrain(config, tmp_path / "run")
-    # the budget ends the run (not the 16,000 steps of 1,000 epochs): at 0.125 s a step, 64 steps,
-    # the last one the step whose time reaches 8 s
-    assert (result["steps"], result["train_seconds"]) == (64, 8.0)
+    # the budget ends the run (not the 16,000 steps of 1,000 epochs): the first step takes 1/16 s
+    # (the clock starts between a log line and a tick), the others 1/8 s, so step 65 is the one
+    # whose time reaches 8 s: 1/16 + 64/8 = 8.0625
+    assert (result["steps"], result["train_seconds"]) == (65, 8.1)
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "lr" in r]
     warmup, peak = 8, 0.004 * 16 / 256  # half an epoch of 16 steps; the scaled peak lr
@@ -298,10 +297,10 @@ def test_the_loader_wait_is_the_share_of_training_time_spent_waiting_for_images(
     """Each streamed image takes 1/16 s to cut (16 a step: 1 s) and each step 1 s to compute, on a
     clock the test moves: half of the training time is spent waiting, and none in memory."""
     from byol.data import folders
-    from byol.train import batches, throughput, trainer
+    from byol.train import batches, pace, trainer
 
     clock = ManualClock()
-    for module in (batches, throughput, trainer):
+    for module in (batches, pace):
         monkeypatch.setattr(module, "time", clock)
     cut, step = folders.CroppedViews.__getitem__, trainer.Trainer.step
 

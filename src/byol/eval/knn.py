@@ -45,6 +45,6 @@ def knn_accuracy(
 def with_gain(result: dict) -> dict:
     """`result` with gain_top1, the pretrained encoder's top-1 over the same one at random init
     (the baseline that every pretrained score is read against), where both were scored."""
-    if "random_init" in result:
+    if "pretrained" in result and "random_init" in result:
         result["gain_top1"] = result["pretrained"]["top1"] - result["random_init"]["top1"]
     return result

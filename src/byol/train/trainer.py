@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +39,7 @@ from byol.core.runtime import (autocast, autocast_dtype, caller_state_kept, chan
 from byol.core.schedules import lr_at, scaled_lr, size_at, tau_at
 from byol.methods import Method, build_learner
 from byol.train.batches import load_train_data
-from byol.train.budget import ESTIMATE_STEPS, Budget, length_estimate
+from byol.train.budget import Budget, length_estimate
 from byol.train.layout import choose_channels_last
 from byol.train.lock import run_folder_lock
 from byol.train.logbook import Logbook
@@ -50,7 +49,7 @@ from byol.train.signals import StopRequests
 from byol.train.summary import SUMMARY
 from byol.train.settings import resolve_settings
 from byol.train.threads import ThreadTuner
-from byol.train.throughput import Throughput
+from byol.train.pace import Pace
 from byol.train.trackers import Tracker
 
 ENCODER = "encoder.safetensors"
@@ -178,19 +177,15 @@ class Trainer:
         self.probe = collapse_probe(config, self.data, self.learner.views, device)  # every process: all stop together
         self.alarm = CollapseAlarm(config.projection_dim, config.collapse_stop, report=self.lead)
         self.progress = Progress()  # what a checkpoint saves of the run's position, beside the weights
-        self.data_changed_ok = data_changed_ok
         self.metrics_bytes = 0  # the metrics file's length at the checkpoint resumed from
         if checkpoint is not None:
-            self.restore(checkpoint)
+            self.restore(checkpoint, data_changed_ok)
         self.model = self._loss_module()
         self.lr = self.tau = self.saved_at = self.view_size = None  # the last step's rate, decay and view side
         self.knn_error: str | None = None  # why k-NN could not run on these folders, once it could not
         self.logbook: Logbook | None = None  # opened by `run`, in the lead process
         self.bar: tqdm | None = None  # shown while `run` trains
-        self.clock = 0.0  # training time counts from here, set when training starts and after each step
-        self.window = Throughput()  # images a second and the loader's wait since the last log
-        self.first_step, self.first_seconds = self.progress.step, self.progress.train_seconds  # this process's start
-        self.pace_from: float | None = None  # training seconds when the pace's timing began
+        self.pace = Pace(self.progress.step, self.progress.train_seconds)  # training time and throughput
 
     def _build_networks(self) -> tuple[Method, torch.memory_format]:
         """The learner, in the memory format that trains safely here (its notice, if any, added to the notices)."""
@@ -294,8 +289,9 @@ class Trainer:
                           metrics_bytes=self.logbook.tell() if self.logbook else self.metrics_bytes,
                           rng=distributed.all_ranks(rng_state()), data=self.data.identity)
 
-    def restore(self, checkpoint: Checkpoint) -> None:
-        """Continue from `checkpoint`: every part of the state that `checkpoint()` saves."""
+    def restore(self, checkpoint: Checkpoint, data_changed_ok: bool = False) -> None:
+        """Continue from `checkpoint`: every part of the state that `checkpoint()` saves (on data
+        whose files changed since, only with `data_changed_ok`)."""
         self.learner.load_state_dict(checkpoint.learner)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         self.scaler.load_state_dict(checkpoint.scaler)
@@ -303,7 +299,7 @@ class Trainer:
         self.alarm.strikes = checkpoint.collapse_strikes
         self.progress = replace(checkpoint.progress, data_changes=list(checkpoint.progress.data_changes))
         self.metrics_bytes = checkpoint.metrics_bytes
-        self._check_data(checkpoint.data)
+        self._check_data(checkpoint.data, data_changed_ok)
         if len(checkpoint.rng) == self.world:
             set_rng_state(checkpoint.rng[self.rank])
         elif self.lead:
@@ -312,14 +308,14 @@ class Trainer:
         if self.lead:
             self.notices.append(f"resuming {self.out} at step {self.progress.step} (epoch {self.progress.epoch})")
 
-    def _check_data(self, saved: dict | None) -> None:
+    def _check_data(self, saved: dict | None, changed_ok: bool) -> None:
         """A resume on files other than the run's is refused, or with data_changed_ok continued and recorded."""
         now = self.data.identity
         if saved is None or saved == now:  # None: a checkpoint written before runs recorded their data
             return
         change = (f"{saved['files']} image files when step {self.progress.step} was saved, {now['files']} now"
                   + (", other files" if saved["files"] == now["files"] else ""))
-        if not self.data_changed_ok:
+        if not changed_ok:
             raise ByolError(f"cannot resume {self.out}: the files of {self.config.data} changed since the run started "
                             f"({change}): put them back, continue on the new files with --data-changed ok, or "
                             "choose a new --out folder")
@@ -448,10 +444,9 @@ class Trainer:
 
     def _tick(self, micro_batches: int) -> None:
         """Count images and training time (everything but k-NN evaluation)."""
-        now = time.perf_counter()
-        self._fit_threads(now - self.clock)
-        self.progress.train_seconds, self.clock = self.progress.train_seconds + now - self.clock, now
-        self.window.count(micro_batches * self.config.batch_size)
+        seconds = self.pace.tick(micro_batches * self.config.batch_size)
+        self._fit_threads(seconds)
+        self.progress.train_seconds += seconds
 
     def _fit_threads(self, seconds: float) -> None:
         """With threads: 0 on a CPU, the thread count that is fastest now (byol.train.threads)."""
@@ -492,12 +487,9 @@ class Trainer:
 
     def _estimate_length(self, step: int) -> None:
         """Once a run is under way, one line on how long the rest of it takes at its pace."""
-        into_run = step - self.first_step
-        if into_run == ESTIMATE_STEPS[0]:
-            self.pace_from = self.progress.train_seconds
-        elif into_run == ESTIMATE_STEPS[1] and self.lead and self.pace_from is not None:
-            pace = (self.progress.train_seconds - self.pace_from) / (ESTIMATE_STEPS[1] - ESTIMATE_STEPS[0])
-            note(length_estimate(self.budget, step, self.progress.train_seconds, pace, self.device.type))
+        seconds = self.pace.step_seconds(step, self.progress.train_seconds)
+        if seconds is not None and self.lead:
+            note(length_estimate(self.budget, step, self.progress.train_seconds, seconds, self.device.type))
 
     def _agree_across_processes(self, stop: StopRequests | None = None) -> dict:
         """Gather from every process (a host sync) what all must act on alike: the lead's training
@@ -524,7 +516,7 @@ class Trainer:
             self.logbook(record)
 
     def _log_step(self, loss: float) -> None:
-        img_s, loader_wait = self.window.read(self.data.wait_seconds)
+        img_s, loader_wait = self.pace.read(self.data.wait_seconds)
         extra = dict(size=self.view_size) if self.config.start_size else {}  # the last step's views' side
         if self.tuner:
             extra["threads"] = torch.get_num_threads()
@@ -548,8 +540,7 @@ class Trainer:
 
     def _restart_clock(self) -> None:
         """Training time and throughput count from now (not the time spent before, e.g. on k-NN)."""
-        self.clock = time.perf_counter()
-        self.window.restart(self.data.wait_seconds)
+        self.pace.restart(self.data.wait_seconds)
 
     def _knn_or_reason(self) -> dict[str, float] | str:
         """k-NN, or why it cannot run on these folders: then the run goes on, and ends finished,
@@ -571,7 +562,7 @@ class Trainer:
         result = dict(steps=self.progress.step, epochs=round(self.progress.step / self.steps_per_epoch, 3),
                       train_seconds=round(self.progress.train_seconds, 1),
                       img_s=round(self.progress.step * global_batch / max(self.progress.train_seconds, 1e-9), 1),
-                      loader_wait=round(self.data.wait_seconds / max(self.progress.train_seconds - self.first_seconds, 1e-9), 4),
+                      loader_wait=round(self.pace.loader_share(self.data.wait_seconds, self.progress.train_seconds), 4),
                       skipped_files=len(self.data.skipped) + self.data.stream_skips,
                       skipped_steps=self.progress.skipped_steps, processes=self.world)
         if not self.lead:
