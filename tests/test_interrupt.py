@@ -86,7 +86,7 @@ def test_pretrain_stops_in_one_line_and_its_checkpoint_resumes(many, tmp_path, m
     last = _one_line_and_130(*interrupted(argv, moment))
     if "stopped by SIGINT at step" in last:  # in training: the checkpoint of that step continues the run
         step = int(last.split("at step ")[1].split(";")[0])
-        assert open_run(resolve(config_file=str(out / "config.yaml")), out, resume=True)["step"] == step
+        assert open_run(resolve(config_file=str(out / "config.yaml")), out, resume=True).progress.step == step
 
 
 @pytest.mark.parametrize("command", ["finetune", "predict", "embed", "eval"])
