@@ -202,7 +202,7 @@ def _write_predictions(writer, model: nn.Module | OnnxModel, card: dict, listing
     for images, decoded in progress(loader, desc="predict", unit="batch"):
         best = model(eval_transform(images.to(device), spec)).float().softmax(dim=1).cpu().topk(top, dim=1)
         for row, ok in enumerate(decoded.tolist()):
-            name = listing.files[len(predicted)].relative_to(listing.root).as_posix()
+            name = listing.name(listing.files[len(predicted)])
             label = int(best.indices[row, 0]) if ok else None
             predicted.append(label)
             cells = [classes[label], f"{float(best.values[row, 0]):.6f}"] if ok else ["", ""]

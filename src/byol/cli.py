@@ -44,7 +44,8 @@ DEVICE_HELP = f"{DEVICES} (default: auto)"
 
 def _add_config_args(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
     """The arguments that resolve a Config: data, preset, config file, flags and --set."""
-    p.add_argument("--data", help=f"folder of images (class sub-folders optional), or {DATASET_NAMES_HELP}")
+    p.add_argument("--data", help="folder of images (class sub-folders optional), a file list FILE.txt (a path a line, "
+                   f"TAB and class optional), or {DATASET_NAMES_HELP}")
     p.add_argument("--test", help="labelled test folder (or dataset name, e.g. cifar10:test) for k-NN during and "
                    "after training")
     p.add_argument("--config", help="YAML file of config keys (a run's config.yaml reproduces it)")

@@ -82,6 +82,10 @@ class Config:
     knn_every: int = 0  # epochs; 0: only at the end
     knn_k: int = 200
     knn_temperature: float = 0.1
+    # the monitor's bank and queries, each a fixed sample of at most this many images (0: all);
+    # CIFAR-10's sizes, so its full sets are used, while a million-image folder is not encoded whole
+    knn_bank: int = 50_000
+    knn_queries: int = 10_000
 
     def checked(self) -> "Config":
         """This config, every key checked against its line of ALLOWED (a key missing there fails
@@ -243,6 +247,8 @@ ALLOWED: dict[str, Allowed] = {
     "knn_every": number(0, 10**6, "use 0 (only at the end) or more epochs"),
     "knn_k": number(1, 10**6, "use 1 or more neighbours"),
     "knn_temperature": number(0, 100, "it must be positive (at most 100)", above=True),
+    "knn_bank": number(0, LARGE, "use 0 (every image) or a number of images"),
+    "knn_queries": number(0, LARGE, "use 0 (every image) or a number of images"),
 }
 
 

@@ -303,7 +303,7 @@ def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256,
     refuse_foreign_file(out, _is_embedding, "embedding file")
     encoder, card = load_encoder_and_card(checkpoint)
     listing = folders.list_images(data)
-    names = [str(p.relative_to(listing.root)) for p in listing.files]
+    names = [listing.name(p) for p in listing.files]
     with replacing(out) as temporary:
         rows = EMBEDDING_WRITERS[out.suffix](temporary, names, card["feature_dim"])
         skipped = _embed_rows(encoder.to(device), card, listing, rows, batch_size, workers, device)

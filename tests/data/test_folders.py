@@ -163,3 +163,58 @@ def test_streamed_small_crops_come_in_the_order_of_the_batched_path(tmp_path):
     small = out[2] * torch.tensor(spec.std)[None, :, None, None] + torch.tensor(spec.mean)[None, :, None, None]
     expected = torch.tensor([colours[int(p.stem)] for p in listing.files]).float() / 255
     torch.testing.assert_close(small.mean(dim=(2, 3)), expected.repeat(2, 1), atol=0.01, rtol=0)
+
+
+def _file_list(folder: Path, out: Path, with_class: bool) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [os.path.relpath(p, out.parent) + (f"\t{p.parent.name}" if with_class else "")
+             for p in sorted(folder.rglob("*.jpg"))]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_a_file_list_gives_the_images_labels_and_classes_of_the_folder_it_lists(small_folders, tmp_path):
+    folder = small_folders[0]
+    listed = _file_list(folder, tmp_path / "lists" / "train.txt", with_class=True)  # paths as ../../train/...
+    from_folder, from_list = decode_into_memory(folder, 16, tmp_path), decode_into_memory(listed, 16, tmp_path)
+    assert from_list.classes == from_folder.classes == ["checks", "disc", "horizontal", "vertical"]
+    assert torch.equal(from_list.images, from_folder.images) and torch.equal(from_list.labels, from_folder.labels)
+    unlabelled = list_images(_file_list(folder, tmp_path / "plain.txt", with_class=False))
+    assert unlabelled.classes == [] and set(unlabelled.labels) == {-1} and len(unlabelled.files) == 256
+
+
+def test_a_file_list_naming_missing_files_counts_them_as_undecodable(small_folders, tmp_path):
+    names = [str(p) for p in sorted(small_folders[0].rglob("*.jpg"))[:20]] + ["gone/1.jpg", "gone/2.jpg"]
+    listed = tmp_path / "files.txt"
+    listed.write_text("\n".join(names) + "\n")
+    data = decode_into_memory(listed, 16, tmp_path)
+    assert len(data.images) == 20 and data.skipped == [str(tmp_path / "gone" / "1.jpg"), str(tmp_path / "gone" / "2.jpg")]
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("a.jpg\tcat\nb.jpg\n", r"line 2 has no class column \(after a TAB\) and line 1 has one: give every line a class"),
+    ("\n\n", "names no image"),
+])
+def test_a_malformed_file_list_is_one_line_naming_the_fix(tmp_path, text, says):
+    listed = tmp_path / "files.txt"
+    listed.write_text(text)
+    with pytest.raises(ByolError, match=rf"^file list {listed}: {says}|^file list {listed} {says}"):
+        list_images(listed)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="reads Linux's /proc/self/smaps_rollup")
+def test_a_loader_worker_reads_the_listing_without_copying_it(tmp_path):
+    """200,000 paths: a list of Path objects is copied into the reading child (tens of MB), the
+    listing's own table is not (what a loader worker of a million-file folder would carry)."""
+    from benchmarks.listing import private_growth
+
+    names = (f"class{i % 1000:03d}/image_{i:08d}.jpg" for i in range(200_000))
+    listing = ImageFiles(tmp_path, (tmp_path / name for name in names), [i % 1000 for i in range(200_000)],
+                         [f"class{c:03d}" for c in range(1000)])
+    # the child's own allocations land in pages it shares with the parent too: a loop that makes
+    # the same Path objects from nothing shared is what reading costs without the listing
+    made = private_growth(tmp_path / f"class{i % 1000:03d}/image_{i:08d}.jpg" for i in range(200_000))
+    as_listed = private_growth(listing.files)
+    as_objects = private_growth(list(listing.files))
+    assert as_objects - made > 20 * 2**20  # the check can fail: Path objects are copied
+    assert as_listed - made < 2 * 2**20, (as_listed, made, as_objects)

@@ -369,3 +369,46 @@ def test_a_start_size_larger_than_the_image_size_or_small_crops_under_8_px_are_r
     with pytest.raises(ByolError, match="small crops of 0.5 x 12 px are under 8 px .* raise small_crop_side to 0.67 or"):
         Config(image_size=32, start_size=12, small_crops=2).checked()
     assert Config(image_size=32, start_size=16, small_crops=2).checked().small_crops == 2  # 8 px: enough
+
+
+def test_the_knn_monitor_samples_a_bank_and_queries_of_bounded_size_once_for_the_run(small_folders, tmp_path,
+                                                                                      monkeypatch):
+    """256 training images and 64 test images, with knn_bank 100 and knn_queries 10: 100
+    distinct training images and 10 test images, the same at both evaluations of the run."""
+    from byol.train import monitors
+
+    made, scored = [], []
+    original, knn = monitors.KnnMonitor.__init__, monitors.knn_accuracy
+    monkeypatch.setattr(monitors.KnnMonitor, "__init__",
+                        lambda self, *args: original(self, *args) or made.append((self.bank, self.queries)))
+    monkeypatch.setattr(monitors, "knn_accuracy", lambda bank, bank_labels, queries, *rest: scored.append(
+        (len(bank), len(queries))) or knn(bank, bank_labels, queries, *rest))
+    pretrain(tiny_config(small_folders[0], epochs=2, knn_every=1, collapse_every=0, test=str(small_folders[1]),
+                         knn_bank=100, knn_queries=10), tmp_path / "run")
+    (bank, queries), = made
+    train = {image.numpy().tobytes() for image in decode_into_memory(small_folders[0], size=32).images}
+    test = {image.numpy().tobytes() for image in decode_into_memory(small_folders[1], size=32).images}
+    assert len({image.numpy().tobytes() for image in bank.images} & train) == 100
+    assert len({image.numpy().tobytes() for image in queries.images} & test) == 10
+    assert scored == [(100, 10)] * 3  # after epochs 1 and 2, and at the end
+
+
+def test_the_knn_monitor_keeps_every_image_of_sets_within_its_bounds(small_folders):
+    from byol.data.folders import decode_into_memory as decode
+    from byol.train.monitors import at_most
+
+    data = decode(small_folders[1], size=32)
+    assert at_most(data, 64, seed=0) is data and at_most(data, 0, seed=0) is data
+
+
+def test_a_file_list_trains_and_monitors_as_its_folder_does(small_folders, tmp_path):
+    """The same images named by a labelled file list: the same run, step for step, as on the folder."""
+    listed = tmp_path / "train.txt"
+    listed.write_text("".join(f"{p}\t{p.parent.name}\n" for p in sorted(small_folders[0].rglob("*.jpg"))))
+    config = tiny_config(small_folders[0], steps=3, collapse_every=0, test=str(small_folders[1]), threads=1)
+    from_folder = pretrain(config, tmp_path / "folder")
+    from_list = pretrain(dataclasses.replace(config, data=str(listed)), tmp_path / "list")
+    assert from_list["knn"] == from_folder["knn"] and from_list["steps"] == 3
+    losses = [[json.loads(line).get("loss") for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+              for run in ("folder", "list")]
+    assert losses[0] == losses[1]

@@ -17,7 +17,7 @@ import math
 import os
 import signal
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,33 +27,44 @@ import torch
 from PIL import Image, ImageOps
 
 from byol.core.errors import ByolError
-from byol.core.files import safe_load, save_torch
+from byol.core.files import name_from_line, safe_load, save_torch
 from byol.core.progress import note
 from byol.core.runtime import own_random_stream
 from byol.data.names import NAMED_DATASETS, NAMED_SPLITS
+from byol.data.paths import PathTable
 from byol.data.views import ViewSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IN_MEMORY_MAX_SIZE = 64
+FILE_LIST = ".txt"  # --data FILE.txt: a list of image files, not a folder
 UNLABELLED = -1
 DECODER = "exif-upright"  # in the decode cache's key: a cache from a decoder that differs is not reused
 
 
 @dataclass
 class ImageFiles:
-    """The image files under a folder, with class labels when it is an ImageFolder tree."""
+    """The image files under a folder (or named by a file list), with class labels when it is an
+    ImageFolder tree (or the list has a class column)."""
 
     root: Path
-    files: list[Path]
+    files: PathTable  # any sequence of paths given is held as a PathTable (byol.data.paths)
     labels: list[int]
     classes: list[str]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.files, PathTable):
+            self.files = PathTable(self.files)
 
     @property
     def labelled(self) -> bool:
         return bool(self.classes)
 
     def subset(self, indices: list[int]) -> "ImageFiles":
-        return ImageFiles(self.root, [self.files[i] for i in indices], [self.labels[i] for i in indices], self.classes)
+        return ImageFiles(self.root, self.files.subset(indices), [self.labels[i] for i in indices], self.classes)
+
+    def name(self, path: Path) -> str:
+        """How tables and lists name a file: its path from the folder (or a file list's folder), in / form."""
+        return Path(os.path.relpath(path, self.root)).as_posix()
 
     def digest(self) -> str:
         """A fingerprint of the listing, from each file's path and label alone (no file is
@@ -94,11 +105,16 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _may_be_image(path: Path) -> bool:
-    """Regular files, and links that do not resolve (counted as undecodable later); never
-    a FIFO or a device named like an image, which would block the decoder for ever."""
+def _may_be_image(entry: os.DirEntry) -> bool:
+    """Regular files, and links that do not resolve (counted as undecodable later); never a FIFO
+    or a device named like an image, which would block the decoder for ever. The entry's type
+    comes with the directory listing, so only a link costs a stat."""
+    if entry.is_file(follow_symlinks=False):
+        return True
+    if not entry.is_symlink():
+        return False
     try:
-        return stat.S_ISREG(path.stat().st_mode)
+        return stat.S_ISREG(os.stat(entry.path).st_mode)
     except OSError:  # a broken link or a link loop
         return True
 
@@ -110,20 +126,28 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _images_under(folder: Path) -> list[Path]:
-    """Image files below `folder`; linked folders are not followed (no loops)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        found.extend(p for p in (Path(dirpath) / name for name in sorted(filenames) if _is_image(name))
-                     if _may_be_image(p))
+def _images_under(folder: Path) -> list[str]:
+    """The image files below `folder`, each folder's files in name order before its sub-folders
+    (in name order); linked folders are not followed (no loops); folders that cannot be read are
+    passed over."""
+    found, folders = [], [os.fspath(folder)]
+    while folders:
+        try:
+            entries = sorted(os.scandir(folders.pop()), key=lambda entry: entry.name)
+        except OSError:
+            continue
+        found.extend(entry.path for entry in entries
+                     if not entry.is_dir(follow_symlinks=False) and _is_image(entry.name) and _may_be_image(entry))
+        folders.extend(reversed([entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]))
     return found
 
 
 def list_images(root: str | Path) -> ImageFiles:
     """The image files under `root`, listed, none decoded; class sub-folders and no loose images
-    at the top means labelled."""
+    at the top means labelled. A `.txt` file is a file list (`list_file`)."""
     root = Path(root).expanduser()
+    if root.suffix == FILE_LIST and not root.is_dir():
+        return list_file(root)
     if not root.exists():
         raise ByolError(f"data folder {root} does not exist: pass an existing folder of images")
     if not root.is_dir():
@@ -151,6 +175,34 @@ def list_images(root: str | Path) -> ImageFiles:
             "pass a folder that contains images, directly or in class sub-folders"
         )
     return ImageFiles(root, files, labels, classes)
+
+
+def list_file(path: Path) -> ImageFiles:
+    """The images a file list names, one a line: a path (relative to the list's folder, or
+    absolute; escaped as byol's own lists are), then optionally a TAB and its class name (on
+    every line, or on none). A named file that is missing is not an error here: like an
+    undecodable one, it is counted and listed when its turn to be decoded comes."""
+    if not path.is_file():
+        raise ByolError(f"file list {path} does not exist: pass a text file of image paths, one a line")
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise ByolError(f"file list {path} is not UTF-8 text: write one image path a line") from None
+    rows = [line.rsplit("\t", 1) if "\t" in line else [line] for line in lines]
+    with_class = [len(row) == 2 for row in rows]
+    if any(with_class) and not all(with_class):
+        first = with_class.index(not with_class[0]) + 1
+        raise ByolError(f"file list {path}: line {first} {'has a' if with_class[first - 1] else 'has no'} class column "
+                        f"(after a TAB) and line 1 {'has one' if with_class[0] else 'has none'}: give every line a "
+                        "class, or none")
+    if not rows:
+        raise ByolError(f"file list {path} names no image: write one image path a line")
+    files = [path.parent / name_from_line(row[0]) for row in rows]
+    if not all(with_class):
+        return ImageFiles(path.parent, files, [UNLABELLED] * len(files), [])
+    classes = sorted({row[1] for row in rows})
+    index = {name: i for i, name in enumerate(classes)}
+    return ImageFiles(path.parent, files, [index[row[1]] for row in rows], classes)
 
 
 def open_rgb(path: Path, min_size: int | None = None) -> Image.Image | None:
@@ -306,7 +358,7 @@ class SquareImages(torch.utils.data.Dataset):
     """Image files decoded one by one into (3, size, size) uint8 squares (shorter side to
     `size`, centre crop), with whether the file decoded (a black square when it did not)."""
 
-    def __init__(self, files: list[Path], size: int) -> None:
+    def __init__(self, files: Sequence[Path], size: int) -> None:
         self.files, self.size = files, size
 
     def __len__(self) -> int:
@@ -319,7 +371,7 @@ class SquareImages(torch.utils.data.Dataset):
         return torch.from_numpy(pixels.copy()).permute(2, 0, 1), True
 
 
-def decoded_batches(files: list[Path], size: int, batch_size: int, workers: int, shuffle: bool = False,
+def decoded_batches(files: Sequence[Path], size: int, batch_size: int, workers: int, shuffle: bool = False,
                     seed: int = 0) -> torch.utils.data.DataLoader:
     """Image files streamed as uint8 batches (N, 3, size, size) decoded by loader workers, with
     whether each file decoded (a black square where it did not): in order, or shuffled anew each

@@ -74,7 +74,7 @@ def choose_labelled(listing: ImageFiles, spec: LabelSpec, seed: int) -> list[int
 def listed_images(listing: ImageFiles, list_file: Path) -> list[int]:
     """The images a list file names, one a line: a path relative to the labelled folder, or a
     bare file name where it is unique there (as the published ImageNet subset lists give them)."""
-    by_path = {p.relative_to(listing.root).as_posix(): i for i, p in enumerate(listing.files)}
+    by_path = {listing.name(p): i for i, p in enumerate(listing.files)}
     by_name: dict[str, int | None] = {}
     for i, p in enumerate(listing.files):
         by_name[p.name] = None if p.name in by_name else i  # None: the name is not unique
@@ -94,4 +94,4 @@ def listed_images(listing: ImageFiles, list_file: Path) -> list[int]:
 
 def labels_text(listing: ImageFiles, chosen: list[int]) -> str:
     """The chosen images as a list file (paths relative to the labelled folder): `--labels` reads it back."""
-    return names_text(listing.files[i].relative_to(listing.root).as_posix() for i in chosen)
+    return names_text(listing.name(listing.files[i]) for i in chosen)

@@ -21,12 +21,15 @@ class KnnMonitor:
     """k-NN top-1/top-5 of the online encoder: training images as the bank, --test as queries.
 
     Small images are held decoded; larger ones stream from their files through loader
-    workers at the training size. Only labelled images enter the bank and the queries."""
+    workers at the training size. Only labelled images enter the bank and the queries, each
+    a fixed sample of at most knn_bank and knn_queries of them."""
 
     def __init__(self, bank: folders.ImageTensor | folders.ImageFiles, queries: folders.ImageTensor | folders.ImageFiles,
                  config: Config, device: torch.device) -> None:
-        self.bank, self.queries = labelled_pair(bank, queries, config.data or "the training data",
-                                                config.test or "the held-out split")
+        bank, queries = labelled_pair(bank, queries, config.data or "the training data",
+                                      config.test or "the held-out split")
+        self.bank, self.queries = at_most(bank, config.knn_bank, config.seed), at_most(queries, config.knn_queries,
+                                                                                        config.seed)
         self.config, self.device = config, device
         self.transform = run_transform(config)
 
@@ -59,6 +62,15 @@ def knn_monitor(config: Config, data: TrainData, device: torch.device) -> KnnMon
     order = torch.randperm(len(labelled.labels), generator=torch.Generator().manual_seed(config.seed)).tolist()
     split = len(order) // 10
     return KnnMonitor(labelled.subset(order[split:]), labelled.subset(order[:split]), config, device)
+
+
+def at_most(data: folders.ImageTensor | folders.ImageFiles, count: int,
+            seed: int) -> folders.ImageTensor | folders.ImageFiles:
+    """`data`, or a sample of `count` of its images drawn from `seed` (the same at every evaluation of a run)."""
+    if not count or len(data.labels) <= count:
+        return data
+    chosen = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:count]
+    return data.subset(chosen.sort().values.tolist())
 
 
 def _has_labels(data: folders.ImageTensor | folders.ImageFiles) -> bool:
