@@ -198,6 +198,9 @@ def list_file(path: Path) -> ImageFiles:
     if not rows:
         raise ByolError(f"file list {path} names no image: write one image path a line")
     files = [path.parent / name_from_line(row[0]) for row in rows]
+    if not any(file.exists() for file in files):  # stops at the first that does
+        raise ByolError(f"file list {path} names {len(files)} file{'s' * (len(files) != 1)} and none of them exists "
+                        f"(e.g. {str(files[0])!r}): write one image path a line, relative to the list's folder")
     if not all(with_class):
         return ImageFiles(path.parent, files, [UNLABELLED] * len(files), [])
     classes = sorted({row[1] for row in rows})

@@ -10,13 +10,13 @@ and an array of offsets are read without a write, so the workers keep sharing th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 
-class PathTable:
+class PathTable(Sequence):
     """A sequence of paths: `table[i]` is a `Path`, made when asked for, from one bytes object
     and a numpy array of offsets."""
 
