@@ -34,3 +34,16 @@ def test_topk_accuracy_in_percent():
     scores = torch.tensor([[0.1, 0.9, 0.0], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
     labels = torch.tensor([1, 1, 0])
     assert topk_accuracy(scores, labels, ks=(1, 2)) == pytest.approx({"top1": 100 / 3, "top2": 200 / 3})
+
+
+def test_a_bank_read_in_chunks_votes_exactly_as_the_whole_bank_does():
+    """300 samples read 7 at a time (fewer than k): each query's 20 nearest, as the full
+    similarity matrix gives them, vote with weights exp((s - s_max) / T)."""
+    generator = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(300, 16, generator=generator), torch.randn(23, 16, generator=generator)
+    labels = torch.randint(0, 5, (300,), generator=generator)
+    similarity = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(bank, dim=1).T
+    top, index = similarity.topk(20, dim=1)
+    expected = torch.zeros(23, 5).scatter_add_(1, labels[index], ((top - top[:, :1]) / 0.1).exp())
+    chunked = knn_predict(bank, labels, queries, num_classes=5, k=20, temperature=0.1, chunk=5, bank_chunk=7)
+    torch.testing.assert_close(chunked, expected)

@@ -9,20 +9,29 @@ import torch.nn.functional as F
 @torch.no_grad()
 def knn_predict(
     train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,
-    num_classes: int, k: int = 200, temperature: float = 0.1, chunk: int = 1024,
+    num_classes: int, k: int = 200, temperature: float = 0.1, chunk: int = 1024, bank_chunk: int = 65536,
 ) -> torch.Tensor:
     """Class scores (queries, classes): each of the k most similar training samples
-    votes for its class with weight exp(cosine / temperature)."""
+    votes for its class with weight exp(cosine / temperature).
+
+    The bank is read `bank_chunk` samples at a time, each query keeping its k best so far, so
+    memory stays at chunk x (k + bank_chunk) similarities whatever the bank's size."""
     k = min(k, len(train_features))
-    train_features = F.normalize(train_features.float(), dim=1)
     query_features = F.normalize(query_features.float(), dim=1)
     scores = []
     for start in range(0, len(query_features), chunk):
-        similarity = query_features[start:start + chunk] @ train_features.T
-        top_sim, top_idx = similarity.topk(k, dim=1)
-        votes = torch.zeros(len(top_sim), num_classes)
+        queries = query_features[start:start + chunk]
+        top_sim = torch.empty(len(queries), 0)
+        top_label = torch.empty(len(queries), 0, dtype=torch.long)
+        for first in range(0, len(train_features), bank_chunk):
+            bank = F.normalize(train_features[first:first + bank_chunk].float(), dim=1)
+            similarity = torch.cat([top_sim, queries @ bank.T], dim=1)
+            labels = torch.cat([top_label, train_labels[first:first + bank_chunk].expand(len(queries), -1)], dim=1)
+            top_sim, best = similarity.topk(min(k, similarity.shape[1]), dim=1)
+            top_label = labels.gather(1, best)
+        votes = torch.zeros(len(queries), num_classes)
         # exp((s - s_max) / T): the same relative weights as exp(s / T), finite at any temperature
-        votes.scatter_add_(1, train_labels[top_idx], ((top_sim - top_sim[:, :1]) / temperature).exp())
+        votes.scatter_add_(1, top_label, ((top_sim - top_sim[:, :1]) / temperature).exp())
         scores.append(votes)
     return torch.cat(scores)
 
