@@ -13,7 +13,6 @@ RUN/checkpoints/step-NNNNNNNN.pt, of which the `keep` newest are kept.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from byol import config as cfg
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.core.files import replacing, safe_load, save_torch
+from byol.core.files import keep_newest, link_into_place, safe_load, save_torch
 
 FORMAT = "byol-checkpoint-1"  # the "format" entry of every checkpoint byol writes
 LATEST = "checkpoint.pt"  # a run's last checkpoint
@@ -102,13 +101,10 @@ def write_checkpoint(checkpoint: Checkpoint, run: Path, keep: int) -> Path:
     history = run / HISTORY / history_name(checkpoint.progress.step)
     save_torch(content, history)
     try:
-        with replacing(run / LATEST) as link:
-            link.unlink()
-            os.link(history, link)
+        link_into_place(history, run / LATEST)
     except ByolError:  # a filesystem without hard links: a second copy
         save_torch(content, run / LATEST)
-    for old in sorted(history.parent.glob(HISTORY_PATTERN))[:-keep]:
-        old.unlink()
+    keep_newest(history.parent, HISTORY_PATTERN, keep)
     return history
 
 

@@ -203,9 +203,26 @@ def save_torch(obj: Any, path: str | Path) -> None:
     write_with(path, torch_writer(obj))
 
 
-def own_temporaries(folder: Path) -> list[Path]:
-    """The temporaries a killed write left in `folder` (never another file)."""
-    return [p for p in folder.glob(f".*{TEMPORARY_TAG}*.tmp") if p.is_file()]
+def remove_own_temporaries(folder: Path) -> None:
+    """Delete the temporaries a killed write left in `folder` (never another file)."""
+    for temporary in folder.glob(f".*{TEMPORARY_TAG}*.tmp"):
+        if temporary.is_file():
+            temporary.unlink()
+
+
+def link_into_place(source: Path, path: Path) -> None:
+    """`path` as a hard link to `source`, renamed into place (atomic, as `replacing` is); a
+    filesystem without hard links is one ByolError."""
+    with replacing(path) as link:
+        link.unlink()  # the temporary's name, freed for the link
+        os.link(source, link)
+
+
+def keep_newest(folder: Path, pattern: str, keep: int) -> None:
+    """Delete all but the `keep` last by name of the files in `folder` that `pattern` matches
+    (a pattern only byol's own files match: its numbered checkpoints)."""
+    for old in sorted(folder.glob(pattern))[:-keep]:
+        old.unlink()
 
 
 def marker_kind(folder: Path) -> str | None:

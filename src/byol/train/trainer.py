@@ -31,7 +31,7 @@ from byol.checkpoint import HISTORY, LATEST, Checkpoint, Progress, last_checkpoi
 from byol.config import Config, RunSettings
 from byol.core import distributed
 from byol.core.errors import ByolError, CollapseError, Stopped
-from byol.core.files import names_text, own_temporaries, refuse_inside, write_json, write_text, write_with
+from byol.core.files import names_text, refuse_inside, remove_own_temporaries, write_json, write_text, write_with
 from byol.core.progress import note
 from byol.core.progress import progress as progress_bar
 from byol.core.runtime import (autocast, autocast_dtype, caller_state_kept, channels_last_is_safe, make_deterministic,
@@ -242,8 +242,8 @@ class Trainer:
         undecodable files stop every process here."""
         config, skipped, listed = self.config, self.data.skipped, self.out / "skipped_files.txt"
         if self.lead:
-            for temporary in own_temporaries(self.out) + own_temporaries(self.out / HISTORY):
-                temporary.unlink()
+            remove_own_temporaries(self.out)
+            remove_own_temporaries(self.out / HISTORY)
             cfg.save(config, self.out / "config.yaml", self.sources)
             if skipped:
                 write_text(listed, names_text(skipped))
