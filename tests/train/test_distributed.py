@@ -3,6 +3,7 @@
 import socket
 import time
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -207,3 +208,18 @@ def test_with_a_time_budget_every_process_follows_the_lead_clock_and_stops_at_th
     assert (results[0]["lr"], results[0]["tau"]) == (results[1]["lr"], results[1]["tau"])
     for key, value in results[0]["weights"].items():
         assert torch.equal(value, results[1]["weights"][key]), key
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused_before_anything_is_built(small_folders, tmp_path,
+                                                                                          monkeypatch):
+    """On a GPU (where the layout trial, which also splits the batch, does not run): the refusal
+    comes first, before the learner is moved to a device this machine may not have."""
+    from byol.config import Config
+    from byol.core import distributed
+    from byol.core.errors import ByolError
+    from byol.train.trainer import Trainer
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    config = Config(data=str(small_folders[0]), batch_size=16, width=0.0625).checked()
+    with pytest.raises(ByolError, match=r"^batch_size 16 does not split over 3 processes: use a multiple of 3$"):
+        Trainer(config, tmp_path / "run", torch.device("cuda", 0))

@@ -159,6 +159,7 @@ class Trainer:
         self.sources = sources  # where each setting came from, for config.yaml (None: the config as given)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.lead = self.rank == 0
+        distributed.local_batch(config.batch_size)  # a batch that does not split over the processes stops all
         self.notices = list(notices)  # printed once the run's inputs have passed their checks
         if config.threads:
             torch.set_num_threads(config.threads)
