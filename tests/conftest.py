@@ -103,3 +103,13 @@ def large_folder(tmp_path_factory) -> Path:
     """An ImageFolder of 96-px JPEGs (4 classes x 64), larger than what is held in memory:
     training streams it through loader workers."""
     return write_pattern_folder(tmp_path_factory.mktemp("large_folder") / "train", 64, 96, seed=3)
+
+
+@pytest.fixture(scope="session")
+def large_shards(large_folder, tmp_path_factory) -> Path:
+    """`large_folder` written as WebDataset shards of about 100 kB: 10 shards of uneven counts."""
+    from byol.data.shard_writer import write_shards
+
+    out = tmp_path_factory.mktemp("large_shards") / "shards"
+    write_shards(large_folder, out, shard_size=100_000, workers=0)
+    return out

@@ -14,7 +14,8 @@ from byol.cli import main
 from byol.config import Config
 from byol.core.errors import ByolError
 
-from byol.data.folders import decode_into_memory
+from byol.data.folders import list_images
+from byol.data.memory import decode_into_memory
 from byol.data.views import CIFAR10_MEAN, CIFAR10_STD, ViewSpec, eval_transform
 from byol.eval.finetune import FinetuneSettings, FinetuneJob, train_classifier, train_spec, with_head
 from byol.methods import build_learner
@@ -41,7 +42,7 @@ def separating_run(small_folders, tmp_path_factory):
     torch.manual_seed(0)
     model = with_head(byol.build_encoder("resnet18", width=0.125, cifar_stem=True), 4)
     spec = ViewSpec(size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-    fit = FinetuneJob(decode_into_memory(small_folders[0], 32), train_spec(spec, 0.5),
+    fit = FinetuneJob(decode_into_memory(list_images(small_folders[0]), 32), train_spec(spec, 0.5),
               FinetuneSettings(epochs=8, batch_size=32, head_lr_mult=1.0, precision="fp32"), 0.05, torch.device("cpu"),
               seed=0)
     train_classifier(model, fit, epochs=8)
@@ -110,7 +111,7 @@ def test_load_classifier_gives_the_model_in_eval_mode_and_its_classes(finetuned,
     model, classes = loaded.model, loaded.classes
     assert not model.training and classes == ["checks", "disc", "horizontal", "vertical"]
     card = json.loads((out / "model.json").read_text())
-    images = decode_into_memory(small_folders[1], 32).images[:8]
+    images = decode_into_memory(list_images(small_folders[1]), 32).images[:8]
     spec = ViewSpec(size=32, mean=tuple(card["mean"]), std=tuple(card["std"]))
     assert model(eval_transform(images, spec)).shape == (8, 4)
 

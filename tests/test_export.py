@@ -15,7 +15,8 @@ import byol
 from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.files import name_from_line, name_line
-from byol.data.folders import decode_into_memory
+from byol.data.folders import list_images
+from byol.data.memory import decode_into_memory
 from byol.data.views import eval_transform, view_specs
 from byol.eval.checkpoints import load_run_encoder
 from byol.export import embed_folder, export_encoder
@@ -89,7 +90,7 @@ def test_embed_writes_one_row_per_file_and_nan_rows_for_undecodable_ones(small_f
     assert np.isnan(rows[3]).all() and not np.isnan(np.delete(rows, 3, axis=0)).any()
     # the same features as evaluation computes for the same images
     encoder, config, _ = load_run_encoder(run)
-    decoded = decode_into_memory(broken, 32)
+    decoded = decode_into_memory(list_images(broken), 32)
     expected = encoder(eval_transform(decoded.images, view_specs(config.augment, 32)[0]))
     np.testing.assert_allclose(np.delete(rows, 3, axis=0), expected.detach().numpy(), rtol=1e-4, atol=1e-5)
 

@@ -22,10 +22,11 @@ from byol.core.files import (claim_folder, finish_writing, json_text, refuse_for
 from byol.core.locks import folder_lock
 from byol.core.progress import progress
 from byol.core.runtime import own_random_stream
-from byol.data import folders
+from byol.data.source import ImageSource
+from byol.data.sources import kept_for, list_source
 from byol.data.views import ViewSpec, eval_transform
 from byol.eval.checkpoints import load_weights
-from byol.eval.features import decode_in_order, labelled_pair
+from byol.eval.features import labelled_pair
 from byol.eval.finetune import FinetuneSettings, check_labelled, finetune, with_head
 from byol.eval.labels import choose_labelled, labels_text, parse_label_spec
 from byol.export import (CLASSIFIER_FORMAT, card_format, check_batching, check_export_place,
@@ -37,20 +38,16 @@ MODEL, CARD, LABELS, RESULT = "model.safetensors", "model.json", "labels.txt", "
 COLUMNS = ["file", "label", "score"]
 
 
-def labelled_subset(train: str, test: str, labels: str | None, seed: int) -> tuple[folders.ImageFiles, list[int]]:
-    """The training listing and the indices of the images whose labels are used; every refusal
-    (classes that differ, shares, list files, too few images) comes before an image is decoded."""
+def labelled_subset(train: str, test: str, labels: str | None, seed: int,
+                    size: int) -> tuple[ImageSource, ImageSource, list[int]]:
+    """The training and test images, listed, and the indices of the training images whose
+    labels are used; every refusal (classes that differ, shares, list files, too few images)
+    comes before an image is decoded."""
     spec = parse_label_spec(labels)
-    listing, _ = labelled_pair(folders.list_images(train), folders.list_images(test), train, test)
+    listing, test_listing = labelled_pair(list_source(train, size), list_source(test, size), train, test)
     chosen = choose_labelled(listing, spec, seed)
-    check_labelled(torch.as_tensor([listing.labels[i] for i in chosen]))
-    return listing, chosen
-
-
-def _subset_in_memory_or_streamed(listing: folders.ImageFiles, size: int,
-                                  workers: int) -> folders.ImageTensor | folders.ImageFiles:
-    """Small images decoded once into memory, large ones streamed from their files (as in pretraining)."""
-    return decode_in_order(listing, size, workers=workers) if size <= folders.IN_MEMORY_MAX_SIZE else listing
+    check_labelled(listing.labels[chosen])
+    return listing, test_listing, chosen
 
 
 def finetune_folder(checkpoint: Path, train: str, test: str, out: Path, labels: str | None,
@@ -59,14 +56,14 @@ def finetune_folder(checkpoint: Path, train: str, test: str, out: Path, labels: 
     `train` and write the classifier folder `out` as a whole once it is trained (a crash or
     Ctrl-C leaves the classifier that was there); returns what finetune.json holds."""
     encoder, card = load_encoder_and_card(checkpoint)
-    listing, chosen = labelled_subset(train, test, labels, seed)
+    size = card["input_size"]
+    listing, test_listing, chosen = labelled_subset(train, test, labels, seed, size)
     for source, flag in ((train, "--train"), (test, "--test")):
         refuse_inside(out, Path(source), "--out", flag)
     claim_folder(out, "classifier")
     with folder_lock(out, "byol finetune"):
         finish_writing(out)
-        labelled = _subset_in_memory_or_streamed(listing.subset(chosen), card["input_size"], settings.workers)
-        test_data = folders.in_memory_or_streamed(test, card["input_size"])
+        labelled, test_data = kept_for(listing.subset(chosen), size), kept_for(test_listing, size)
         with own_random_stream():
             model, result = finetune(encoder, card, labelled, test_data, settings, device, seed, baseline)
         result = dict(checkpoint=str(checkpoint), train=str(train), test=str(test), classes=len(listing.classes),
@@ -153,7 +150,7 @@ def _is_prediction(path: Path) -> bool:
         return False
 
 
-def predict_folder(model_dir: Path, data: Path, out: Path, batch_size: int = 256, workers: int = 2,
+def predict_folder(model_dir: Path, data: str | Path, out: Path, batch_size: int = 256, workers: int = 2,
                    device: torch.device | str = "cpu") -> dict:
     """Label every image file under `data` into the CSV `out`, batch by batch (file relative to
     `data`, label, probability, and the 5 likeliest labels where there are 5 classes or more).
@@ -168,14 +165,14 @@ def predict_folder(model_dir: Path, data: Path, out: Path, batch_size: int = 256
     else:
         loaded = load_classifier(model_dir)
         model, card = loaded.model, loaded.card
-    listing = folders.list_images(data)
+    listing = list_source(str(data), card["input_size"])
     with replacing(out) as temporary, temporary.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(COLUMNS + (["top5"] if len(card["classes"]) >= 5 else []))
         predicted = _write_predictions(writer, model.to(device), card, listing, batch_size, workers, device)
-    result = dict(predictions=str(out), images=len(listing.files), undecodable=predicted.count(None))
+    result = dict(predictions=str(out), images=len(listing), undecodable=predicted.count(None))
     if listing.classes == card["classes"] and len(predicted) > result["undecodable"]:
-        hits = [label == truth for label, truth in zip(predicted, listing.labels) if label is not None]
+        hits = [label == truth for label, truth in zip(predicted, listing.labels.tolist()) if label is not None]
         result["top1"] = 100.0 * sum(hits) / len(hits)
     return result
 
@@ -192,21 +189,21 @@ def _onnx_classifier(path: Path) -> tuple[OnnxModel, dict]:
 
 
 @torch.no_grad()
-def _write_predictions(writer, model: nn.Module | OnnxModel, card: dict, listing: folders.ImageFiles, batch_size: int,
+def _write_predictions(writer, model: nn.Module | OnnxModel, card: dict, listing: ImageSource, batch_size: int,
                        workers: int, device: torch.device | str) -> list[int | None]:
-    """One CSV row per file of `listing`, in order; returns each file's predicted class (None: undecodable)."""
+    """One CSV row per image of `listing`, in the order read; returns each image's predicted
+    class by index (None: undecodable)."""
     classes, top = card["classes"], min(5, len(card["classes"]))
     spec = ViewSpec.of_card(card)
-    loader = folders.decoded_batches(listing.files, spec.size, batch_size, workers)
-    predicted: list[int | None] = []
-    for images, decoded in progress(loader, desc="predict", unit="batch"):
+    predicted: list[int | None] = [None] * len(listing)
+    for images, decoded, index in progress(listing.squares(spec.size, batch_size, workers), desc="predict",
+                                           unit="batch"):
         best = model(eval_transform(images.to(device), spec)).float().softmax(dim=1).cpu().topk(top, dim=1)
-        for row, ok in enumerate(decoded.tolist()):
-            name = listing.name(listing.files[len(predicted)])
+        for row, (ok, number) in enumerate(zip(decoded.tolist(), index.tolist())):
             label = int(best.indices[row, 0]) if ok else None
-            predicted.append(label)
+            predicted[number] = label
             cells = [classes[label], f"{float(best.values[row, 0]):.6f}"] if ok else ["", ""]
             if top == 5:
                 cells.append(";".join(classes[i] for i in best.indices[row].tolist()) if ok else "")
-            writer.writerow([name, *cells])
+            writer.writerow([listing.name(number), *cells])
     return predicted

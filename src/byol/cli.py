@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import typing
 from pathlib import Path
@@ -45,7 +46,8 @@ DEVICE_HELP = f"{DEVICES} (default: auto)"
 def _add_config_args(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
     """The arguments that resolve a Config: data, preset, config file, flags and --set."""
     p.add_argument("--data", help="folder of images (class sub-folders optional), a file list FILE.txt (a path a line, "
-                   f"TAB and class optional), or {DATASET_NAMES_HELP}")
+                   "TAB and class optional), WebDataset shards ('shards/train-{000000..000127}.tar', a folder byol "
+                   f"shard wrote, 'pipe:COMMAND'), or {DATASET_NAMES_HELP}")
     p.add_argument("--test", help="labelled test folder (or dataset name, e.g. cifar10:test) for k-NN during and "
                    "after training")
     p.add_argument("--config", help="YAML file of config keys (a run's config.yaml reproduces it)")
@@ -113,8 +115,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a pretrained encoder and a new head on a few labels (a classifier)")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt or exported encoder")
-    p.add_argument("--train", required=True, help="labelled folder (one sub-folder of images per class)")
-    p.add_argument("--test", required=True, help="labelled folder with the same classes, scored once at the end")
+    p.add_argument("--train", required=True, help="labelled folder (one sub-folder of images per class), file list "
+                   "with a class column, or labelled shards")
+    p.add_argument("--test", required=True, help="labelled images with the same classes, scored once at the end")
     p.add_argument("--out", required=True, type=Path, help="classifier folder to write (model, card, labels.txt, "
                    "finetune.json)")
     p.add_argument("--labels", help="the labels to use: a share of each class (1%%, 10%%), images a class (50), or a "
@@ -133,7 +136,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="label every image of a folder with a fine-tuned classifier, as a CSV table")
     p.add_argument("--model", required=True, type=Path, help="the --out folder of byol finetune, or its ONNX export "
                    "(MODEL.onnx, run by onnxruntime)")
-    p.add_argument("--data", required=True, type=Path, help="folder of images, any size, any layout")
+    p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("--out", required=True, type=Path, help="FILE.csv: file, label, score (and top5 with 5 or more "
                    "classes)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
@@ -144,7 +147,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="collapse statistics of a checkpoint on a folder of images")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
-    p.add_argument("--data", required=True, help="folder of images (labels not needed)")
+    p.add_argument("--data", required=True, help=SOURCE_HELP + " (labels not needed)")
     p.add_argument("--images", type=int, default=512, help="images to probe (default: 512)")
     p.add_argument("--random-init", action="store_true", help="the learner the run started from, untrained")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -171,11 +174,33 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="one embedding per image of a folder, as .npy rows or a Parquet table")
     p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt or exported encoder")
-    p.add_argument("--data", required=True, type=Path, help="folder of images, any size, any layout")
+    p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("--out", required=True, type=Path, help="FILE.npy (file list: FILE.npy.files.txt) or FILE.parquet (columns file, embedding; needs pyarrow)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes (default: 2)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+SOURCE_HELP = ("folder of images (any size, any layout), a file list FILE.txt, or WebDataset shards "
+               "('shards/train-{000000..000127}.tar', a folder byol shard wrote, or 'pipe:COMMAND')")
+BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def byte_size(text: str) -> int:
+    """A size such as 512MB, 1.5GB or 100000 (bytes; units of 1000)."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?b?)\s*", text.lower())
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write e.g. 512MB, 1GB or 100000 (bytes)")
+    return int(float(found[1]) * BYTE_UNITS[found[2] if found[2] in BYTE_UNITS else found[2] + "b"])
+
+
+def _add_shard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("shard", help="write a folder of images (or a file list) as WebDataset shards")
+    p.add_argument("--data", required=True, help="folder of images (class sub-folders for labels) or FILE.txt list")
+    p.add_argument("--out", required=True, type=Path, help="folder for the shards, shards.json and skipped_files.txt")
+    p.add_argument("--shard-size", type=byte_size, default="512MB", help="bytes a shard, about (default: 512MB)")
+    p.add_argument("--workers", type=int, default=2, help="processes that check each image decodes (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="the shuffle of the images across shards (default: 0)")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -203,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_export(sub)
     _add_embed(sub)
+    _add_shard(sub)
     p = sub.add_parser("presets", help="list the shipped presets; `presets show NAME` prints every key of one")
     p.add_argument("show", nargs="?", choices=["show"], help="print a preset's every config key and value")
     p.add_argument("name", nargs="?", help="the preset to show")
@@ -361,6 +387,13 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_shard(args: argparse.Namespace) -> int:
+    from byol.data.shard_writer import write_shards
+
+    print(json.dumps(write_shards(args.data, args.out, args.shard_size, args.workers, args.seed)))
+    return 0
+
+
 def run_presets(args: argparse.Namespace) -> int:
     if args.show:
         if not args.name:
@@ -375,7 +408,8 @@ def run_presets(args: argparse.Namespace) -> int:
 
 COMMANDS = {"pretrain": run_pretrain, "compare": run_compare, "eval": run_eval, "finetune": run_finetune,
             "predict": run_predict, "inspect": run_inspect,
-            "report": run_report, "export": run_export, "embed": run_embed, "presets": run_presets}
+            "report": run_report, "export": run_export, "embed": run_embed, "shard": run_shard,
+            "presets": run_presets}
 
 
 def main(argv: list[str] | None = None) -> int:

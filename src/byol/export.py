@@ -24,7 +24,8 @@ from byol.core.files import (finish_writing, json_text, marker_kind, names_text,
                              safe_load, torch_writer, write_text, write_together)
 from byol.core.progress import progress
 from byol.core.runtime import own_random_stream
-from byol.data import folders
+from byol.data.source import ImageSource
+from byol.data.sources import list_source
 from byol.data.views import ViewSpec, eval_transform, view_specs
 from byol.checkpoint import FORMAT
 from byol.eval.checkpoints import load_run_encoder, load_weights
@@ -229,11 +230,11 @@ def load_encoder(path: str | Path) -> nn.Module:
 class _NpyRows:
     """Rows of a .npy file, appended batch by batch after a header that gives their number."""
 
-    def __init__(self, out: Path, names: list[str], dim: int) -> None:
+    def __init__(self, out: Path, count: int, dim: int) -> None:
         self.file = out.open("wb")
-        np.lib.format.write_array_header_1_0(self.file, dict(descr="<f4", fortran_order=False, shape=(len(names), dim)))
+        np.lib.format.write_array_header_1_0(self.file, dict(descr="<f4", fortran_order=False, shape=(count, dim)))
 
-    def write(self, features: np.ndarray) -> None:
+    def write(self, features: np.ndarray, names: list[str]) -> None:
         self.file.write(features.astype("<f4").tobytes())
 
     def close(self) -> None:
@@ -244,24 +245,22 @@ class _ParquetRows:
     """A Parquet table with columns `file` and `embedding` (fixed-size float32 lists), one row
     group per batch."""
 
-    def __init__(self, out: Path, names: list[str], dim: int) -> None:
+    def __init__(self, out: Path, count: int, dim: int) -> None:
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
             raise ByolError(f"--out {out}: Parquet needs pyarrow (pip install pyarrow), or name the file .npy") from None
-        self.pa, self.dim, self.written = pa, dim, 0
-        self.names = [name.encode("utf-8", "backslashreplace").decode("utf-8") for name in names]
+        self.pa, self.dim = pa, dim
         self.schema = pa.schema([("file", pa.string()), ("embedding", pa.list_(pa.float32(), dim))],
                                 metadata={"byol": "embeddings"})
         self.writer = pq.ParquetWriter(out, self.schema)
 
-    def write(self, features: np.ndarray) -> None:
+    def write(self, features: np.ndarray, names: list[str]) -> None:
         pa = self.pa
         embedding = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), self.dim)
-        files = pa.array(self.names[self.written:self.written + len(features)], pa.string())
+        files = pa.array([name.encode("utf-8", "backslashreplace").decode("utf-8") for name in names], pa.string())
         self.writer.write_table(pa.Table.from_arrays([files, embedding], schema=self.schema))
-        self.written += len(features)
 
     def close(self) -> None:
         self.writer.close()
@@ -291,9 +290,9 @@ def check_batching(batch_size: int, workers: int) -> None:
 
 
 @torch.no_grad()
-def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256, workers: int = 2,
+def embed_folder(checkpoint: Path, data: str | Path, out: Path, batch_size: int = 256, workers: int = 2,
                  device: torch.device | str = "cpu") -> dict:
-    """One embedding per image file under `data`, written to `out` batch by batch as they are
+    """One embedding per image of `data` (a folder, file list or shards), written to `out` batch by batch as they are
     computed, so memory stays flat whatever the folder's size: `.npy` rows (row i is the i-th
     line of `out`.files.txt) or a `.parquet` table of (file, embedding). Undecodable files get
     NaN rows and are listed in `out`.skipped.txt."""
@@ -302,30 +301,31 @@ def embed_folder(checkpoint: Path, data: Path, out: Path, batch_size: int = 256,
     check_batching(batch_size, workers)
     refuse_foreign_file(out, _is_embedding, "embedding file")
     encoder, card = load_encoder_and_card(checkpoint)
-    listing = folders.list_images(data)
-    names = [listing.name(p) for p in listing.files]
+    listing = list_source(str(data), card["input_size"])
     with replacing(out) as temporary:
-        rows = EMBEDDING_WRITERS[out.suffix](temporary, names, card["feature_dim"])
-        skipped = _embed_rows(encoder.to(device), card, listing, rows, batch_size, workers, device)
+        names: list[str] = []
+        rows = EMBEDDING_WRITERS[out.suffix](temporary, len(listing), card["feature_dim"])
+        skipped = _embed_rows(encoder.to(device), card, listing, rows, names, batch_size, workers, device)
         rows.close()
     if out.suffix == ".npy":
         write_text(Path(f"{out}.files.txt"), names_text(names))
     if skipped:
         write_text(Path(f"{out}.skipped.txt"), names_text(map(str, skipped)))
-    return dict(embeddings=str(out), images=len(listing.files), dim=card["feature_dim"], skipped=len(skipped))
+    return dict(embeddings=str(out), images=len(listing), dim=card["feature_dim"], skipped=len(skipped))
 
 
-def _embed_rows(encoder: nn.Module, card: dict, listing: folders.ImageFiles, rows, batch_size: int, workers: int,
-                device: torch.device | str) -> list[Path]:
-    """Write every file's embedding to `rows` in order (NaN for a file that does not decode);
-    returns the files that did not."""
+def _embed_rows(encoder: nn.Module, card: dict, listing: ImageSource, rows, names: list[str], batch_size: int,
+                workers: int, device: torch.device | str) -> list[str]:
+    """Write every image's embedding to `rows` in the order read, its name to `names` (NaN for
+    an image that does not decode); returns the names of those that did not."""
     spec = ViewSpec.of_card(card)
-    loader = folders.decoded_batches(listing.files, card["input_size"], batch_size, workers)
-    skipped, start = [], 0
-    for images, decoded in progress(loader, desc="embed", unit="batch"):
+    skipped = []
+    for images, decoded, index in progress(listing.squares(card["input_size"], batch_size, workers), desc="embed",
+                                           unit="batch"):
         features = encoder(eval_transform(images.to(device), spec)).float().cpu()
         features[~decoded] = float("nan")
-        rows.write(features.numpy())
-        skipped += [listing.files[start + i] for i in torch.nonzero(~decoded).flatten().tolist()]
-        start += len(images)
+        batch_names = [listing.name(i) for i in index.tolist()]
+        rows.write(features.numpy(), batch_names)
+        names += batch_names
+        skipped += [name for name, ok in zip(batch_names, decoded.tolist()) if not ok]
     return skipped

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from byol.core.errors import ByolError
-from byol.data.folders import UNLABELLED, CroppedViews, ImageFiles, decode_into_memory, list_images
+from byol.data.folders import UNLABELLED, CroppedViews, ImageFiles, list_images
+from byol.data.memory import decode_into_memory
 from tests.conftest import pattern_image
 
 
@@ -24,14 +25,14 @@ def test_imagefolder_tree_gives_sorted_classes_and_labels(tmp_path):
             write_image(tmp_path / name / f"{i}.png")
     listing = list_images(tmp_path)
     assert listing.classes == ["cat", "dog"]
-    assert listing.labels == [0, 0, 0, 1, 1, 1]
+    assert listing.labels.tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_flat_or_nested_folder_without_class_layout_is_unlabelled(tmp_path):
     write_image(tmp_path / "a.jpg")
     write_image(tmp_path / "deep" / "er" / "b.png")
     listing = list_images(tmp_path)
-    assert not listing.labelled and len(listing.files) == 2 and set(listing.labels) == {-1}
+    assert not listing.labelled and len(listing.files) == 2 and set(listing.labels.tolist()) == {-1}
 
 
 @pytest.mark.parametrize("make, message", [
@@ -49,7 +50,7 @@ def test_undecodable_files_are_skipped_and_counted(tmp_path):
         write_image(tmp_path / "a" / f"{i}.png")
     (tmp_path / "a" / "broken.jpg").write_bytes(b"not a jpeg at all")
     (tmp_path / "a" / "empty.png").write_bytes(b"")
-    data = decode_into_memory(tmp_path, size=8)
+    data = decode_into_memory(list_images(tmp_path), size=8)
     assert data.images.shape == (3, 3, 8, 8) and data.images.dtype == torch.uint8
     assert sorted(p.rsplit("/", 1)[1] for p in data.skipped) == ["broken.jpg", "empty.png"]
 
@@ -57,7 +58,7 @@ def test_undecodable_files_are_skipped_and_counted(tmp_path):
 def test_folder_with_no_decodable_image_is_an_error(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"garbage")
     with pytest.raises(ByolError, match="none of the 1 image files"):
-        decode_into_memory(tmp_path, size=8)
+        decode_into_memory(list_images(tmp_path), size=8)
 
 
 def test_odd_images_become_rgb_at_the_asked_size(tmp_path):
@@ -65,7 +66,7 @@ def test_odd_images_become_rgb_at_the_asked_size(tmp_path):
     Image.new("RGBA", (20, 10), (0, 0, 255, 255)).save(tmp_path / "alpha.png")
     Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
     Image.fromarray(np.full((6, 6), 257 * 100, dtype=np.int32), mode="I").save(tmp_path / "int.tif")
-    data = decode_into_memory(tmp_path, size=8)
+    data = decode_into_memory(list_images(tmp_path), size=8)
     assert data.images.shape == (4, 3, 8, 8)
     by_name = dict(zip(["alpha", "deep", "grey", "int"], data.images))
     assert by_name["int"].min() == by_name["int"].max() == 100
@@ -77,18 +78,18 @@ def test_odd_images_become_rgb_at_the_asked_size(tmp_path):
 def test_decoded_images_are_cached_and_the_cache_follows_file_changes(tmp_path, monkeypatch):
     for i in range(2):
         write_image(tmp_path / "imgs" / f"{i}.png", colour=(i * 100, 0, 0))
-    first = decode_into_memory(tmp_path / "imgs", size=8)
+    first = decode_into_memory(list_images(tmp_path / "imgs"), size=8)
     assert len(list(Path(os.environ["BYOL_CACHE_DIR"]).glob("images-*.pt"))) == 1
-    monkeypatch.setattr("byol.data.folders.decode_square", lambda path, size: pytest.fail("decoded again"))
-    torch.testing.assert_close(decode_into_memory(tmp_path / "imgs", size=8).images, first.images)
+    monkeypatch.setattr("byol.data.memory.decode_square", lambda path, size: pytest.fail("decoded again"))
+    torch.testing.assert_close(decode_into_memory(list_images(tmp_path / "imgs"), size=8).images, first.images)
     monkeypatch.undo()
     write_image(tmp_path / "imgs" / "2.png")
-    assert len(decode_into_memory(tmp_path / "imgs", size=8).images) == 3
+    assert len(decode_into_memory(list_images(tmp_path / "imgs"), size=8).images) == 3
 
 
 def test_images_of_the_training_size_decode_exactly_as_pil_reads_them(small_folders, tmp_path):
     shutil.copytree(small_folders[1] / "disc", tmp_path / "disc", ignore=lambda d, names: sorted(names)[5:])
-    data = decode_into_memory(tmp_path, size=32)
+    data = decode_into_memory(list_images(tmp_path), size=32)
     first = sorted((tmp_path / "disc").iterdir())[0]
     expected = torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1)
     assert torch.equal(data.images[0], expected)
@@ -126,7 +127,7 @@ def test_folder_batches_never_yield_a_batch_of_one_image_which_batchnorm_cannot_
 @pytest.mark.parametrize(("width", "height", "view_size"), [(1600, 1200, 32), (1200, 1600, 96), (900, 700, 224),
                                                             (400, 300, 32), (120, 90, 96)])
 def test_a_jpeg_is_decoded_at_the_smallest_scale_that_still_holds_its_smallest_crop(tmp_path, width, height, view_size):
-    from byol.data.folders import open_for_crops, smallest_crop_source
+    from byol.data.decode import open_for_crops, smallest_crop_source
     from byol.data.views import view_specs
 
     specs = view_specs("imagenet", view_size, crop_min_scale=0.2)
@@ -141,12 +142,12 @@ def test_a_jpeg_is_decoded_at_the_smallest_scale_that_still_holds_its_smallest_c
     else:
         assert decoded.size == (width, height)
     assert open_for_crops(tmp_path / "a.png", specs).size == (width, height)  # PNG has no reduced scales
-    crops = CroppedViews(ImageFiles(tmp_path, [tmp_path / "a.jpg"], [UNLABELLED], []), specs)[0]
-    assert [tuple(crop.shape) for crop in crops] == [(3, view_size, view_size)] * 2
+    *crops, label = CroppedViews(ImageFiles(tmp_path, [tmp_path / "a.jpg"], [UNLABELLED], []), specs)[0]
+    assert [tuple(crop.shape) for crop in crops] == [(3, view_size, view_size)] * 2 and label == UNLABELLED
 
 
 def test_streamed_small_crops_come_in_the_order_of_the_batched_path(tmp_path):
-    from byol.data.folders import collate_views
+    from byol.data.source import collate_crops
     from byol.data.views import Views
 
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
@@ -155,7 +156,7 @@ def test_streamed_small_crops_come_in_the_order_of_the_batched_path(tmp_path):
     views = Views.preset("imagenet", 48, transforms="crop-only", small_crops=2)
     listing = list_images(tmp_path)
     items = CroppedViews(listing, views.crop_specs, seed=0)
-    *crops, undecodable = collate_views([items[i] for i in range(len(colours))])
+    crops, _, undecodable = collate_crops([items[i] for i in range(len(colours))])
     assert undecodable == 0 and [tuple(c.shape) for c in crops] == [(4, 3, 48, 48)] * 2 + [(4, 3, 24, 24)] * 2
     out = views.from_crops(*crops)
     assert [tuple(v.shape) for v in out] == [(4, 3, 48, 48)] * 2 + [(8, 3, 24, 24)]
@@ -176,18 +177,18 @@ def _file_list(folder: Path, out: Path, with_class: bool) -> Path:
 def test_a_file_list_gives_the_images_labels_and_classes_of_the_folder_it_lists(small_folders, tmp_path):
     folder = small_folders[0]
     listed = _file_list(folder, tmp_path / "lists" / "train.txt", with_class=True)  # paths as ../../train/...
-    from_folder, from_list = decode_into_memory(folder, 16, tmp_path), decode_into_memory(listed, 16, tmp_path)
+    from_folder, from_list = decode_into_memory(list_images(folder), 16, tmp_path), decode_into_memory(list_images(listed), 16, tmp_path)
     assert from_list.classes == from_folder.classes == ["checks", "disc", "horizontal", "vertical"]
     assert torch.equal(from_list.images, from_folder.images) and torch.equal(from_list.labels, from_folder.labels)
     unlabelled = list_images(_file_list(folder, tmp_path / "plain.txt", with_class=False))
-    assert unlabelled.classes == [] and set(unlabelled.labels) == {-1} and len(unlabelled.files) == 256
+    assert unlabelled.classes == [] and set(unlabelled.labels.tolist()) == {-1} and len(unlabelled.files) == 256
 
 
 def test_a_file_list_naming_missing_files_counts_them_as_undecodable(small_folders, tmp_path):
     names = [str(p) for p in sorted(small_folders[0].rglob("*.jpg"))[:20]] + ["gone/1.jpg", "gone/2.jpg"]
     listed = tmp_path / "files.txt"
     listed.write_text("\n".join(names) + "\n")
-    data = decode_into_memory(listed, 16, tmp_path)
+    data = decode_into_memory(list_images(listed), 16, tmp_path)
     assert len(data.images) == 20 and data.skipped == [str(tmp_path / "gone" / "1.jpg"), str(tmp_path / "gone" / "2.jpg")]
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from byol.config import Config
 from byol.core.errors import ByolError
-from byol.data.folders import decode_into_memory, list_images
+from byol.data.folders import list_images
+from byol.data.memory import decode_into_memory
 from byol.train.trainer import pretrain
 
 
@@ -49,7 +50,7 @@ def hostile_folder(root, small_folders):
 
 def test_every_decodable_image_is_used_as_rgb_and_the_rest_listed(tmp_path, small_folders):
     folder, usable, unusable = hostile_folder(tmp_path, small_folders)
-    data = decode_into_memory(folder, size=16)
+    data = decode_into_memory(list_images(folder), size=16)
     assert data.images.shape == (usable, 3, 16, 16)
     assert sorted(os.path.basename(p) for p in data.skipped) == unusable
     kept = [p.name for p in list_images(folder).files if str(p) not in data.skipped]
@@ -78,14 +79,14 @@ def test_a_folder_with_nothing_usable_is_one_clear_error(tmp_path):
     (tmp_path / "b.png").write_bytes(b"junk")
     os.mkfifo(tmp_path / "c.jpg")
     with pytest.raises(ByolError, match="none of the 2 image files under .* could be decoded"):
-        decode_into_memory(tmp_path, size=8)
+        decode_into_memory(list_images(tmp_path), size=8)
 
 
 def test_images_beyond_the_decompression_bomb_limit_are_skipped(tmp_path, monkeypatch):
     Image.new("RGB", (300, 300)).save(tmp_path / "bomb.png")
     Image.new("RGB", (30, 30)).save(tmp_path / "fine.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 300 // 4)  # more than twice the limit is refused
-    data = decode_into_memory(tmp_path, size=8)
+    data = decode_into_memory(list_images(tmp_path), size=8)
     assert len(data.images) == 1 and [os.path.basename(p) for p in data.skipped] == ["bomb.png"]
 
 
@@ -105,7 +106,8 @@ def test_unreadable_files_are_skipped(tmp_path):
     Image.new("RGB", (10, 10)).save(tmp_path / "ok.png")
     Image.new("RGB", (10, 10)).save(tmp_path / "locked.png")
     (tmp_path / "locked.png").chmod(0)
-    code = ("import os, sys; from byol.data.folders import decode_into_memory; data = decode_into_memory(sys.argv[1], size=8); "
+    code = ("import os, sys; from byol.data.folders import list_images; from byol.data.memory import decode_into_memory; "
+            "data = decode_into_memory(list_images(sys.argv[1]), size=8); "
             "print(len(data.images), *[os.path.basename(p) for p in data.skipped])")
     checked = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                              preexec_fn=without_root_file_access if os.geteuid() == 0 else None)

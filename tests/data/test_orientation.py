@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from byol.data.folders import decode_square, list_images, open_rgb
+from byol.data.decode import decode_square, open_rgb
+from byol.data.folders import list_images
 
 ORIENTATION = 0x0112
 UPRIGHT = {  # EXIF orientation -> the stored pixels turned upright, written out from the EXIF spec
@@ -48,16 +49,16 @@ def test_a_phone_photo_held_upright_trains_upright(tmp_path):
 
 def test_a_decode_cached_by_an_older_decoder_is_not_reused(tmp_path, monkeypatch):
     """Images decoded into the cache before orientation was applied are decoded again."""
-    from byol.data import folders
+    from byol.data import decode, folders, memory
 
     upright = np.zeros((16, 32, 3), np.uint8)
     upright[:, :16, 0] = 255
     (tmp_path / "photos").mkdir()
     _stored(tmp_path / "photos" / "phone.png", np.ascontiguousarray(np.rot90(upright, k=1)), 6)
     with monkeypatch.context() as before:
-        before.setattr(folders, "DECODER", "sideways")
-        before.setattr(folders.ImageOps, "exif_transpose", lambda img: img)
-        sideways = folders.decode_into_memory(tmp_path / "photos", 8).images[0]
-    now = folders.decode_into_memory(tmp_path / "photos", 8).images[0]
+        before.setattr(memory, "DECODER", "sideways")
+        before.setattr(decode.ImageOps, "exif_transpose", lambda img: img)
+        sideways = memory.decode_into_memory(folders.list_images(tmp_path / "photos"), 8).images[0]
+    now = memory.decode_into_memory(folders.list_images(tmp_path / "photos"), 8).images[0]
     assert sideways[0, -3:, :].float().mean() > 200 and sideways[0, :3, :].float().mean() < 60  # red at the bottom
     assert now[0, :, :3].float().mean() > 200 and now[0, :, -3:].float().mean() < 60  # red on the left

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from byol.core.errors import ByolError
-from byol.data.folders import ImageTensor, decode_into_memory, list_images
+from byol.data.folders import list_images
+from byol.data.memory import ImageTensor, decode_into_memory
 from byol.eval.features import extract_features, features_and_labels, labelled_pair
 
 
@@ -60,7 +61,7 @@ def test_streamed_files_give_the_features_of_the_decoded_images_and_drop_what_do
     (folder / "disc" / "broken.jpg").write_bytes(b"not a jpeg")
     encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     transform = lambda x: x.float() / 255  # noqa: E731
-    decoded = decode_into_memory(folder, size=24)
+    decoded = decode_into_memory(list_images(folder), size=24)
     expected, expected_labels = features_and_labels(encoder, decoded, transform, 24)
     streamed, labels = features_and_labels(encoder, list_images(folder), transform, 24, batch_size=7, workers=0)
     assert len(streamed) == len(decoded.images) == 64  # the broken file is left out, with its label
@@ -69,12 +70,12 @@ def test_streamed_files_give_the_features_of_the_decoded_images_and_drop_what_do
 
 def test_inspect_and_the_report_decode_their_sample_alone_not_the_whole_folder(small_folders, tmp_path, monkeypatch):
     """256 training images; inspect's sample of 40 and the report's of 30 decode 40 and 30 files."""
-    from byol.data import folders
+    from byol.data import decode
     from byol.eval.inspect import inspect_checkpoint
     from byol.report.embedding import sample_test_features
     from tests.test_export import write_run
 
-    log, real = tmp_path / "decoded.txt", folders.decode_square
+    log, real = tmp_path / "decoded.txt", decode.decode_square
 
     def counted(path, size):  # runs in the loader's worker processes too: a file counts for all
         with log.open("a") as file:
@@ -86,11 +87,11 @@ def test_inspect_and_the_report_decode_their_sample_alone_not_the_whole_folder(s
         log.unlink()
         return files
 
-    monkeypatch.setattr(folders, "decode_square", counted)
+    monkeypatch.setattr(decode, "decode_square", counted)
     run = write_run(tmp_path / "run", width=0.125, test=str(small_folders[0]))
     result = inspect_checkpoint(run, str(small_folders[0]), images=40)
     files = decoded()
     assert result["images"] == 40 and len(files) == len(set(files)) == 40
     features, labels, classes = sample_test_features(run, limit=30)
     assert features.shape[0] == len(labels) == len(decoded()) == 30
-    assert classes == folders.list_images(small_folders[0]).classes
+    assert classes == list_images(small_folders[0]).classes

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from byol.core.errors import ByolError
-from byol.data.folders import decode_into_memory, list_images
+from byol.data.folders import list_images
+from byol.data.memory import decode_into_memory
 from byol.data.views import CIFAR10_MEAN, CIFAR10_STD, ViewSpec
 from byol.eval.finetune import (FinetuneSettings, FinetuneJob, choose_rate_and_epochs, finetune_settings, linear_on_subset,
                                 train_classifier, train_spec, with_head)
@@ -38,7 +39,7 @@ def test_the_head_starts_at_zero_in_torchvisions_fc_slot():
 
 def test_stopping_after_epoch_2_of_a_4_epoch_cosine_is_that_run_cut_short(small_folders):
     """What makes the final model repeat the chosen run: the schedule is the same whatever the stop."""
-    data = decode_into_memory(small_folders[0], 32)
+    data = decode_into_memory(list_images(small_folders[0]), 32)
     snapshots = {}
     train_classifier(tiny_classifier(), fit_on(data), epochs=4,
                      after_epoch=lambda epoch, model: snapshots.setdefault(epoch, copy.deepcopy(model.state_dict())))
@@ -49,7 +50,7 @@ def test_stopping_after_epoch_2_of_a_4_epoch_cosine_is_that_run_cut_short(small_
 
 
 def test_fine_tuning_moves_the_encoder_and_the_linear_probe_leaves_it_as_it_was(small_folders):
-    data = decode_into_memory(small_folders[0], 32)
+    data = decode_into_memory(list_images(small_folders[0]), 32)
     model = tiny_classifier()
     before = copy.deepcopy(model.state_dict())
     linear_on_subset(model, data, data, SPEC, torch.device("cpu"), seed=0)
@@ -60,7 +61,7 @@ def test_fine_tuning_moves_the_encoder_and_the_linear_probe_leaves_it_as_it_was(
 
 
 def test_the_recipe_is_the_rate_and_epoch_of_the_best_validation_score(small_folders, monkeypatch):
-    data = decode_into_memory(small_folders[0], 32)
+    data = decode_into_memory(list_images(small_folders[0]), 32)
     scores = iter([10.0, 40.0, 40.0, 20.0,  # rate 0.01: best 40 at epoch 2 (a tie with epoch 3: fewer epochs)
                    30.0, 35.0, 40.0, 39.0,  # rate 0.03: 40 only at epoch 3
                    5.0, 5.0, 5.0, 5.0])
@@ -71,7 +72,7 @@ def test_the_recipe_is_the_rate_and_epoch_of_the_best_validation_score(small_fol
 
 
 def test_a_diverging_rate_stops_with_one_line_naming_the_fix(small_folders):
-    data = decode_into_memory(small_folders[0], 32)
+    data = decode_into_memory(list_images(small_folders[0]), 32)
     with pytest.raises(ByolError, match=r"diverged .* choose a lower rate with --set lr="):
         train_classifier(tiny_classifier(), replace(fit_on(data), lr=1e30), epochs=2)
 

@@ -51,7 +51,7 @@ def test_two_processes_give_the_loss_and_gradients_of_the_whole_batch():
 
 
 def test_each_process_takes_its_slice_of_the_same_global_batches():
-    from byol.train.batches import EpochBatches
+    from byol.data.epochs import EpochBatches
 
     whole = EpochBatches(50, 8, seed=3)
     halves = [EpochBatches(50, 8, seed=3, rank=r, world=2) for r in (0, 1)]

@@ -66,6 +66,17 @@ def test_on_a_cpu_images_are_decoded_once_where_a_quarter_of_the_memory_holds_th
     assert not resolved("--data", str(photo_folder), "--device", "cpu", "--set", "decode_once=false")[0].decode_once
 
 
+def test_decode_once_counts_a_copy_for_each_process_of_the_node(photo_folder, monkeypatch):
+    """Two processes on the node (torchrun's LOCAL_WORLD_SIZE): twice the memory for the same images."""
+    five_at_96 = 5 * 96 * 96 * 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(recipe, "memory_bytes", lambda: 8 * five_at_96 - 1)
+    assert not resolved("--data", str(photo_folder), "--device", "cpu")[0].decode_once
+    monkeypatch.setattr(recipe, "memory_bytes", lambda: 8 * five_at_96)
+    config, notices = resolved("--data", str(photo_folder), "--device", "cpu")
+    assert config.decode_once and "2 processes" in notices[0]
+
+
 def test_small_images_on_a_cpu_train_at_their_own_size_with_cifars_views(small_folders):
     config, notices = resolved("--data", str(small_folders[0]), "--device", "cpu")
     assert (config.image_size, config.augment, config.cifar_stem, config.width, config.optimizer) == (
@@ -187,13 +198,12 @@ def test_the_trial_steps_predict_the_memory_of_a_larger_batch():
 
 
 def test_the_folder_is_listed_once_to_choose_the_recipe(photo_folder, monkeypatch):
-    from byol.data import fit, folders
+    from byol.data import folders, sources
 
     calls = []
     listed = folders.list_images
     counted = lambda root: calls.append(root) or listed(root)  # noqa: E731
-    monkeypatch.setattr(recipe, "list_images", counted)
-    monkeypatch.setattr(fit, "list_images", counted)
+    monkeypatch.setattr(sources, "list_images", counted)
     config, _ = resolved("--data", str(photo_folder), "--device", "cpu")
     assert config.decode_once and calls == [str(photo_folder)]
 

@@ -28,6 +28,8 @@ CASES = {  # name -> (settings beyond SETTINGS, total steps)
     "in memory": ({}, TOTAL_STEPS),
     # 96-px files cropped to 72 px are streamed: two loader workers cut the crops
     "streamed by 2 workers": (dict(image_size=72, cifar_stem=False, workers=2, epochs=2, knn_every=0), 2 * 16),
+    # the same images as shards of uneven counts, streamed by two workers: each role replays its run to the step
+    "streamed shards by 2 workers": (dict(image_size=72, cifar_stem=False, workers=2, epochs=2, knn_every=0), 2 * 16),
     # 16 micro-batches an epoch, 3 to a step: 5 steps, the 16th micro-batch dropped; checkpoints
     # only at the ends of epochs, where a micro-batch left over would be lost
     "accumulation remainder": (dict(accumulate=3, epochs=3, knn_every=0, checkpoint_every=1000), 3 * 5),
@@ -74,19 +76,21 @@ def assert_bit_identical(out, reference, total_steps=TOTAL_STEPS):
     assert trajectory(out) == trajectory(reference)
 
 
-def case_data(case, small_folders, large_folder):
-    return large_folder if case.startswith("streamed") else small_folders[0]
+def case_data(case, small_folders, large_folder, large_shards):
+    if case.startswith("streamed"):
+        return large_shards if "shards" in case else large_folder
+    return small_folders[0]
 
 
 @pytest.fixture(scope="module")
-def references(small_folders, large_folder, tmp_path_factory):
+def references(small_folders, large_folder, large_shards, tmp_path_factory):
     """Each case's uninterrupted run, started on first use."""
     made = {}
 
     def reference(case):
         if case not in made:
             out = tmp_path_factory.mktemp("uninterrupted") / "run"
-            process = start(case_data(case, small_folders, large_folder), out, **CASES[case][0])
+            process = start(case_data(case, small_folders, large_folder, large_shards), out, **CASES[case][0])
             assert process.wait() == 0, process.stderr.read()
             made[case] = out
         return made[case]
@@ -99,11 +103,11 @@ def reference(references):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_run_killed_with_sigkill_and_resumed_ends_bit_identical(case, small_folders, large_folder, references,
-                                                                   tmp_path):
+def test_a_run_killed_with_sigkill_and_resumed_ends_bit_identical(case, small_folders, large_folder, large_shards,
+                                                                   references, tmp_path):
     settings, total_steps = CASES[case]
     out = tmp_path / "run"
-    process = start(case_data(case, small_folders, large_folder), out, **settings)
+    process = start(case_data(case, small_folders, large_folder, large_shards), out, **settings)
     wait_for(out / "checkpoints" / "step-00000010.pt", process)
     process.kill()  # SIGKILL: no handler, no cleanup, possibly in the middle of a write
     process.wait()

@@ -11,7 +11,8 @@ import torch
 from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.schedules import tau_at
-from byol.data.folders import decode_into_memory
+from byol.data.folders import list_images
+from byol.data.memory import decode_into_memory
 from byol.data.views import Views
 from byol.methods.byol import BYOL
 from byol.nets.encoders import build_encoder
@@ -51,7 +52,7 @@ def test_training_steps_follow_the_papers_update_written_independently(small_fol
     import copy
 
     torch.manual_seed(0)
-    images = decode_into_memory(small_folders[0], size=16).images[:32]
+    images = decode_into_memory(list_images(small_folders[0]), size=16).images[:32]
     learner = BYOL(build_encoder("resnet18", width=1 / 16, cifar_stem=True), views=Views.preset("cifar", 16),
                    image_size=16, projector_hidden=32, projection_dim=8, predictor_hidden=32).double()
     # in float64: the two sides sum in different orders, and 4-channel BatchNorm would grow
@@ -146,7 +147,7 @@ def test_an_fp16_step_whose_gradients_overflow_moves_neither_the_schedules_nor_t
     (tmp_path / "run").mkdir()
     config = tiny_config(small_folders[0], precision="fp16", steps=10, warmup_epochs=0, collapse_every=0)
     trainer = Trainer(config, tmp_path / "run", torch.device("cpu"))
-    images = trainer.data.memory.images[:16]
+    images = trainer.data.source.images[:16]
     target = [p.clone() for p in trainer.learner.target.parameters()]
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 100)  # fp16 gradients overflow
     assert trainer.step([trainer.learner.views(images)]) is False
@@ -207,7 +208,7 @@ def test_with_unlabelled_training_images_knn_monitors_a_split_of_the_test_folder
                       tmp_path / "run")
     assert "so 90% of" in capsys.readouterr().err and "top1" in result["knn"]
     (bank, queries), = made
-    decoded = decode_into_memory(small_folders[1], size=32)
+    decoded = decode_into_memory(list_images(small_folders[1]), size=32)
     test = {image.numpy().tobytes(): label for image, label in zip(decoded.images, decoded.labels.tolist())}
     bank_images = [(image.numpy().tobytes(), label) for image, label in zip(bank.images, bank.labels.tolist())]
     query_images = [(image.numpy().tobytes(), label) for image, label in zip(queries.images, queries.labels.tolist())]
@@ -231,7 +232,7 @@ def compiled_and_eager_steps(train: str, out: str) -> tuple[float, list[float]]:
         trainers.append(Trainer(dataclasses.replace(config, compile=compile), Path(out) / str(compile),
                                 torch.device("cpu")))
     torch.manual_seed(0)
-    pairs = [trainers[0].learner.views(trainers[0].data.memory.images[:16]) for _ in range(2)]
+    pairs = [trainers[0].learner.views(trainers[0].data.source.images[:16]) for _ in range(2)]
     start = torch.nn.utils.parameters_to_vector(trainers[0].learner.online.parameters())
     losses, updates = [], []
     for trainer in trainers:
@@ -386,18 +387,18 @@ def test_the_knn_monitor_samples_a_bank_and_queries_of_bounded_size_once_for_the
     pretrain(tiny_config(small_folders[0], epochs=2, knn_every=1, collapse_every=0, test=str(small_folders[1]),
                          knn_bank=100, knn_queries=10), tmp_path / "run")
     (bank, queries), = made
-    train = {image.numpy().tobytes() for image in decode_into_memory(small_folders[0], size=32).images}
-    test = {image.numpy().tobytes() for image in decode_into_memory(small_folders[1], size=32).images}
+    train = {image.numpy().tobytes() for image in decode_into_memory(list_images(small_folders[0]), size=32).images}
+    test = {image.numpy().tobytes() for image in decode_into_memory(list_images(small_folders[1]), size=32).images}
     assert len({image.numpy().tobytes() for image in bank.images} & train) == 100
     assert len({image.numpy().tobytes() for image in queries.images} & test) == 10
     assert scored == [(100, 10)] * 2  # after epoch 1, and at the end (epoch 2's end is the run's)
 
 
 def test_the_knn_monitor_keeps_every_image_of_sets_within_its_bounds(small_folders):
-    from byol.data.folders import decode_into_memory as decode
+    from byol.data.memory import decode_into_memory as decode
     from byol.train.monitors import at_most
 
-    data = decode(small_folders[1], size=32)
+    data = decode(list_images(small_folders[1]), size=32)
     assert at_most(data, 64, seed=0) is data and at_most(data, 0, seed=0) is data
 
 

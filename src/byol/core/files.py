@@ -225,6 +225,14 @@ def keep_newest(folder: Path, pattern: str, keep: int) -> None:
         old.unlink()
 
 
+def remove_stale(folder: Path, pattern: str, current: set[str]) -> None:
+    """Delete the files in `folder` that `pattern` matches and `current` does not name (a
+    pattern only byol's own files match: the shards of an earlier, larger write)."""
+    for old in folder.glob(pattern):
+        if old.name not in current:
+            old.unlink()
+
+
 def marker_kind(folder: Path) -> str | None:
     try:
         return (folder / MARKER).read_text().strip()

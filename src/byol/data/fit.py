@@ -7,31 +7,22 @@ no decoding) decides instead (byol.train.recipe applies it, with the device's re
 
 from __future__ import annotations
 
-import random
 import statistics
 
-from PIL import Image
-
-from byol.data.folders import ImageFiles, is_named, list_images
+from byol.data.source import ImageSource
+from byol.data.sources import is_named, list_source
 
 SAMPLE = 64
 NAMED_SIZES = {"cifar10": 32, "cifar100": 32, "stl10": 96}
 
 
-def typical_size(spec: str, listing: ImageFiles | None = None) -> int | None:
+def typical_size(spec: str, listing: ImageSource | None = None) -> int | None:
     """The median shorter side of up to SAMPLE images of `spec` (a fixed sample; `listing`: its
-    files, where the caller has listed them), or a named dataset's size; None when no sampled
+    images, where the caller has listed them), or a named dataset's size; None when no sampled
     image can be read (decoding then says why)."""
     if is_named(spec):
         return NAMED_SIZES[spec.partition(":")[0]]
-    files = (listing or list_images(spec)).files
-    sides = []
-    for path in random.Random(0).sample(files, min(SAMPLE, len(files))):
-        try:
-            with Image.open(path) as img:
-                sides.append(min(img.size))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            continue
+    sides = (listing or list_source(spec, 0)).sides(SAMPLE)
     return round(statistics.median(sides)) if sides else None
 
 

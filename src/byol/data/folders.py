@@ -1,104 +1,97 @@
-"""Finding and decoding images: ImageFolder trees, flat folders, torchvision datasets.
+"""Image files: ImageFolder trees, flat folders and file lists, listed once and streamed.
 
-Small images (the training size at most `IN_MEMORY_MAX_SIZE`) are decoded once
-into one uint8 tensor, cached on disk, so an epoch never touches a JPEG. Larger
-images are streamed through loader workers, which cut the two crops per image.
-
-The names say what is in memory: `list_images` lists files and decodes none;
-`decode_into_memory` (a folder), `load_torchvision` (a dataset by name) and
-`images_in_memory` (either) hold every image decoded; `in_memory_or_streamed` picks by
-size; `decoded_batches` streams files batch by batch.
+`list_images` lists a folder (or reads a file list) and decodes nothing. `ImageFiles` is
+the `ImageSource` of the files listed: loader workers decode them, squares for evaluation
+(`SquareImages`) and the random crops of each image for training (`CroppedViews`).
+`FolderBatches` streams a folder for a training loop of your own.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import signal
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from byol.core.errors import ByolError
-from byol.core.files import name_from_line, safe_load, save_torch
-from byol.core.progress import note
-from byol.core.runtime import own_random_stream
-from byol.data.names import NAMED_DATASETS, NAMED_SPLITS
+from byol.core.files import name_from_line
+from byol.data.decode import full_resolution_crop, open_for_crops, seeded_crops, shorter_side, square_tensor
+from byol.data.epochs import EpochBatches
 from byol.data.paths import PathTable
+from byol.data.source import ImageSource, collate_crops, ignore_ctrl_c
 from byol.data.views import ViewSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-IN_MEMORY_MAX_SIZE = 64
 FILE_LIST = ".txt"  # --data FILE.txt: a list of image files, not a folder
 UNLABELLED = -1
-DECODER = "exif-upright"  # in the decode cache's key: a cache from a decoder that differs is not reused
 
 
-@dataclass
-class ImageFiles:
+class ImageFiles(ImageSource):
     """The image files under a folder (or named by a file list), with class labels when it is an
-    ImageFolder tree (or the list has a class column)."""
+    ImageFolder tree (or the list has a class column); decoded as they stream."""
 
-    root: Path
-    files: PathTable  # any sequence of paths given is held as a PathTable (byol.data.paths)
-    labels: list[int]
-    classes: list[str]
+    kind = "streamed files"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.files, PathTable):
-            self.files = PathTable(self.files)
+    def __init__(self, root: Path, files: Sequence[str | Path], labels: Sequence[int], classes: list[str]) -> None:
+        super().__init__(torch.as_tensor(labels, dtype=torch.long), classes)
+        self.root = root
+        self.files = files if isinstance(files, PathTable) else PathTable(files)  # no Python object a file
+
+    def sides(self, count: int) -> list[int]:
+        return [side for index in self.sample(count, 0) if (side := shorter_side(self.files[index])) is not None]
+
+    def subset(self, indices: list[int]) -> ImageFiles:
+        return ImageFiles(self.root, self.files.subset(indices), self.labels[indices], self.classes)
+
+    def name(self, index: int) -> str:
+        """A file's path from the folder (or a file list's folder), in / form."""
+        return Path(os.path.relpath(self.files[index], self.root)).as_posix()
+
+    def describe(self) -> str:
+        return f"{len(self):,} image files under {self.root}, streamed"
 
     @property
-    def labelled(self) -> bool:
-        return bool(self.classes)
-
-    def subset(self, indices: list[int]) -> "ImageFiles":
-        return ImageFiles(self.root, self.files.subset(indices), [self.labels[i] for i in indices], self.classes)
-
-    def name(self, path: Path) -> str:
-        """How tables and lists name a file: its path from the folder (or a file list's folder), in / form."""
-        return Path(os.path.relpath(path, self.root)).as_posix()
+    def what(self) -> str:
+        return f"image files under {self.root}"
 
     def digest(self) -> str:
         """A fingerprint of the listing, from each file's path and label alone (no file is
         opened): a file added, removed or renamed changes it; an edit inside a file does not."""
         digest = hashlib.sha256()
-        for path, label in zip(self.files, self.labels):
+        for path, label in zip(self.files, self.labels.tolist()):
             digest.update(os.fsencode(f"{path}\0{label}\n"))
         return digest.hexdigest()[:32]
 
+    def identity(self) -> dict:
+        return dict(files=len(self), digest=self.digest())
 
-@dataclass
-class ImageTensor:
-    """A decoded dataset: uint8 images (N, 3, S, S), labels (-1 when unlabelled)."""
+    def squares(self, size: int, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+        return decoded_batches(self.files, size, batch_size, workers)
 
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: list[str]
-    skipped: list[str] = field(default_factory=list)
-    listing: str = ""  # the digest of the files decoded (ImageFiles.digest); empty for a named dataset
-
-    @property
-    def labelled(self) -> bool:
-        return bool(self.classes)
-
-    def subset(self, indices: list[int]) -> "ImageTensor":
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return ImageTensor(self.images[index], self.labels[index], self.classes, self.skipped)
+    def crop_batches(self, batches: EpochBatches, specs: Callable[[], tuple[ViewSpec, ...]], workers: int,
+                     device: torch.device) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            CroppedViews(self, specs(), batches.seed), batch_sampler=DrawKeys(batches), num_workers=workers,
+            worker_init_fn=ignore_ctrl_c, collate_fn=collate_crops, persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator(),  # not the global one: starting an epoch's workers draws nothing from it
+        )
 
 
-def ignore_ctrl_c(*_: object) -> None:
-    """Every loader worker's and decoder's start: Ctrl-C (SIGINT to the terminal's process group)
-    is the main process's to handle, and it stops its workers; a worker that died of it first
-    would turn it into "DataLoader worker exited unexpectedly" and a traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+class DrawKeys(torch.utils.data.Sampler):
+    """An `EpochBatches` as keys epoch * size + index, read as each epoch begins."""
+
+    def __init__(self, batches: EpochBatches) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self.batches.keys()
 
 
 def _is_image(name: str) -> bool:
@@ -208,158 +201,9 @@ def list_file(path: Path) -> ImageFiles:
     return ImageFiles(path.parent, files, [index[row[1]] for row in rows], classes)
 
 
-def open_rgb(path: Path, min_size: int | None = None) -> Image.Image | None:
-    """The image as RGB, upright as its EXIF orientation says (a phone photo held on its side
-    is stored sideways), or None if it cannot be decoded (skipped and counted by callers).
-
-    With `min_size`, a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale that keeps
-    both sides at least that long: a camera photo bound for 32 px decodes many times faster.
-    """
-    try:
-        with Image.open(path) as img:
-            if min_size:
-                img.draft("RGB", (min_size, min_size))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
-            if img.mode == "I" or img.mode.startswith("I;16"):  # 16-bit: scale, do not clip to white
-                scaled = (np.asarray(img, dtype=np.float32) / 257.0).clip(0, 255).round().astype(np.uint8)
-                return Image.fromarray(scaled).convert("RGB")
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
-
-
-def resize_square(img: Image.Image, size: int) -> Image.Image:
-    """Shorter side to `size`, then the centred square: keeps the aspect ratio."""
-    if img.size != (size, size):
-        scale = size / min(img.size)
-        w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-        img = img.resize((w, h), Image.Resampling.BICUBIC)
-        left, top = (w - size) // 2, (h - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    return img
-
-
-def decode_square(path: Path, size: int) -> np.ndarray | None:
-    """One image file as a (size, size, 3) uint8 array, or None if it cannot be decoded."""
-    img = open_rgb(path, min_size=size)
-    return None if img is None else np.asarray(resize_square(img, size))
-
-
-def _decode_job(job: tuple[Path, int]) -> np.ndarray | None:
-    return decode_square(*job)
-
-
-def _cache_key(listing: ImageFiles, size: int) -> str:
-    digest = hashlib.sha256(os.fsencode(f"{listing.root.resolve()}|{size}|{listing.classes}|{DECODER}"))
-    for path in listing.files:  # os.fsencode: file names need not be valid UTF-8
-        try:
-            info = path.stat()
-            digest.update(os.fsencode(f"{path}|{info.st_size}|{info.st_mtime_ns}\n"))
-        except OSError:
-            digest.update(os.fsencode(f"{path}|unreadable\n"))
-    return digest.hexdigest()[:24]
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("BYOL_CACHE_DIR", Path.home() / ".cache" / "byol"))
-
-
-def decode_into_memory(root: str | Path, size: int, cache_dir: Path | None = None, workers: int = 0) -> ImageTensor:
-    """Every image under `root` decoded into memory as one uint8 tensor at size x size, cached on disk."""
-    listing = list_images(root)
-    cache_dir = cache_dir or default_cache_dir()
-    cache_file = cache_dir / f"images-{_cache_key(listing, size)}.pt"
-    cached = _read_cache(cache_file)
-    if cached is not None:
-        return replace(cached, listing=listing.digest())
-    jobs = [(path, size) for path in listing.files]
-    workers = workers or min(8, os.cpu_count() or 1)
-    if workers > 1 and len(jobs) > 2000:
-        with ProcessPoolExecutor(workers, initializer=ignore_ctrl_c) as pool:
-            decoded = list(pool.map(_decode_job, jobs, chunksize=512))
-    else:
-        decoded = [decode_square(*job) for job in jobs]
-    keep = [i for i, arr in enumerate(decoded) if arr is not None]
-    skipped = [str(listing.files[i]) for i, arr in enumerate(decoded) if arr is None]
-    if not keep:
-        raise none_decoded(len(jobs), f"image files under {listing.root}")
-    images = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([listing.labels[i] for i in keep], dtype=torch.long)
-    data = ImageTensor(images, labels, listing.classes, skipped, listing.digest())
-    try:
-        save_torch(dict(images=images, labels=labels, classes=listing.classes, skipped=skipped), cache_file)
-    except ByolError as err:  # the cache is optional: without it the next run decodes again
-        note(f"warning: the decoded images were not cached ({err}); set BYOL_CACHE_DIR to cache them elsewhere")
-    return data
-
-
-def _read_cache(cache_file: Path) -> ImageTensor | None:
-    """The cached decode, or None when there is none or it cannot be read (then it is redone)."""
-    if not cache_file.exists():
-        return None
-    try:
-        cached = safe_load(cache_file)
-        return ImageTensor(cached["images"], cached["labels"], cached["classes"], cached["skipped"])
-    except (ByolError, KeyError, TypeError) as err:
-        note(f"warning: decoding again: the cached decode {cache_file} cannot be read ({err})")
-        return None
-
-
-def load_torchvision(spec: str, size: int, root: Path | None = None) -> ImageTensor:
-    """torchvision's CIFAR-10/100 and STL-10 by name ('cifar10', 'cifar10:test', 'stl10:unlabeled'), in memory.
-
-    Downloads on first use into BYOL_DATA_DIR (default ~/.cache/byol/datasets).
-    """
-    import torchvision.datasets as tvd
-
-    name, _, split = spec.partition(":")
-    split = split or NAMED_SPLITS[name][0]
-    if split not in NAMED_SPLITS[name]:
-        raise ByolError(f"{spec}: {name} has the splits {', '.join(NAMED_SPLITS[name])} (e.g. {name}:{NAMED_SPLITS[name][1]})")
-    root = root or Path(os.environ.get("BYOL_DATA_DIR", default_cache_dir() / "datasets"))
-    try:
-        if name in ("cifar10", "cifar100"):
-            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-            ds = cls(str(root), train=split == "train", download=True)
-            images, labels, classes = torch.from_numpy(ds.data).permute(0, 3, 1, 2), ds.targets, ds.classes
-        else:
-            ds = tvd.STL10(str(root), split=split, download=True)
-            images, labels, classes = torch.from_numpy(ds.data), ds.labels, ds.classes
-    except (OSError, RuntimeError) as err:
-        raise ByolError(
-            f"could not load {spec} from {root} ({err}): download it on a machine with internet "
-            "into BYOL_DATA_DIR, or pass a local image folder"
-        ) from None
-    if images.shape[-1] != size:
-        images = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
-                                                 antialias=True).round().clamp(0, 255).to(torch.uint8)
-    return ImageTensor(images.contiguous(), torch.as_tensor(labels, dtype=torch.long), list(classes))
-
-
-def is_named(spec: str) -> bool:
-    return spec.partition(":")[0] in NAMED_DATASETS and not Path(spec).exists()
-
-
-def images_in_memory(spec: str, size: int, cache_dir: Path | None = None) -> ImageTensor:
-    """A dataset spec (a folder or a torchvision name) decoded into memory, whatever its size."""
-    return load_torchvision(spec, size) if is_named(spec) else decode_into_memory(spec, size, cache_dir)
-
-
-def in_memory_or_streamed(spec: str, size: int) -> ImageTensor | ImageFiles:
-    """A dataset spec for evaluation at `size`: decoded into memory up to IN_MEMORY_MAX_SIZE (and
-    torchvision's datasets, which come decoded), else the list of files, decoded as they stream."""
-    if size <= IN_MEMORY_MAX_SIZE or is_named(spec):
-        return images_in_memory(spec, size)
-    return list_images(spec)
-
-
 class SquareImages(torch.utils.data.Dataset):
     """Image files decoded one by one into (3, size, size) uint8 squares (shorter side to
-    `size`, centre crop), with whether the file decoded (a black square when it did not)."""
+    `size`, centre crop), with whether the file decoded (a black square when it did not) and its index."""
 
     def __init__(self, files: Sequence[Path], size: int) -> None:
         self.files, self.size = files, size
@@ -367,21 +211,17 @@ class SquareImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool]:
-        pixels = decode_square(self.files[index], self.size)
-        if pixels is None:
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1), True
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, int]:
+        return *square_tensor(self.files[index], self.size), index
 
 
 def decoded_batches(files: Sequence[Path], size: int, batch_size: int, workers: int, shuffle: bool = False,
                     seed: int = 0) -> torch.utils.data.DataLoader:
-    """Image files streamed as uint8 batches (N, 3, size, size) decoded by loader workers, with
-    whether each file decoded (a black square where it did not): in order, or shuffled anew each
-    pass. Every pass over image files that is not training's goes through it: FolderBatches,
-    evaluation, embedding and prediction."""
+    """Image files streamed as `Squares` batches decoded by loader workers: in order, or
+    shuffled anew each pass."""
     return torch.utils.data.DataLoader(SquareImages(files, size), batch_size=batch_size, shuffle=shuffle,
-                                       num_workers=workers, worker_init_fn=ignore_ctrl_c, generator=torch.Generator().manual_seed(seed))
+                                       num_workers=workers, worker_init_fn=ignore_ctrl_c,
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 class FolderBatches:
@@ -403,7 +243,7 @@ class FolderBatches:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for images, decoded in self.loader:
+        for images, decoded, _ in self.loader:
             self.skipped += int((~decoded).sum())
             if decoded.sum() == 1:
                 self.left_out += 1
@@ -411,68 +251,28 @@ class FolderBatches:
                 yield images[decoded]
 
 
-def smallest_crop_source(spec: ViewSpec) -> int:
-    """The shorter side an image needs for the view's smallest crop to hold `spec.size` pixels
-    across (a crop of the least area at the most uneven aspect ratio): JPEGs are decoded no
-    larger than their smallest 1/2, 1/4 or 1/8 scale that still has it."""
-    scale, ratio = min(spec.crop_scale), min(spec.crop_ratio[0], 1 / spec.crop_ratio[1])
-    return math.ceil(spec.size / math.sqrt(scale * ratio))
-
-
-def open_for_crops(path: Path, specs: tuple[ViewSpec, ...]) -> Image.Image | None:
-    """The image `path` as RGB, large enough for any crop of the views `specs`; None if it cannot be decoded."""
-    return open_rgb(path, min_size=max(smallest_crop_source(spec) for spec in specs))
-
-
-def full_resolution_crop(spec: ViewSpec) -> Callable[[Image.Image], torch.Tensor]:
-    """A view's random resized crop and flip of one decoded PIL image, cut at full resolution
-    into uint8 (torchvision's RandomResizedCrop: the distribution of the batched path)."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([
-        v2.PILToTensor(),
-        v2.RandomResizedCrop(spec.size, scale=spec.crop_scale, ratio=spec.crop_ratio, antialias=True),
-        v2.RandomHorizontalFlip(spec.flip_p),
-    ])
-
-
 class CroppedViews(torch.utils.data.Dataset):
     """Large images, streamed: each item is the random crops of one image (uint8), one for
-    each of `specs`: the two views, then any small crops (multi-crop).
+    each of `specs` (the two views, then any small crops; fine-tuning's one crop), and its label.
 
     The crop and flip need the full-resolution image (a JPEG decoded at a reduced scale where
     its smallest crop keeps the view's size: `smallest_crop_source`), so loader workers cut
-    them per image (torchvision's RandomResizedCrop, same distribution as the
-    batched path); the colour stage then runs batched on the training device.
-    An item's key is epoch * len(self) + index, and its crops are drawn from a generator
-    seeded by (seed, key): the same crops whichever worker cuts them, and after a resume.
-    Undecodable files yield None and are dropped by `collate_views`.
+    them per image (torchvision's RandomResizedCrop, same distribution as the batched path);
+    the colour stage then runs batched on the training device. An item's key is
+    epoch * len(self) + index, and its crops are drawn from a generator seeded by (seed, key).
+    Undecodable files yield None and are dropped by `collate_crops`.
     """
 
-    def __init__(self, listing: ImageFiles, specs: tuple, seed: int = 0) -> None:
+    def __init__(self, listing: ImageFiles, specs: tuple[ViewSpec, ...], seed: int = 0) -> None:
         self.listing, self.seed = listing, seed
         self.specs, self.crops = specs, [full_resolution_crop(s) for s in specs]
 
     def __len__(self) -> int:
         return len(self.listing.files)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, ...] | None:
-        img = open_for_crops(self.listing.files[key % len(self)], self.specs)
+    def __getitem__(self, key: int) -> tuple | None:
+        index = key % len(self)
+        img = open_for_crops(self.listing.files[index], self.specs)
         if img is None:
             return None
-        with own_random_stream(((self.seed << 40) + key) % 2**63):  # any seed, any epoch: within torch's range
-            return tuple(crop(img) for crop in self.crops)
-
-
-def none_decoded(count: int, what: str) -> ByolError:
-    """The error of a set of image files of which not one decodes."""
-    return ByolError(f"none of the {count} {what} could be decoded: check that they are real images (not empty, "
-                     "truncated or of another format)")
-
-
-def collate_views(items: list) -> tuple:
-    """(one batch per crop position..., the number of undecodable items)."""
-    good = [item for item in items if item is not None]
-    if not good:
-        return torch.empty(0), torch.empty(0), len(items)
-    return *(torch.stack(crops) for crops in zip(*good)), len(items) - len(good)
+        return *seeded_crops(img, self.crops, self.seed, key), int(self.listing.labels[index])

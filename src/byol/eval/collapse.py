@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from byol.core.errors import ByolError
 from byol.core.runtime import autocast, in_eval_mode, own_random_stream
+from byol.data.memory import decoded_sample
+from byol.data.source import ImageSource
 from byol.data.views import Views
 from byol.methods import Method
 
@@ -84,14 +86,13 @@ class CollapseProbe:
             self.view_1, self.view_2 = views(images.to(device))[:2]
 
     @classmethod
-    def sample(cls, images: torch.Tensor, views: Views, device: torch.device, seed: int,
+    def sample(cls, source: ImageSource, size: int, views: Views, device: torch.device, seed: int,
                count: int = 512) -> "CollapseProbe":
-        """A probe on `count` images drawn from `images` with `seed`."""
-        if len(images) < MIN_IMAGES:
+        """A probe on `count` images of `source` drawn with `seed`, decoded at `size`."""
+        if len(source) < MIN_IMAGES:
             raise ByolError(f"the collapse statistics need {MIN_IMAGES} images or more (a spread and a rank), and "
-                            f"there are {len(images)}: add images")
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-        return cls(images[order[:count]], views, device, seed)
+                            f"there are {len(source)}: add images")
+        return cls(decoded_sample(source, size, count, seed).images, views, device, seed)
 
     @torch.no_grad()
     def __call__(self, learner: Method, dtype: torch.dtype | None) -> dict[str, float]:

@@ -11,8 +11,7 @@ from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.progress import progress
 from byol.core.runtime import in_eval_mode
-from byol.data.folders import (ImageFiles, ImageTensor, decoded_batches, images_in_memory, is_named, list_images,
-                               none_decoded)
+from byol.data.source import ImageSource, none_decoded
 from byol.data.views import eval_transform, view_specs
 
 
@@ -36,73 +35,44 @@ def extract_features(
     return torch.cat(out)
 
 
-class _DecodedInOrder:
-    """A list of files as uint8 batches, decoded by loader workers in order; `decoded` marks
-    the files that could be read (the others come as black squares, to be dropped)."""
+class _Squares:
+    """A source's squares as image batches, keeping each batch's decoded marks and indices."""
 
-    def __init__(self, listing: ImageFiles, size: int, batch_size: int, workers: int) -> None:
-        self.loader = decoded_batches(listing.files, size, batch_size, workers)
+    def __init__(self, source: ImageSource, size: int, batch_size: int, workers: int) -> None:
+        self.squares = source.squares(size, batch_size, workers)
         self.decoded: list[torch.Tensor] = []
-
-    def __len__(self) -> int:
-        return len(self.loader)
+        self.index: list[torch.Tensor] = []
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for images, decoded in self.loader:
+        for images, decoded, index in self.squares:
             self.decoded.append(decoded)
+            self.index.append(index)
             yield images
 
 
-def decode_in_order(listing: ImageFiles, size: int, batch_size: int = 256, workers: int = 2) -> ImageTensor:
-    """The files of `listing` decoded into memory at size x size (the ones that decode), with
-    their labels; what does not decode is named in `skipped`."""
-    files = _DecodedInOrder(listing, size, batch_size, workers)
-    images = torch.cat(list(files))
-    decoded = torch.cat(files.decoded)
-    skipped = [str(path) for path, ok in zip(listing.files, decoded.tolist()) if not ok]
-    return ImageTensor(images[decoded], torch.as_tensor(listing.labels)[decoded], listing.classes, skipped)
-
-
-def sample_images(spec: str, size: int, count: int, seed: int) -> ImageTensor:
-    """Up to `count` images of a folder or dataset, a fixed random sample by `seed`, in memory:
-    a folder decodes only the files sampled, however large it is."""
-    if is_named(spec):
-        data = images_in_memory(spec, size)
-        order = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:count]
-        return data.subset(order.tolist())
-    listing = list_images(spec)
-    order = torch.randperm(len(listing.files), generator=torch.Generator().manual_seed(seed))[:count]
-    sample = decode_in_order(listing.subset(order.tolist()), size)
-    if len(sample.labels) == 0:
-        raise none_decoded(len(order), f"image files sampled under {listing.root}")
-    return sample
-
-
-def features_and_labels(encoder: nn.Module, data: ImageTensor | ImageFiles, transform: Callable, size: int,
+def features_and_labels(encoder: nn.Module, data: ImageSource, transform: Callable, size: int,
                         device: torch.device | str = "cpu", desc: str | None = None, batch_size: int = 256,
                         workers: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and labels of decoded images, or of files streamed at `size` (files that do
-    not decode are left out, with their labels)."""
-    if isinstance(data, ImageTensor):
-        return extract_features(encoder, data.images, transform, batch_size, device, desc), data.labels
-    files = _DecodedInOrder(data, size, batch_size, workers)
-    features = extract_features(encoder, files, transform, device=device, desc=desc)
-    decoded = torch.cat(files.decoded)
+    """Features and labels of the images of `data` at `size` (images that do not decode are
+    left out, with their labels)."""
+    squares = _Squares(data, size, batch_size, workers)
+    features = extract_features(encoder, squares, transform, device=device, desc=desc)
+    decoded, index = torch.cat(squares.decoded), torch.cat(squares.index)
     if not decoded.any():
-        raise none_decoded(len(data.files), f"image files under {data.root}")
-    return features[decoded], torch.as_tensor(data.labels)[decoded]
+        raise none_decoded(len(data), data.what)
+    return features[decoded], data.labels[index[decoded]]
 
 
-def _labelled_only(data: ImageTensor | ImageFiles, name: str) -> ImageTensor | ImageFiles:
-    keep = (torch.as_tensor(data.labels) >= 0).nonzero().flatten().tolist()
+def _labelled_only(data: ImageSource, name: str) -> ImageSource:
+    keep = (data.labels >= 0).nonzero().flatten().tolist()
     if not keep:
         raise ByolError(f"{name} has no labelled images (all carry label -1, as STL-10's unlabeled split does): "
                         "evaluate on a labelled split, e.g. stl10:train")
     return data if len(keep) == len(data.labels) else data.subset(keep)
 
 
-def labelled_pair(train: ImageTensor | ImageFiles, test: ImageTensor | ImageFiles, train_name: str,
-                  test_name: str) -> tuple[ImageTensor | ImageFiles, ImageTensor | ImageFiles]:
+def labelled_pair(train: ImageSource, test: ImageSource, train_name: str,
+                  test_name: str) -> tuple[ImageSource, ImageSource]:
     """The labelled images of both splits: unlabelled ones (label -1) never reach a k-NN bank or
     a linear probe. What no supervised protocol can score is refused in one line."""
     for data, name in ((train, train_name), (test, test_name)):

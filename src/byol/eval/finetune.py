@@ -28,8 +28,9 @@ from byol.core.errors import ByolError
 from byol.core.progress import progress
 from byol.core.runtime import autocast, autocast_dtype, own_random_stream
 from byol.core.schedules import lr_at
-from byol.data.folders import ImageFiles, ImageTensor, full_resolution_crop, ignore_ctrl_c, open_for_crops
-from byol.data.views import ViewSpec, eval_transform, normalise, resized_crop_flip, to_unit_float
+from byol.data.epochs import EpochBatches
+from byol.data.source import ImageSource
+from byol.data.views import ViewSpec, eval_transform, normalise, to_unit_float
 from byol.eval.features import features_and_labels
 from byol.eval.knn import topk_accuracy, with_gain
 from byol.eval.labels import refuse_without_held_out
@@ -102,53 +103,22 @@ def train_spec(spec: ViewSpec, crop_min_scale: float) -> ViewSpec:
     return replace(spec, crop_scale=(crop_min_scale, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 
 
-class CroppedImages(torch.utils.data.Dataset):
-    """Large labelled images, streamed: one random crop (and flip) of each, cut at full
-    resolution by loader workers; None for a file that does not decode."""
-
-    def __init__(self, listing: ImageFiles, spec: ViewSpec) -> None:
-        self.listing, self.spec, self.crop = listing, spec, full_resolution_crop(spec)
-
-    def __len__(self) -> int:
-        return len(self.listing.files)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
-        img = open_for_crops(self.listing.files[index], (self.spec,))
-        return None if img is None else (self.crop(img), self.listing.labels[index])
-
-
-def _collate_decoded(items: list) -> tuple[torch.Tensor, torch.Tensor]:
-    good = [item for item in items if item is not None]
-    if not good:
-        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
-    return torch.stack([x for x, _ in good]), torch.as_tensor([y for _, y in good])
-
-
-def training_batches(data: ImageTensor | ImageFiles, spec: ViewSpec, batch_size: int, workers: int,
-                     generator: torch.Generator, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of augmented, normalised (images, labels) in a random order; a last batch of
-    one image is left out (BatchNorm cannot train on it)."""
-    if isinstance(data, ImageTensor):
-        order = torch.randperm(len(data.labels), generator=generator)
-        batches = ((data.images[chunk].to(device), data.labels[chunk]) for chunk in order.split(batch_size))
-        crops_on_device = True
-    else:
-        batches = torch.utils.data.DataLoader(CroppedImages(data, spec), batch_size=batch_size, shuffle=True,
-                                              num_workers=workers, worker_init_fn=ignore_ctrl_c, collate_fn=_collate_decoded, generator=generator)
-        crops_on_device = False
-    for images, labels in batches:
-        if len(labels) < 2:
-            continue
-        x = to_unit_float(images.to(device))
-        x = resized_crop_flip(x, spec) if crops_on_device else x
-        yield normalise(x, spec), labels.to(device)
+def training_batches(data: ImageSource, spec: ViewSpec, batch_size: int, workers: int, seed: int, epoch: int,
+                     device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of augmented, normalised (images, labels) in the epoch's random order; a last
+    batch of one image is left out (BatchNorm cannot train on it)."""
+    batches = EpochBatches(len(data), batch_size, seed, keep_partial=True)
+    batches.set_epoch(epoch)
+    for crops, labels, _ in data.crop_batches(batches, lambda: (spec,), workers, device):
+        if len(labels) >= 2:
+            yield normalise(to_unit_float(crops[0].to(device)), spec), labels.to(device)
 
 
 @dataclass
 class FinetuneJob:
     """One fine-tuning: the data, the recipe and where it runs."""
 
-    data: ImageTensor | ImageFiles
+    data: ImageSource
     spec: ViewSpec  # the training augmentation
     settings: FinetuneSettings
     lr: float
@@ -177,10 +147,10 @@ def train_classifier(model: nn.Module, fit: FinetuneJob, epochs: int,
     total, step = steps_per_epoch * settings.epochs, 0
     dtype = autocast_dtype(settings.precision, fit.device)
     torch.manual_seed(fit.seed)
-    generator = torch.Generator().manual_seed(fit.seed)
     model.to(fit.device).train()
     for epoch in range(1, epochs + 1):
-        for x, y in training_batches(fit.data, fit.spec, settings.batch_size, settings.workers, generator, fit.device):
+        for x, y in training_batches(fit.data, fit.spec, settings.batch_size, settings.workers, fit.seed, epoch,
+                                     fit.device):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, min(step / total, 1.0), 0, 0.0, group["peak"])
             with autocast(fit.device, dtype):
@@ -197,7 +167,7 @@ def train_classifier(model: nn.Module, fit: FinetuneJob, epochs: int,
     return model.eval()
 
 
-def score(model: nn.Module, data: ImageTensor | ImageFiles, spec: ViewSpec, device: torch.device,
+def score(model: nn.Module, data: ImageSource, spec: ViewSpec, device: torch.device,
           workers: int = 2) -> dict[str, float]:
     """Top-1/top-5 in percent on `data`, in fp32 without augmentation (files that do not decode are left out)."""
     logits, labels = features_and_labels(model, data, partial(eval_transform, spec=spec), spec.size, device,
@@ -205,7 +175,7 @@ def score(model: nn.Module, data: ImageTensor | ImageFiles, spec: ViewSpec, devi
     return topk_accuracy(logits, labels)
 
 
-def choose_rate_and_epochs(initial: nn.Module, fit: FinetuneJob, val: ImageTensor | ImageFiles,
+def choose_rate_and_epochs(initial: nn.Module, fit: FinetuneJob, val: ImageSource,
                            desc: str) -> tuple[float, int, dict]:
     """The rate and number of epochs with the best validation top-1 (ties: fewer epochs, then
     the lower rate), and every rate's validation top-1 after each epoch."""
@@ -226,11 +196,11 @@ def check_labelled(labels: torch.Tensor) -> None:
                             "such as 10%)")
 
 
-def finetune_one(initial: nn.Module, labelled: ImageTensor | ImageFiles, test: ImageTensor | ImageFiles,
+def finetune_one(initial: nn.Module, labelled: ImageSource, test: ImageSource,
                  fit: FinetuneJob, desc: str) -> tuple[nn.Module, dict]:
     """Choose the recipe on a tenth of `labelled`, train on all of it, score on `test`."""
     started = time.perf_counter()
-    fit_idx, val_idx = stratified_split(torch.as_tensor(labelled.labels), fit.settings.val_fraction, fit.seed)
+    fit_idx, val_idx = stratified_split(labelled.labels, fit.settings.val_fraction, fit.seed)
     lr, epochs, curves = choose_rate_and_epochs(initial, replace(fit, data=labelled.subset(fit_idx.tolist())),
                                        labelled.subset(val_idx.tolist()), desc)
     model = train_classifier(copy.deepcopy(initial), replace(fit, data=labelled, lr=lr), epochs)
@@ -239,7 +209,7 @@ def finetune_one(initial: nn.Module, labelled: ImageTensor | ImageFiles, test: I
     return model, result
 
 
-def linear_on_subset(encoder: nn.Module, labelled: ImageTensor | ImageFiles, test: ImageTensor | ImageFiles,
+def linear_on_subset(encoder: nn.Module, labelled: ImageSource, test: ImageSource,
                      spec: ViewSpec, device: torch.device, seed: int) -> dict:
     """The frozen encoder's linear probe on the same labelled images: what fine-tuning adds."""
     started = time.perf_counter()
@@ -257,11 +227,11 @@ def random_encoder(card: dict, seed: int) -> nn.Module:
         return build_encoder(card["architecture"], card["width"], card["cifar_stem"])
 
 
-def finetune(encoder: nn.Module, card: dict, labelled: ImageTensor | ImageFiles, test: ImageTensor | ImageFiles,
+def finetune(encoder: nn.Module, card: dict, labelled: ImageSource, test: ImageSource,
              settings: FinetuneSettings, device: torch.device, seed: int, baseline: bool) -> tuple[nn.Module, dict]:
     """The fine-tuned classifier of the pretrained encoder, and its scores beside the linear
     probe's on the same labels (and, with `baseline`, fine-tuning from random weights)."""
-    check_labelled(torch.as_tensor(labelled.labels))
+    check_labelled(labelled.labels)
     spec = ViewSpec.of_card(card)
     fit = FinetuneJob(labelled, train_spec(spec, settings.crop_min_scale), settings, 0.0, device, seed)
     result: dict = dict(settings=asdict(settings), linear=linear_on_subset(encoder.to(device), labelled, test, spec,

@@ -10,7 +10,7 @@ from byol.core.errors import ByolError
 from byol.core.runtime import autocast_dtype
 from byol.eval.checkpoints import load_run_learner
 from byol.eval.collapse import CollapseProbe, collapse_alarms
-from byol.eval.features import sample_images
+from byol.data.sources import list_source
 
 
 def inspect_checkpoint(checkpoint: Path, data: str, images: int = 512,
@@ -20,8 +20,8 @@ def inspect_checkpoint(checkpoint: Path, data: str, images: int = 512,
     if images < 2:
         raise ByolError(f"--images is {images}: the statistics need 2 images or more (default 512)")
     learner, config, path = load_run_learner(checkpoint, random_init)
-    dataset = sample_images(data, config.image_size, images, config.seed + 1)  # decodes the sample alone
-    probe = CollapseProbe.sample(dataset.images, learner.views, device, config.seed + 1, images)
+    probe = CollapseProbe.sample(list_source(data, config.image_size), config.image_size, learner.views, device,
+                                 config.seed + 1, images)  # decodes the sample alone
     stats = probe(learner.to(device), autocast_dtype(config.precision, device))
     return dict(checkpoint=str(path), random_init=random_init, data=str(data), images=len(probe.view_1),
                 projection_dim=config.projection_dim, **stats, alarms=collapse_alarms(stats, config.projection_dim))

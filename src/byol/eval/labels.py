@@ -14,7 +14,7 @@ import torch
 
 from byol.core.errors import ByolError
 from byol.core.files import name_from_line, names_text
-from byol.data.folders import ImageFiles
+from byol.data.source import ImageSource
 
 LabelSpec = float | int | Path | None  # a share of each class, images a class, a list file, or all
 
@@ -49,11 +49,11 @@ def parse_label_spec(text: str | None) -> LabelSpec:
     return path
 
 
-def choose_labelled(listing: ImageFiles, spec: LabelSpec, seed: int) -> list[int]:
+def choose_labelled(listing: ImageSource, spec: LabelSpec, seed: int) -> list[int]:
     """Indices into `listing` of the images whose labels may be used, in listing order."""
     if isinstance(spec, Path):
         return listed_images(listing, spec)
-    labels = torch.as_tensor(listing.labels)
+    labels = listing.labels
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for label, name in enumerate(listing.classes):
@@ -71,13 +71,14 @@ def choose_labelled(listing: ImageFiles, spec: LabelSpec, seed: int) -> list[int
     return sorted(torch.cat(chosen).tolist())
 
 
-def listed_images(listing: ImageFiles, list_file: Path) -> list[int]:
+def listed_images(listing: ImageSource, list_file: Path) -> list[int]:
     """The images a list file names, one a line: a path relative to the labelled folder, or a
     bare file name where it is unique there (as the published ImageNet subset lists give them)."""
-    by_path = {listing.name(p): i for i, p in enumerate(listing.files)}
+    by_path = {listing.name(i): i for i in range(len(listing))}
     by_name: dict[str, int | None] = {}
-    for i, p in enumerate(listing.files):
-        by_name[p.name] = None if p.name in by_name else i  # None: the name is not unique
+    for path, i in by_path.items():
+        name = path.rsplit("/", 1)[-1]
+        by_name[name] = None if name in by_name else i  # None: the name is not unique
     try:
         lines = list_file.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -88,10 +89,10 @@ def listed_images(listing: ImageFiles, list_file: Path) -> list[int]:
     if not names or missing:
         example = f" (e.g. {missing[0]!r})" if missing else ""
         raise ByolError(f"--labels {list_file}: {len(missing) if names else 'no'} listed images are not found, or "
-                        f"not unique by name, under {listing.root}{example}: list paths relative to that folder")
+                        f"not unique by name, in the labelled images{example}: list paths relative to their folder")
     return sorted(set(found))
 
 
-def labels_text(listing: ImageFiles, chosen: list[int]) -> str:
+def labels_text(listing: ImageSource, chosen: list[int]) -> str:
     """The chosen images as a list file (paths relative to the labelled folder): `--labels` reads it back."""
-    return names_text(listing.name(listing.files[i]) for i in chosen)
+    return names_text(listing.name(i) for i in chosen)

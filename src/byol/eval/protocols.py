@@ -10,7 +10,7 @@ from byol import config as cfg
 from byol.config import Field
 from byol.core.errors import ByolError
 from byol.core.runtime import autocast, autocast_dtype
-from byol.data.folders import in_memory_or_streamed
+from byol.data.sources import open_images
 from byol.eval.checkpoints import load_run_encoder
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
 from byol.eval.knn import knn_accuracy, with_gain
@@ -46,11 +46,11 @@ def evaluate(
     if protocol == "knn" and temperature is not None and temperature <= 0:
         raise ByolError(f"temperature is {temperature}: it must be positive")
     encoder, config, checkpoint = load_run_encoder(checkpoint)  # also checks the weights fit
-    train_data, test_data = labelled_pair(in_memory_or_streamed(train, config.image_size),
-                                          in_memory_or_streamed(test, config.image_size),
+    train_data, test_data = labelled_pair(open_images(train, config.image_size),
+                                          open_images(test, config.image_size),
                                           train, test)
     if protocol == "linear":
-        check_probe_labels(torch.as_tensor(train_data.labels))  # before any image is encoded
+        check_probe_labels(train_data.labels)  # before any image is encoded
     transform = run_transform(config)
     networks = {name: encoder if name == "pretrained" else load_run_encoder(checkpoint, random_init=True)[0]
                 for name in encoders}

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from byol.data.folders import is_named
+from byol.data.sources import is_named, sample_images
 from byol.eval.checkpoints import load_run_encoder
-from byol.eval.features import extract_features, run_transform, sample_images
+from byol.eval.features import extract_features, run_transform
 
 
 def embed_2d(features: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:

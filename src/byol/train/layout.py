@@ -29,7 +29,7 @@ from byol.core.errors import ByolError
 from byol.core.files import write_json
 from byol.core.runtime import autocast, autocast_dtype, cpu_identity
 from byol.core.schedules import size_at
-from byol.data.folders import default_cache_dir
+from byol.data.memory import default_cache_dir
 from byol.methods import build_learner
 from byol.train.recipe import trial_views
 

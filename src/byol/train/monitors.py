@@ -9,7 +9,8 @@ from byol.config import Config
 from byol.core.errors import CollapseError
 from byol.core.progress import note
 from byol.core.runtime import autocast
-from byol.data import folders
+from byol.data.source import ImageSource
+from byol.data.sources import open_images
 from byol.data.views import Views
 from byol.eval.collapse import CAUSES, CollapseProbe, collapse_alarms
 from byol.eval.features import features_and_labels, labelled_pair, run_transform
@@ -24,8 +25,7 @@ class KnnMonitor:
     workers at the training size. Only labelled images enter the bank and the queries, each
     a fixed sample of at most knn_bank and knn_queries of them."""
 
-    def __init__(self, bank: folders.ImageTensor | folders.ImageFiles, queries: folders.ImageTensor | folders.ImageFiles,
-                 config: Config, device: torch.device) -> None:
+    def __init__(self, bank: ImageSource, queries: ImageSource, config: Config, device: torch.device) -> None:
         bank, queries = labelled_pair(bank, queries, config.data or "the training data",
                                       config.test or "the held-out split")
         self.bank, self.queries = at_most(bank, config.knn_bank, config.seed), at_most(queries, config.knn_queries,
@@ -49,8 +49,8 @@ def knn_monitor(config: Config, data: TrainData, device: torch.device) -> KnnMon
     the queries; without --test, a fixed tenth of the training images as queries (optimistic:
     pretraining saw them); with --test but unlabelled training images, a fixed tenth of --test
     as queries and the rest as the bank."""
-    training = data.memory if data.memory is not None else data.listing
-    test = folders.in_memory_or_streamed(config.test, config.image_size) if config.test else None
+    training = data.source
+    test = open_images(config.test, config.image_size) if config.test else None
     if test is not None and _has_labels(training):
         return KnnMonitor(training, test, config, device)
     labelled = training if test is None else test
@@ -64,8 +64,7 @@ def knn_monitor(config: Config, data: TrainData, device: torch.device) -> KnnMon
     return KnnMonitor(labelled.subset(order[split:]), labelled.subset(order[:split]), config, device)
 
 
-def at_most(data: folders.ImageTensor | folders.ImageFiles, count: int,
-            seed: int) -> folders.ImageTensor | folders.ImageFiles:
+def at_most(data: ImageSource, count: int, seed: int) -> ImageSource:
     """`data`, or a sample of `count` of its images drawn from `seed` (the same at every evaluation of a run)."""
     if not count or len(data.labels) <= count:
         return data
@@ -73,8 +72,8 @@ def at_most(data: folders.ImageTensor | folders.ImageFiles, count: int,
     return data.subset(chosen.sort().values.tolist())
 
 
-def _has_labels(data: folders.ImageTensor | folders.ImageFiles) -> bool:
-    return len(data.classes) >= 2 and bool((torch.as_tensor(data.labels) >= 0).any())
+def _has_labels(data: ImageSource) -> bool:
+    return len(data.classes) >= 2 and bool((data.labels >= 0).any())
 
 
 class CollapseAlarm:
@@ -98,6 +97,6 @@ class CollapseAlarm:
 
 
 def collapse_probe(config: Config, data: TrainData, views: Views, device: torch.device) -> CollapseProbe | None:
-    if not config.collapse_every or data.memory is None:
+    if not config.collapse_every:
         return None
-    return CollapseProbe.sample(data.memory.images, views, device, config.seed + 1)
+    return CollapseProbe.sample(data.source, config.image_size, views, device, config.seed + 1)

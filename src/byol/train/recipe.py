@@ -21,7 +21,8 @@ from byol.config import Config
 from byol.core.errors import ByolError
 from byol.core.runtime import autocast, autocast_dtype, pick_device
 from byol.data.fit import settings_for, typical_size
-from byol.data.folders import IN_MEMORY_MAX_SIZE, ImageFiles, is_named, list_images
+from byol.data.source import ImageSource
+from byol.data.sources import in_memory, is_named, list_source
 from byol.methods import Method, build_learner
 
 CPU_PRESET = "cifar10-cpu"
@@ -123,17 +124,20 @@ def device_for(config: Config) -> torch.device:
     return device
 
 
-def decode_once_on_cpu(listing: ImageFiles | None, size: int) -> str | None:
-    """Why the images of a folder (`listing`; None for a dataset by name, always in memory) that
-    would stream at `size` are decoded once instead, where they fit in memory: a CPU's loader
-    workers take the cores that the step needs (None: streamed)."""
-    if listing is None or size <= IN_MEMORY_MAX_SIZE:
+def decode_once_on_cpu(listing: ImageSource | None, size: int) -> str | None:
+    """Why the images of `listing` (None for a dataset by name, always in memory) that would
+    stream at `size` are decoded once instead, where they fit in memory: a CPU's loader workers
+    take the cores that the step needs (None: streamed). Each of the node's processes (torchrun's
+    LOCAL_WORLD_SIZE) holds its own copy, so all of them must fit."""
+    if listing is None or in_memory(size):
         return None
-    needed, memory = len(listing.files) * size * size * 3, memory_bytes()
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    needed, memory = len(listing) * size * size * 3 * processes, memory_bytes()
     if memory is None or needed > DECODED_MEMORY_SHARE * memory:
         return None
+    copies = f", {processes} processes" if processes > 1 else ""
     return (f"streamed, every image would be decoded at every epoch, which on a CPU takes about as long as the step, "
-            f"so they are decoded once ({needed / 2**30:.2f} GiB in memory)")
+            f"so they are decoded once ({needed / 2**30:.2f} GiB in memory{copies})")
 
 
 def recipe_for(config: Config, explicit: set[str], device: torch.device) -> tuple[Config, dict, str | None]:
@@ -141,7 +145,7 @@ def recipe_for(config: Config, explicit: set[str], device: torch.device) -> tupl
     keys and values chosen; and the line that says what was chosen and why (None when nothing was)."""
     if not config.data:
         return config, {}, None
-    listing = None if is_named(config.data) else list_images(config.data)  # listed once for all that follows
+    listing = None if is_named(config.data) else list_source(config.data, config.image_size)  # listed once here
     size = config.image_size if "image_size" in explicit else typical_size(config.data, listing)
     reasons = [f"image_size is {size}" if "image_size" in explicit else
                f"the images of {config.data} are about {size} px (median shorter side of a sample)" if size else

@@ -169,7 +169,8 @@ class Trainer:
             make_deterministic()
         self.dtype = autocast_dtype(config.precision, device)
         self.learner, self.memory_format = self._build_networks()
-        self.data = load_train_data(config, self.learner.views, self.rank, self.world)
+        self.data = load_train_data(config, self.learner.views, device, self.rank, self.world)
+        self.notices.append(f"data: {self.data.source.describe()}")
         self.steps_per_epoch = self._steps_per_epoch()
         self.peak_lr = scaled_lr(config.lr, config.batch_size * config.accumulate)
         self.optimizer, self.scaler, self.budget = self._build_optimisation()
@@ -288,7 +289,7 @@ class Trainer:
                           budget=dict(vars(self.budget)), progress=replace(self.progress),
                           collapse_strikes=self.alarm.strikes,
                           metrics_bytes=self.logbook.tell() if self.logbook else self.metrics_bytes,
-                          rng=distributed.all_ranks(rng_state()), data=self.data.identity)
+                          rng=distributed.all_ranks(rng_state()), data=self.data.source.identity())
 
     def restore(self, checkpoint: Checkpoint, data_changed_ok: bool = False) -> None:
         """Continue from `checkpoint`: every part of the state that `checkpoint()` saves (on data
@@ -311,7 +312,7 @@ class Trainer:
 
     def _check_data(self, saved: dict | None, changed_ok: bool) -> None:
         """A resume on files other than the run's is refused, or with data_changed_ok continued and recorded."""
-        now = self.data.identity
+        now = self.data.source.identity()
         if saved is None or saved == now:  # None: a checkpoint written before runs recorded their data
             return
         change = (f"{saved['files']} image files when step {self.progress.step} was saved, {now['files']} now"
