@@ -40,6 +40,7 @@ import torch
 from byol import config as cfg
 from byol.core.runtime import pick_device
 from byol.data.folders import CroppedViews
+from byol.data.memory import ImageTensor
 from byol.train.recipe import device_for, recipe_for
 from byol.train.trainer import Trainer
 
@@ -60,7 +61,7 @@ def trainer_for(preset: str, folder: Path, batch: int, workers: int, device: str
 
 def decode_rate(trainer: Trainer, images: int) -> float:
     """Images/s of one loader worker's per-image work, on one core."""
-    pairs = CroppedViews(trainer.data.listing, trainer.learner.views.specs, seed=0)
+    pairs = CroppedViews(trainer.data.source, trainer.learner.views.specs, seed=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -75,7 +76,8 @@ def decode_rate(trainer: Trainer, images: int) -> float:
 def step_seconds_in_memory(trainer: Trainer, steps: int) -> list[float]:
     """Per-step seconds of colour stage + Trainer.step on crops decoded beforehand."""
     trainer.data.batches.set_epoch(0)
-    crops = [(c1.to(trainer.device), c2.to(trainer.device)) for (c1, c2, _), _ in zip(trainer.data.loader, range(steps + 1))]
+    crops = [(c1.to(trainer.device), c2.to(trainer.device)) for ((c1, c2), _, _), _ in zip(trainer.data.crops,
+                                                                                             range(steps + 1))]
     times = []
     for crops_1, crops_2 in crops:
         start = time.perf_counter()
@@ -103,7 +105,7 @@ def measure(preset: str, folder: Path, batch: int, image_size: int | None, worke
     trainer = trainer_for(preset, folder, batch, 0, device, image_size)
     result = dict(preset=preset, folder=str(folder), batch=batch, image_size=trainer.config.image_size,
                   cifar_stem=trainer.config.cifar_stem, precision=str(trainer.dtype or torch.float32).replace("torch.", ""))
-    if trainer.data.loader is None:
+    if isinstance(trainer.data.source, ImageTensor):
         return result | dict(in_memory_s=statistics.median(step_seconds_streamed(trainer, steps)))
     result |= dict(decode_img_s_per_core=round(decode_rate(trainer, 4 * batch), 1),
                    in_memory_s=statistics.median(step_seconds_in_memory(trainer, steps)))

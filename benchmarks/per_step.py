@@ -43,7 +43,7 @@ from throughput import (TAU, Runner, Setup, byol_pytorch, knn_top1, lightly, lig
                         our_learner)
 
 from byol.core.runtime import autocast, autocast_dtype, pick_device
-from byol.data.folders import images_in_memory
+from byol.data.sources import open_images
 from byol.data.views import IMAGENET_MEAN, IMAGENET_STD, Views, view_specs
 
 
@@ -174,7 +174,7 @@ def main() -> None:
     results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     done = {(r["variant"], r["seed"], r.get("steps")) for r in results}
 
-    train, test = images_in_memory(str(args.data / "train"), 32), images_in_memory(str(args.data / "test"), 32)
+    train, test = open_images(str(args.data / "train"), 32), open_images(str(args.data / "test"), 32)
     base = Setup(train.images, 128, args.width, pick_device(args.device), "fp32", 2e-3, "adamw")
     print(f"CPU threads {torch.get_num_threads()}; same initial encoder as lightly's: {same_initial_encoders(base)}",
           file=sys.stderr)

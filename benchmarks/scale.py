@@ -6,10 +6,11 @@ from each, once), each measured in a fresh process:
 - open: seconds to list the folder, read the file list or the shards' index, and the
   process's peak memory after it;
 - the loader: seconds from nothing to the first batch of training crops (96 px, 2 workers,
-  64 images a batch), the steady crops a second over the next batches, and the loader
-  workers' summed PSS (proportional set size: shared pages split between the processes);
+  64 images a batch) and to every worker's first, the steady crops a second over 30 batches
+  after 10 more, and the loader workers' summed PSS (proportional set size: shared pages
+  split between the processes);
 - `byol shard`: seconds to write the shards (a decode check of every image, 2 processes).
-Then, on 2,000 photo-sized images (scripts/make_photo_folder.py: shorter side 200-500 px)
+Then, on 4,000 photo-sized images (scripts/make_photo_folder.py: shorter side 200-500 px)
 as a folder and as shards: the loader's crops a second at 96 and 224 px, 2 workers.
 
 Results go to OUT/scale.json as they come; a rerun measures only what is missing.
@@ -22,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-BATCH, WORKERS, WARM, TIMED = 64, 2, 3, 20
+BATCH, WORKERS, WARM, TIMED = 64, 2, 10, 30
 
 
 def pss_of_children() -> int:
@@ -39,6 +39,13 @@ def pss_of_children() -> int:
             rollup = Path(f"/proc/{child}/smaps_rollup").read_text().splitlines()
             total += sum(int(line.split()[1]) * 1024 for line in rollup if line.startswith("Pss:"))
     return total
+
+
+def peak_mib() -> int:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not carried over from the
+    process that started it)."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return round(next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024)
 
 
 def measure(spec: str, size: int) -> dict:
@@ -52,22 +59,25 @@ def measure(spec: str, size: int) -> dict:
     started = time.perf_counter()
     source = list_source(spec, size)
     opened = time.perf_counter() - started
-    peak_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_open = peak_mib()
     batches = EpochBatches(len(source), BATCH, seed=0)
     specs = view_specs("imagenet", size)
     crops = iter(source.crop_batches(batches, lambda: specs, WORKERS, torch.device("cpu")))
     started = time.perf_counter()
     next(crops)
     first = time.perf_counter() - started
+    for _ in range(WORKERS - 1):
+        next(crops)
+    every_worker = time.perf_counter() - started
     for _ in range(WARM):
         next(crops)
     started = time.perf_counter()
     images = sum(len(next(crops)[1]) for _ in range(TIMED))
     rate = images / (time.perf_counter() - started)
     workers = pss_of_children()
-    return dict(images=len(source), open_s=round(opened, 2), peak_after_open_mib=round(peak_open),
-                first_batch_s=round(first, 2), crops_per_s=round(rate), workers_pss_mib=round(workers / 2**20, 1),
-                peak_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    return dict(images=len(source), open_s=round(opened, 2), peak_after_open_mib=peak_open,
+                first_batch_s=round(first, 2), every_workers_first_s=round(every_worker, 2), crops_per_s=round(rate), workers_pss_mib=round(workers / 2**20, 1),
+                peak_mib=peak_mib())
 
 
 def fresh(spec: str, size: int) -> dict:
@@ -117,7 +127,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, help="a folder of JPEGs to link to (CIFAR-10's train split)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--photos", type=int, default=2000)
+    parser.add_argument("--photos", type=int, default=4000)
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # a child: measure this data set, print JSON
     parser.add_argument("--size", type=int, default=96, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -59,7 +59,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from byol.config import Config
 from byol.core.runtime import autocast, autocast_dtype, channels_last_is_safe, pick_device
-from byol.data.folders import images_in_memory
+from byol.data.sources import open_images
 from byol.data.views import Views, ViewSpec, eval_transform, view_specs
 from byol.eval.features import extract_features
 from byol.eval.knn import knn_accuracy
@@ -542,7 +542,7 @@ def load_setup(args: argparse.Namespace) -> tuple[Setup, torch.Tensor | None, to
     if args.data is None:
         images = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         return Setup(images, args.batch, args.width, device, args.precision, lr, args.optimizer, args.heads), None, None, None
-    train, test = images_in_memory(str(args.data / "train"), 32), images_in_memory(str(args.data / "test"), 32)
+    train, test = open_images(str(args.data / "train"), 32), open_images(str(args.data / "test"), 32)
     setup = Setup(train.images, args.batch, args.width, device, args.precision, lr, args.optimizer, args.heads)
     return setup, test.images, train.labels, test.labels
 

@@ -88,14 +88,18 @@ def epoch_draws(shards, rank: int, world: int, workers: int, epoch: int = 0, sta
     return drawn
 
 
+UNEVEN = (5, 1, 4, 2, 3, 5, 1, 4, 2, 3, 5, 2)  # 37 images
+
+
 @pytest.fixture(scope="module")
 def uneven_shards(tmp_path_factory):
-    """37 plain images in shards of 1 to 5 images (a shard closes past 3 kB)."""
+    """37 plain images, image i of class i mod 3, in 12 shards of 1 to 5 images."""
     root = tmp_path_factory.mktemp("uneven")
-    write_shards(plain_folder(root / "folder", 37), root / "shards", shard_size=3000, workers=0)
-    counts = [entry["count"] for entry in json.loads((root / "shards" / INDEX).read_text())["shards"]]
-    assert len(set(counts)) > 1  # uneven, as the test needs
-    return root / "shards"
+    starts = np.cumsum((0,) + UNEVEN)
+    for shard, (first, stop) in enumerate(zip(starts, starts[1:])):
+        write_tar(root / f"u-{shard:02d}.tar", [dict(__key__=f"{i:03d}", png=png(i), cls=str(i % 3).encode())
+                                                for i in range(first, stop)])
+    return root / "u-{00..11}.tar"
 
 
 def test_under_2_processes_x_2_workers_each_sample_of_an_epoch_is_drawn_exactly_once(uneven_shards):
@@ -205,3 +209,30 @@ def test_knn_on_shards_equals_knn_on_their_folders(small_folders, tmp_path):
     on_folders = evaluate("knn", run, str(small_folders[0]), str(small_folders[1]))
     on_shards = evaluate("knn", run, str(tmp_path / "train"), str(tmp_path / "test"))
     assert on_shards["pretrained"] == on_folders["pretrained"] and on_shards["train_images"] == 256
+
+
+def test_a_shard_holds_the_images_whose_tar_members_fit_its_size(tmp_path):
+    """A plain 20x14 PNG (under 512 bytes) and its .cls take a header and a data block each:
+    2,048 bytes a sample, so 6,144 bytes hold 3 samples."""
+    folder = plain_folder(tmp_path / "folder", 7)
+    assert all(path.stat().st_size <= 512 for path in folder.rglob("*.png"))
+    write_shards(folder, tmp_path / "shards", shard_size=6144, workers=0)
+    index = json.loads((tmp_path / "shards" / INDEX).read_text())
+    assert [entry["count"] for entry in index["shards"]] == [3, 3, 1]
+
+
+def test_embed_of_shards_gives_the_embeddings_of_their_folder_named_by_shard_and_position(tmp_path):
+    from byol.export import embed_folder
+    from tests.test_export import write_run
+
+    folder = plain_folder(tmp_path / "folder", 10)
+    write_shards(folder, tmp_path / "shards", shard_size=6144, workers=0)
+    run = write_run(tmp_path / "run", width=0.125)
+    embed_folder(run, folder, tmp_path / "folder.npy", workers=0)
+    embed_folder(run, str(tmp_path / "shards"), tmp_path / "shards.npy", workers=2)
+    rows = {name: row for name, row in zip((tmp_path / "shards.npy.files.txt").read_text().splitlines(),
+                                           np.load(tmp_path / "shards.npy"))}
+    assert sorted(rows) == sorted(f"shard-{shard:06d}.tar#{i}" for shard, count in enumerate((3, 3, 3, 1))
+                                  for i in range(count))
+    expected = np.load(tmp_path / "folder.npy")
+    assert np.allclose(sorted(map(tuple, rows.values())), sorted(map(tuple, expected)), atol=1e-6)

@@ -25,7 +25,7 @@ from byol.data.shards import FORMAT, INDEX
 from byol.data.source import ignore_ctrl_c, none_decoded
 
 SHARD_NAME = "shard-{:06d}.tar"
-MEMBER_OVERHEAD = 1024  # a tar header and padding, about, per member
+TAR_BLOCK = 512  # a tar member is a header block and its data padded to whole blocks
 CHECK_SIZE = 32  # decoded at a reduced scale to check that a file decodes: the whole file is still read
 
 
@@ -43,15 +43,23 @@ def decodable(listing: ImageFiles, workers: int) -> list[bool]:
 
 
 def plan_shards(listing: ImageFiles, order: list[int], shard_size: int) -> list[list[int]]:
-    """`order` cut into shards of about `shard_size` bytes (at least one image each)."""
+    """`order` cut into shards whose members take at most `shard_size` bytes (the tar's end
+    adds up to 10 kB), or one image where it takes more."""
+    labelled = listing.labelled
     shards, current, size = [], [], 0
     for index in order:
-        current.append(index)
-        size += listing.files[index].stat().st_size + 2 * MEMBER_OVERHEAD
-        if size >= shard_size:
+        added = tar_bytes(listing.files[index].stat().st_size) + (tar_bytes(1) if labelled else 0)
+        if current and size + added > shard_size:
             shards.append(current)
             current, size = [], 0
+        current.append(index)
+        size += added
     return shards + ([current] if current else [])
+
+
+def tar_bytes(size: int) -> int:
+    """What a member of `size` bytes takes in a tar."""
+    return TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK
 
 
 def member(path: Path) -> str:

@@ -22,6 +22,7 @@ An epoch over shards is exact:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -167,7 +168,10 @@ class ShardImages(ImageSource):
 
     def subset(self, indices: list[int]) -> ShardImages:
         """The samples at `indices`, in the shards' order (shards are read in order)."""
-        return ShardImages(self.urls, self.counts, self.all_labels, self.classes, np.sort(self.keep[indices]))
+        part = copy.copy(self)
+        part.keep = np.sort(self.keep[indices])
+        part.labels = self.all_labels[torch.as_tensor(part.keep)]
+        return part
 
     def sample(self, count: int, seed: int) -> list[int]:
         """A sample drawn from the leading shards that hold twice `count` of the images, so that
@@ -179,8 +183,7 @@ class ShardImages(ImageSource):
     def sides(self, count: int) -> list[int]:
         sides, shard = [], 0
         while len(sides) < count and shard < len(self.urls):
-            for _, sample in self.read(shard, 0, count - len(sides)):
-                encoded = image_bytes(sample)
+            for _, encoded in self.read(shard, 0, count - len(sides)):
                 side = None if encoded is None else shorter_side(io.BytesIO(encoded))
                 sides += [] if side is None else [side]
             shard += 1
@@ -207,17 +210,22 @@ class ShardImages(ImageSource):
         """The source indices of the kept samples of shard `shard`."""
         return np.arange(*np.searchsorted(self.keep, self.starts[shard:shard + 2]))
 
-    def read(self, shard: int, first: int = 0, stop: int | None = None) -> Iterator[tuple[int, dict]]:
-        """(source index, sample) of the kept samples of `shard`, from its `first` kept sample to before `stop`."""
+    def images_of(self, shard: int) -> Iterator[bytes | None]:
+        """The encoded image of each sample of `shard`, in order (None: a sample without one)."""
+        return map(image_bytes, raw_samples(self.urls[shard]))
+
+    def read(self, shard: int, first: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes | None]]:
+        """(source index, encoded image) of the kept samples of `shard`, from its `first` kept
+        sample to before `stop`."""
         kept = self.kept_in(shard)
         kept = kept[first:stop]
         if not len(kept):
             return
         wanted = {int(self.keep[i]) - int(self.starts[shard]): int(i) for i in kept}
         last = max(wanted)
-        for position, sample in enumerate(raw_samples(self.urls[shard])):
+        for position, encoded in enumerate(self.images_of(shard)):
             if position in wanted:
-                yield wanted[position], sample
+                yield wanted[position], encoded
             if position >= last:
                 return
 
@@ -254,8 +262,7 @@ class ShardSquares(torch.utils.data.IterableDataset):
         worker, workers = _worker()
         try:
             for shard in range(worker, len(self.source.urls), workers):
-                for index, sample in self.source.read(shard):
-                    encoded = image_bytes(sample)
+                for index, encoded in self.source.read(shard):
                     if encoded is None:
                         yield torch.zeros(3, self.size, self.size, dtype=torch.uint8), False, index
                     else:
@@ -309,8 +316,8 @@ class ShardCrops(torch.utils.data.IterableDataset):
         high = min(low + local * counts[role], len(self.source), stretch + b.batches_per_epoch * local)
         return low, high, local * len(range(role, b.start, workers))
 
-    def stream(self, low: int, high: int) -> Iterator[tuple[int, dict]]:
-        """(source index, sample) at positions [low, high) of the epoch's stream."""
+    def stream(self, low: int, high: int) -> Iterator[tuple[int, bytes | None]]:
+        """(source index, encoded image) at positions [low, high) of the epoch's stream."""
         position = 0
         for shard in self.shard_order():
             kept = len(self.source.kept_in(shard))
@@ -329,14 +336,13 @@ class ShardCrops(torch.utils.data.IterableDataset):
         offset = b.epoch * len(self.source)
         try:
             shuffled = wds.filters.shuffle(SHUFFLE_BUFFER, SHUFFLE_BUFFER, rng=rng)(self.stream(low, high))
-            for drawn, (index, sample) in enumerate(shuffled):
+            for drawn, (index, encoded) in enumerate(shuffled):
                 if drawn >= replayed:
-                    yield self.cut(index, sample, offset + index)
+                    yield self.cut(index, encoded, offset + index)
         except ByolError as err:
             yield err
 
-    def cut(self, index: int, sample: dict, key: int) -> tuple | None:
-        encoded = image_bytes(sample)
+    def cut(self, index: int, encoded: bytes | None, key: int) -> tuple | None:
         img = None if encoded is None else open_for_crops(io.BytesIO(encoded), self.specs)
         if img is None:
             return None

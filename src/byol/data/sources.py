@@ -1,9 +1,10 @@
 """Which `ImageSource` a dataset gets, decided here and nowhere else.
 
 - a torchvision dataset by name: decoded in memory (it comes decoded);
-- shards (a tar pattern, `pipe:`, or a folder that `byol shard` wrote) or image files (a
-  folder or a file list): listed first, then decoded into memory when the images are used
-  at `IN_MEMORY_MAX_SIZE` px or less or the run asks to decode once, else streamed.
+- shards (a tar pattern, `pipe:`, or a folder that `byol shard` wrote), Parquet tables
+  (`.parquet` files, or their folder) or image files (a folder or a file list): listed
+  first, then decoded into memory when the images are used at `IN_MEMORY_MAX_SIZE` px or
+  less or the run asks to decode once, else streamed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from byol.data.folders import ImageFiles, list_images
 from byol.data.memory import (IN_MEMORY_MAX_SIZE, ImageTensor, decode_into_memory, decode_source, decoded_sample,
                               load_torchvision)
 from byol.data.names import NAMED_DATASETS
+from byol.data.parquet import is_parquet, open_parquet
 from byol.data.shards import is_shards, open_shards
 from byol.data.source import ImageSource
 
@@ -28,11 +30,13 @@ def in_memory(size: int, decode_once: bool = False) -> bool:
 
 
 def list_source(spec: str, size: int) -> ImageSource:
-    """The images of a folder, file list or shard set, listed and none decoded; a dataset by
-    name, decoded at `size` (it comes decoded)."""
+    """The images of a folder, file list, shard set or Parquet tables, listed and none decoded;
+    a dataset by name, decoded at `size` (it comes decoded)."""
     if is_named(spec):
         return load_torchvision(spec, size)
-    return open_shards(spec) if is_shards(spec) else list_images(spec)
+    if is_shards(spec):
+        return open_shards(spec)
+    return open_parquet(spec) if is_parquet(spec) else list_images(spec)
 
 
 def open_images(spec: str, size: int, decode_once: bool = False) -> ImageSource:
