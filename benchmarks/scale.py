@@ -10,7 +10,9 @@ from each, once), each measured in a fresh process:
   after 10 more, and the loader workers' summed PSS (proportional set size: shared pages
   split between the processes);
 - `byol shard`: seconds to write the shards (a decode check of every image, 2 processes).
-Then, on 4,000 photo-sized images (scripts/make_photo_folder.py: shorter side 200-500 px)
+Then `byol embed` of each set and `byol eval knn` with it as the bank (the 10,000 set as
+the queries), seconds and peak memory, by the encoder of a 1-step run of the CPU recipe
+(32 px). Then, on 4,000 photo-sized images (scripts/make_photo_folder.py: shorter side 200-500 px)
 as a folder and as shards: the loader's crops a second at 96 and 224 px, 2 workers.
 
 Results go to OUT/scale.json as they come; a rerun measures only what is missing.
@@ -80,6 +82,22 @@ def measure(spec: str, size: int) -> dict:
                 peak_mib=peak_mib())
 
 
+def command(argv: list[str]) -> dict:
+    """A byol command, in this (fresh) process: its seconds and peak memory."""
+    from byol.cli import main
+
+    started = time.perf_counter()
+    assert main(argv) == 0, argv
+    return dict(seconds=round(time.perf_counter() - started, 1), peak_mib=peak_mib())
+
+
+def fresh_command(argv: list[str]) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--command", *argv], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def fresh(spec: str, size: int) -> dict:
     done = subprocess.run([sys.executable, __file__, "--measure", spec, "--size", str(size)], capture_output=True,
                           text=True)
@@ -130,9 +148,13 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=4000)
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # a child: measure this data set, print JSON
     parser.add_argument("--size", type=int, default=96, help=argparse.SUPPRESS)
+    parser.add_argument("--command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # a child: time a byol command
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.size)))
+        return
+    if args.command:
+        print(json.dumps(command(args.command)))
         return
     sys.path.insert(0, str(Path(__file__).parent))
     from listing import build
@@ -147,6 +169,17 @@ def main() -> None:
         listed, sharded = file_list(folder), shards(folder, results, f"shard {size}")
         for kind, spec in (("folder", folder), ("file list", listed), ("shards", sharded)):
             record(results, path, f"{kind} {size}", lambda spec=spec: fresh(str(spec), 96))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    run = args.out / "run"
+    if not (run / "checkpoint.pt").exists():
+        subprocess.run([sys.executable, "-m", "byol", "pretrain", "--data", str(args.out / str(sizes[0])), "--out",
+                        str(run), "--set", "steps=1", "--set", "knn_every=0", "--set", "collapse_every=0"], check=True)
+    for size in sizes:
+        folder = args.out / str(size)
+        record(results, path, f"embed {size}", lambda folder=folder: fresh_command(
+            ["embed", "--checkpoint", str(run), "--data", str(folder), "--out", str(args.out / f"embed-{folder.name}.npy")]))
+        record(results, path, f"eval knn {size}", lambda folder=folder: fresh_command(
+            ["eval", "knn", "--checkpoint", str(run), "--train", str(folder), "--test", str(args.out / str(sizes[0]))]))
     photos = args.out / "photos"
     if not photos.exists():
         subprocess.run([sys.executable, "scripts/make_photo_folder.py", str(args.images), str(photos), "--count",

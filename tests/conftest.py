@@ -107,7 +107,7 @@ def large_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def large_shards(large_folder, tmp_path_factory) -> Path:
-    """`large_folder` written as WebDataset shards of about 100 kB: 10 shards of uneven counts."""
+    """`large_folder` written as WebDataset shards of at most 100 kB: shards of uneven counts."""
     from byol.data.shard_writer import write_shards
 
     out = tmp_path_factory.mktemp("large_shards") / "shards"

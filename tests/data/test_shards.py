@@ -236,3 +236,22 @@ def test_embed_of_shards_gives_the_embeddings_of_their_folder_named_by_shard_and
                                   for i in range(count))
     expected = np.load(tmp_path / "folder.npy")
     assert np.allclose(sorted(map(tuple, rows.values())), sorted(map(tuple, expected)), atol=1e-6)
+
+
+def test_a_pipe_command_serves_the_shards_as_an_object_store_would(uneven_shards):
+    """`pipe:cat ...` stands in for `pipe:aws s3 cp ... -`: the same samples, counted in one pass."""
+    piped = list_source(f"pipe:cat {uneven_shards}", 8)
+    local = list_source(str(uneven_shards), 8)
+    assert len(piped) == 37 and piped.labels.tolist() == local.labels.tolist() and contents(piped) == contents(local)
+    assert piped.name(36) == "u-11.tar#1"
+
+
+def test_reading_shards_draws_nothing_from_the_global_random_stream(uneven_shards):
+    """A resumed run restores the random state at its step: a loader that drew from it at an
+    epoch's start would draw at another point of the stream after a resume."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    epoch_draws(uneven_shards, 0, 1, workers=2)
+    decode_source(open_shards(str(uneven_shards)), 8, workers=2)
+    assert torch.equal(torch.rand(3), expected)

@@ -169,6 +169,29 @@ def test_torchrun_trains_with_two_processes_and_only_rank_0_writes(small_folders
     assert finished.stdout.count('"processes": 2') == 1  # the result is printed once
 
 
+def test_torchrun_streams_uneven_shards_to_two_processes_in_step(large_shards, tmp_path):
+    """Shards of uneven counts, 256 images streamed at 72 px by a worker in each of 2
+    processes: 8 steps of 32, every process drawing its 16 images a step (none waits for ever)."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+               str(free_port()), "-m", "byol", "pretrain", "--data", str(large_shards), "--out", str(out)]
+    for setting in ("image_size=72", "cifar_stem=false", "width=0.125", "projector_hidden=32", "predictor_hidden=32",
+                    "projection_dim=16", "batch_size=32", "epochs=1", "optimizer=adamw", "lr=0.004", "workers=1",
+                    "decode_once=false",
+                    "log_every=1", "collapse_every=0", "knn_every=0", "threads=1"):
+        command += ["--set", setting]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert re.search(r"data: 256 images in \d+ shards, streamed", finished.stderr)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 8 and summary["skipped_files"] == 0
+
+
 def budgeted_worker(rank: int, port: int, data: str, out: str, results) -> None:
     """pretrain with a 12-second budget, where rank 1's clock runs three times too fast."""
     import time
@@ -223,3 +246,43 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused_before_anythi
     config = Config(data=str(small_folders[0]), batch_size=16, width=0.0625).checked()
     with pytest.raises(ByolError, match=r"^batch_size 16 does not split over 3 processes: use a multiple of 3$"):
         Trainer(config, tmp_path / "run", torch.device("cuda", 0))
+
+
+def decoding_worker(rank: int, port: int, folder: str, cache: str, log: str, results) -> None:
+    """Decode `folder` as a run's data loading does, as process `rank` of one node."""
+    import os
+    from pathlib import Path
+
+    from byol.core.distributed import node_leader_first
+    from byol.data import decode, memory
+    from byol.data.folders import list_images
+
+    os.environ.update(LOCAL_RANK=str(rank), BYOL_CACHE_DIR=cache)
+    real = decode.decode_square
+
+    def logged(path, size):
+        with open(log, "a") as file:
+            file.write(f"{rank} {path}\n")
+        return real(path, size)
+
+    memory.decode_square = logged
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        with node_leader_first():
+            data = memory.decode_into_memory(list_images(folder), 8)
+        cached = next(Path(cache).glob("images-*.pt"))
+        results[rank] = (data.images.clone(), str(cached) in Path("/proc/self/maps").read_text())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nodes_processes_decode_a_folder_once_and_share_the_cached_pages(small_folders, tmp_path):
+    """The node's first process decodes the 256 images and caches them; the other maps the
+    cache; both hold the file's pages mapped, which the page cache keeps once for the node."""
+    log = tmp_path / "decoded.txt"
+    results = mp.Manager().dict()
+    mp.spawn(decoding_worker, args=(free_port(), str(small_folders[0]), str(tmp_path / "cache"), str(log), results),
+             nprocs=2, join=True)
+    decoded = log.read_text().splitlines()
+    assert len(decoded) == 256 and {line.split()[0] for line in decoded} == {"0"}
+    assert torch.equal(results[0][0], results[1][0]) and results[0][1] and results[1][1]

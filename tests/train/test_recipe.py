@@ -240,3 +240,16 @@ def test_config_yaml_says_where_each_value_came_from_and_a_resume_keeps_it(small
     assert main(["pretrain", "--resume", str(run), "--threads", "1"]) == 0
     again = dict(line.split(":", 1) for line in (run / "config.yaml").read_text().splitlines())
     assert again["optimizer"] == " sgd  # from the recipe" and again["threads"] == " 1  # from the command line"
+
+
+def test_a_run_lists_its_folder_once_the_recipe_and_the_training_share_the_listing(small_folders, tmp_path,
+                                                                                   monkeypatch):
+    from byol.data import folders, sources
+    from byol.train.trainer import pretrain
+
+    calls = []
+    listed = folders.list_images
+    monkeypatch.setattr(sources, "list_images", lambda root: calls.append(root) or listed(root))
+    settings = dict(data=str(small_folders[0]), steps=2, knn_every=0, collapse_every=0, threads=1)
+    assert pretrain(cfg.RunSettings(None, None, settings), tmp_path / "run")["steps"] == 2
+    assert calls == [str(small_folders[0])]

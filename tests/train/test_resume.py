@@ -26,10 +26,12 @@ SETTINGS = dict(image_size=16, width=0.125, projector_hidden=32, predictor_hidde
 TOTAL_STEPS = 6 * 256 // 16  # the 256 training images of small_folders
 CASES = {  # name -> (settings beyond SETTINGS, total steps)
     "in memory": ({}, TOTAL_STEPS),
-    # 96-px files cropped to 72 px are streamed: two loader workers cut the crops
-    "streamed by 2 workers": (dict(image_size=72, cifar_stem=False, workers=2, epochs=2, knn_every=0), 2 * 16),
+    # 96-px files cropped to 72 px are streamed (not decoded once, as the CPU recipe would): two loader workers cut the crops
+    "streamed by 2 workers": (dict(image_size=72, cifar_stem=False, workers=2, decode_once=False, epochs=2,
+                                   knn_every=0), 2 * 16),
     # the same images as shards of uneven counts, streamed by two workers: each role replays its run to the step
-    "streamed shards by 2 workers": (dict(image_size=72, cifar_stem=False, workers=2, epochs=2, knn_every=0), 2 * 16),
+    "streamed shards by 2 workers": (dict(image_size=72, cifar_stem=False, workers=2, decode_once=False, epochs=2,
+                                          knn_every=0), 2 * 16),
     # 16 micro-batches an epoch, 3 to a step: 5 steps, the 16th micro-batch dropped; checkpoints
     # only at the ends of epochs, where a micro-batch left over would be lost
     "accumulation remainder": (dict(accumulate=3, epochs=3, knn_every=0, checkpoint_every=1000), 3 * 5),

@@ -5,8 +5,10 @@ Every helper works unchanged in a single process, where it does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -38,6 +40,22 @@ def setup(device_name: str) -> torch.device:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+@contextlib.contextmanager
+def node_leader_first() -> Iterator[None]:
+    """Run the block on each node's first process (LOCAL_RANK 0) before the others, which then
+    find what it cached (a folder's decode) instead of doing the work again. Under torchrun a
+    process that fails ends the others, so none waits for ever."""
+    if not is_distributed():
+        yield
+        return
+    leader = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if not leader:
+        dist.barrier()
+    yield
+    if leader:
+        dist.barrier()
 
 
 def teardown() -> None:

@@ -281,9 +281,11 @@ def _reason(err: BaseException) -> str:
     return reason.split(" Please use")[0][:160]  # torch's advice there is to allow the code to run
 
 
-def safe_load(path: str | Path) -> Any:
+def safe_load(path: str | Path, mmap: bool = False) -> Any:
     """torch.load with weights_only=True: tensors and plain containers only, no code. Anything
-    that is not such a file (empty, text, an image, a truncated archive) is one ByolError."""
+    that is not such a file (empty, text, an image, a truncated archive) is one ByolError.
+    With `mmap`, tensors are read from the file's pages as they are used, pages that every
+    process mapping the file shares."""
     import torch
 
     path = Path(path)
@@ -295,7 +297,7 @@ def safe_load(path: str | Path) -> Any:
         raise ByolError(f"{path} is not a PyTorch checkpoint (not a torch.save archive): pass the checkpoint.pt "
                         "of a byol run folder")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise ByolError(f"refused to load {path}: it holds pickled objects beyond tensors and plain data "
                         f"({_reason(err)}); only load checkpoints written by byol") from None

@@ -3,7 +3,8 @@ torchvision's datasets, and larger images where a run asks to decode once.
 
 An epoch then never touches a JPEG: batches are index lookups, and the views are cut
 batched on the training device. A folder's decode is cached on disk, keyed by its files'
-paths, sizes and times.
+paths, sizes and times, and used mapped from that file: the processes of a node that train
+on the same folder (torchrun) share one copy of its pages.
 """
 
 from __future__ import annotations
@@ -134,11 +135,14 @@ def decode_into_memory(listing: ImageFiles, size: int, cache_dir: Path | None = 
         raise none_decoded(len(jobs), f"image files under {listing.root}")
     images = torch.from_numpy(np.stack([decoded[i] for i in keep])).permute(0, 3, 1, 2).contiguous()
     labels = listing.labels[keep]
-    data = ImageTensor(images, labels, listing.classes, skipped, listing.digest())
     try:
         save_torch(dict(images=images, labels=labels, classes=listing.classes, skipped=skipped), cache_file)
     except ByolError as err:  # the cache is optional: without it the next run decodes again
         note(f"warning: the decoded images were not cached ({err}); set BYOL_CACHE_DIR to cache them elsewhere")
+        return ImageTensor(images, labels, listing.classes, skipped, listing.digest())
+    mapped = _read_cache(cache_file)  # the file's pages, which the node's processes share
+    data = ImageTensor(images, labels, listing.classes, skipped) if mapped is None else mapped
+    data.listing = listing.digest()
     return data
 
 
@@ -147,7 +151,7 @@ def _read_cache(cache_file: Path) -> ImageTensor | None:
     if not cache_file.exists():
         return None
     try:
-        cached = safe_load(cache_file)
+        cached = safe_load(cache_file, mmap=True)
         return ImageTensor(cached["images"], cached["labels"], cached["classes"], cached["skipped"])
     except (ByolError, KeyError, TypeError) as err:
         note(f"warning: decoding again: the cached decode {cache_file} cannot be read ({err})")

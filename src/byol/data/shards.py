@@ -231,7 +231,8 @@ class ShardImages(ImageSource):
 
     def squares(self, size: int, batch_size: int, workers: int) -> Iterator[Squares]:
         loader = torch.utils.data.DataLoader(ShardSquares(self, size), batch_size=batch_size, num_workers=workers,
-                                             worker_init_fn=ignore_ctrl_c, collate_fn=_collate_squares)
+                                             worker_init_fn=ignore_ctrl_c, collate_fn=_collate_squares,
+                                             generator=torch.Generator())  # draws nothing from the global one
         return worker_errors_raised(loader)
 
     def crop_batches(self, batches: EpochBatches, specs: Callable[[], tuple[ViewSpec, ...]], workers: int,
@@ -285,7 +286,8 @@ class ShardCropLoader:
         loader = torch.utils.data.DataLoader(
             ShardCrops(self.source, self.batches, self.specs), batch_size=self.batches.local_batch,
             num_workers=self.workers, worker_init_fn=ignore_ctrl_c, collate_fn=collate_crops,
-            pin_memory=torch.cuda.is_available())
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator())  # not the global one: starting an epoch's workers draws nothing from it
         return worker_errors_raised(loader)
 
 

@@ -39,9 +39,10 @@ def list_source(spec: str, size: int) -> ImageSource:
     return open_parquet(spec) if is_parquet(spec) else list_images(spec)
 
 
-def open_images(spec: str, size: int, decode_once: bool = False) -> ImageSource:
-    """The images of `spec` for use at `size` px, decoded in memory or streamed."""
-    return kept_for(list_source(spec, size), size, decode_once)
+def open_images(spec: str, size: int, decode_once: bool = False, listing: ImageSource | None = None) -> ImageSource:
+    """The images of `spec` for use at `size` px, decoded in memory or streamed (`listing`: its
+    images as listed already, where the caller has listed them)."""
+    return kept_for(list_source(spec, size) if listing is None else listing, size, decode_once)
 
 
 def kept_for(source: ImageSource, size: int, decode_once: bool = False) -> ImageSource:

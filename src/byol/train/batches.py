@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from byol.config import Config
+from byol.core import distributed
 from byol.data.epochs import EpochBatches
 from byol.data.source import ImageSource
 from byol.data.sources import open_images
@@ -59,7 +60,10 @@ class TrainData:
             yield batch
 
 
-def load_train_data(config: Config, views: Views, device: torch.device, rank: int = 0, world: int = 1) -> TrainData:
-    source = open_images(config.data, config.image_size, config.decode_once)
+def load_train_data(config: Config, views: Views, device: torch.device, rank: int = 0, world: int = 1,
+                    listing: ImageSource | None = None) -> TrainData:
+    """The run's training images (`listing`: as listed already, e.g. by the recipe), in memory or streamed."""
+    with distributed.node_leader_first():  # the others map the decode it cached
+        source = open_images(config.data, config.image_size, config.decode_once, listing)
     batches = EpochBatches(len(source), config.batch_size, config.seed, rank, world, config.accumulate)
     return TrainData(source, batches, views, config.workers, device)

@@ -140,12 +140,15 @@ def decode_once_on_cpu(listing: ImageSource | None, size: int) -> str | None:
             f"so they are decoded once ({needed / 2**30:.2f} GiB in memory{copies})")
 
 
-def recipe_for(config: Config, explicit: set[str], device: torch.device) -> tuple[Config, dict, str | None]:
-    """`config` with the recipe for its data and `device`, except the keys in `explicit`; the
-    keys and values chosen; and the line that says what was chosen and why (None when nothing was)."""
+def recipe_for(config: Config, explicit: set[str], device: torch.device,
+               listing: ImageSource | None = None) -> tuple[Config, dict, str | None]:
+    """`config` with the recipe for its data (`listing`: its images, where the caller has listed
+    them) and `device`, except the keys in `explicit`; the keys and values chosen; and the line
+    that says what was chosen and why (None when nothing was)."""
     if not config.data:
         return config, {}, None
-    listing = None if is_named(config.data) else list_source(config.data, config.image_size)  # listed once here
+    if listing is None and not is_named(config.data):
+        listing = list_source(config.data, config.image_size)
     size = config.image_size if "image_size" in explicit else typical_size(config.data, listing)
     reasons = [f"image_size is {size}" if "image_size" in explicit else
                f"the images of {config.data} are about {size} px (median shorter side of a sample)" if size else

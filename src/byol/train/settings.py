@@ -10,6 +10,8 @@ import torch
 
 from byol import config as cfg
 from byol.config import Config, RunSettings
+from byol.data.source import ImageSource
+from byol.data.sources import is_named, list_source
 from byol.train.recipe import recipe_for
 
 RECIPE = "the recipe"
@@ -22,6 +24,7 @@ class Resolved:
     config: Config
     sources: dict[str, str]
     notices: list[str]
+    listing: ImageSource | None = None  # the training images as the recipe listed them: the run lists them no more
 
 
 def resolve_settings(asked: RunSettings, device: torch.device) -> Resolved:
@@ -35,6 +38,7 @@ def resolve_settings(asked: RunSettings, device: torch.device) -> Resolved:
                        "comes first (--minutes 0 lifts the time limit)")
     if asked.preset or asked.config_file:
         return Resolved(config, sources, notices)
-    config, chosen, line = recipe_for(config, set(asked.values), device)
+    listing = None if not config.data or is_named(config.data) else list_source(config.data, config.image_size)
+    config, chosen, line = recipe_for(config, set(asked.values), device, listing)
     sources |= dict.fromkeys(chosen, RECIPE)
-    return Resolved(config, sources, notices + ([line] if line else []))
+    return Resolved(config, sources, notices + ([line] if line else []), listing)

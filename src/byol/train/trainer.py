@@ -37,6 +37,7 @@ from byol.core.progress import progress as progress_bar
 from byol.core.runtime import (autocast, autocast_dtype, caller_state_kept, channels_last_is_safe, make_deterministic,
                                refuse_compile_without_a_compiler, rng_state, seed_everything, set_rng_state)
 from byol.core.schedules import lr_at, scaled_lr, size_at, tau_at
+from byol.data.source import ImageSource
 from byol.methods import Method, build_learner
 from byol.train.batches import load_train_data
 from byol.train.budget import Budget, length_estimate
@@ -133,10 +134,11 @@ def pretrain(config: Config | RunSettings, out: str | Path, resume: bool = True,
     out = Path(out)
     device = distributed.setup((asked.without_recipe() if asked else config).device)
     try:
-        sources = None
+        sources = listing = None
         if asked:
             resolved = resolve_settings(asked, device)
             config, sources, notices = resolved.config, resolved.sources, [*resolved.notices, *notices]
+            listing = resolved.listing
         if not config.data:
             raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
         refuse_out_inside_inputs(config, out)
@@ -144,7 +146,7 @@ def pretrain(config: Config | RunSettings, out: str | Path, resume: bool = True,
             refuse_compile_without_a_compiler(device)
         with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
             checkpoint = open_run(config, out, resume)
-            return Trainer(config, out, device, checkpoint, notices, data_changed_ok, sources).run()
+            return Trainer(config, out, device, checkpoint, notices, data_changed_ok, sources, listing).run()
     finally:
         distributed.teardown()
 
@@ -154,7 +156,7 @@ class Trainer:
 
     def __init__(self, config: Config, out: Path, device: torch.device, checkpoint: Checkpoint | None = None,
                  notices: Sequence[str] = (), data_changed_ok: bool = False,
-                 sources: dict[str, str] | None = None) -> None:
+                 sources: dict[str, str] | None = None, listing: ImageSource | None = None) -> None:
         self.config, self.out, self.device = config, out, device
         self.sources = sources  # where each setting came from, for config.yaml (None: the config as given)
         self.rank, self.world = distributed.rank(), distributed.world_size()
@@ -169,7 +171,7 @@ class Trainer:
             make_deterministic()
         self.dtype = autocast_dtype(config.precision, device)
         self.learner, self.memory_format = self._build_networks()
-        self.data = load_train_data(config, self.learner.views, device, self.rank, self.world)
+        self.data = load_train_data(config, self.learner.views, device, self.rank, self.world, listing)
         self.notices.append(f"data: {self.data.source.describe()}")
         self.steps_per_epoch = self._steps_per_epoch()
         self.peak_lr = scaled_lr(config.lr, config.batch_size * config.accumulate)
