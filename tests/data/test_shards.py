@@ -255,3 +255,28 @@ def test_reading_shards_draws_nothing_from_the_global_random_stream(uneven_shard
     epoch_draws(uneven_shards, 0, 1, workers=2)
     decode_source(open_shards(str(uneven_shards)), 8, workers=2)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_index_places_each_image_where_its_bytes_lie_and_local_shards_are_read_there(tmp_path, monkeypatch):
+    """Every image of the index is read back at its place as the file's bytes; reading an
+    epoch of indexed local shards parses no tar (the tar reader, made to fail, is not called)."""
+    from byol.data import shards
+
+    folder = plain_folder(tmp_path / "folder", 9)
+    write_shards(folder, tmp_path / "shards", shard_size=6144, workers=0)
+    source = open_shards(str(tmp_path / "shards"))
+    originals = sorted(path.read_bytes() for path in folder.rglob("*.png"))
+    read = []
+    for shard, url in enumerate(source.urls):
+        with open(url, "rb") as file:
+            for number in range(source.starts[shard], source.starts[shard + 1]):
+                offset, size = source.places[number].tolist()
+                file.seek(offset)
+                read.append(file.read(size))
+    assert sorted(read) == originals
+    monkeypatch.setattr(shards, "raw_samples", lambda url: pytest.fail(f"parsed {url}"))
+    batches = EpochBatches(len(source), 4, seed=0)
+    specs = view_specs("cifar", 6, transforms="crop-only")
+    drawn = [identity(crop) for crops, _, _ in source.crop_batches(batches, lambda: specs, 0, torch.device("cpu"))
+             for crop in crops[0]]
+    assert len(drawn) == len(set(drawn)) == 8

@@ -2,14 +2,17 @@
 
 The images are shuffled once (so that a shard holds a sample of every class), their files'
 bytes are stored as they are (no re-encoding), files that do not decode are left out and
-listed in skipped_files.txt, and shards.json records the class names and each shard's
-sample count and labels. The shards, the index and the list replace those of an earlier
+listed in skipped_files.txt, and shards.json records the class names, each shard's sample
+count and labels, and where each image's bytes lie in its tar (so that a local shard is
+read at those places, without parsing the tar). The shards, the index and the list replace those of an earlier
 write as a whole (`write_together`).
 """
 
 from __future__ import annotations
 
+import json
 import random
+import tarfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -17,7 +20,7 @@ from pathlib import Path
 import webdataset as wds
 
 from byol.core.errors import ByolError
-from byol.core.files import claim_folder, json_text, names_text, refuse_inside, remove_stale, write_together
+from byol.core.files import claim_folder, names_text, refuse_inside, remove_stale, write_together
 from byol.core.progress import progress
 from byol.data.decode import open_rgb
 from byol.data.folders import ImageFiles, list_images
@@ -67,7 +70,9 @@ def member(path: Path) -> str:
     return "jpg" if suffix == "jpeg" else suffix
 
 
-def shard_writer(listing: ImageFiles, indices: list[int], first_key: int) -> Callable[[Path], None]:
+def shard_writer(listing: ImageFiles, indices: list[int], first_key: int,
+                 placed: list[tuple[int, int]]) -> Callable[[Path], None]:
+    """The writer of one shard; it leaves in `placed` where each image's bytes lie in the tar."""
     def write(temporary: Path) -> None:
         with wds.TarWriter(str(temporary), encoder=False) as sink:
             for key, index in enumerate(indices, first_key):
@@ -76,7 +81,15 @@ def shard_writer(listing: ImageFiles, indices: list[int], first_key: int) -> Cal
                 if listing.labelled:
                     sample["cls"] = str(int(listing.labels[index])).encode()
                 sink.write(sample)
+        placed[:] = image_places(temporary)
     return write
+
+
+def image_places(shard: Path) -> list[tuple[int, int]]:
+    """(offset, size) of each sample's image member in a tar, in order: read from the headers,
+    the data seeked over."""
+    with tarfile.open(shard) as tar:
+        return [(info.offset_data, info.size) for info in tar if not info.name.endswith(".cls")]
 
 
 def write_shards(data: str | Path, out: Path, shard_size: int, workers: int = 2, seed: int = 0) -> dict:
@@ -95,12 +108,20 @@ def write_shards(data: str | Path, out: Path, shard_size: int, workers: int = 2,
     plan = plan_shards(listing, order, shard_size)
     names = [SHARD_NAME.format(number) for number in range(len(plan))]
     starts = [sum(len(shard) for shard in plan[:number]) for number in range(len(plan))]
-    index = dict(format=FORMAT, source=str(data), classes=listing.classes, shards=[
-        dict(name=name, count=len(shard), labels=[int(listing.labels[i]) for i in shard] if listing.labelled else
-             [-1] * len(shard)) for name, shard in zip(names, plan)])
+    places: list[list[tuple[int, int]]] = [[] for _ in plan]  # filled as each shard is written
     skipped = [listing.name(i) for i in range(len(listing)) if not ok[i]]
-    writers = {name: shard_writer(listing, shard, start) for name, shard, start in zip(names, plan, starts)}
-    writers[INDEX] = lambda temporary: temporary.write_text(json_text(index))
+    writers = {name: shard_writer(listing, shard, start, placed)
+               for name, shard, start, placed in zip(names, plan, starts, places)}
+
+    def write_index(temporary: Path) -> None:  # after the shards (write_together keeps the order)
+        shards = [dict(name=name, count=len(shard), offsets=[offset for offset, _ in placed],
+                       sizes=[size for _, size in placed],
+                       labels=[int(listing.labels[i]) for i in shard] if listing.labelled else [-1] * len(shard))
+                  for name, shard, placed in zip(names, plan, places)]
+        index = dict(format=FORMAT, source=str(data), classes=listing.classes, shards=shards)
+        temporary.write_text(json.dumps(index, separators=(",", ":")))  # compact: two numbers an image
+
+    writers[INDEX] = write_index
     writers["skipped_files.txt"] = lambda temporary: temporary.write_text(names_text(skipped),
                                                                           errors="backslashreplace")
     write_together(out, writers)

@@ -3,8 +3,11 @@
 (`train-{000000..000127}.tar`) or its `pipe:` form for an object store.
 
 A shard set written by `byol shard` carries `shards.json` beside its shards: the class
-names, and each shard's sample count and labels; `--data` may name that folder. Shards
-without it are counted once, in one pass, before the first batch.
+names, each shard's sample count and labels, and where each image's bytes lie in its tar;
+`--data` may name that folder. Its local shards are read at those places, a seek and a read
+an image, so a worker starts anywhere in a shard at no cost; shards without it (another
+tool's, or behind `pipe:`) are read through, and counted once, in one pass, before the
+first batch.
 
 An epoch over shards is exact:
 - the shards' order is a permutation fixed by (seed, epoch), and the samples in that order
@@ -142,7 +145,12 @@ def open_shards(spec: str) -> ShardImages:
         if all(url in entries for url in urls):
             counts = np.asarray([entries[url]["count"] for url in urls], dtype=np.int64)
             labels = torch.as_tensor([label for url in urls for label in entries[url]["labels"]], dtype=torch.long)
-            return ShardImages(urls, counts, labels, index["classes"])
+            places = None
+            if all("offsets" in entries[url] for url in urls):
+                places = np.asarray([(offset, size) for url in urls
+                                     for offset, size in zip(entries[url]["offsets"], entries[url]["sizes"])],
+                                    dtype=np.int64).reshape(-1, 2)
+            return ShardImages(urls, counts, labels, index["classes"], places)
     note(f"counting the samples of {len(urls)} shard{'s' * (len(urls) > 1)} (they have no {INDEX}, which "
          "byol shard writes)")
     counts, labels = count_shards(urls)
@@ -159,10 +167,11 @@ class ShardImages(ImageSource):
     kind = "shards"
 
     def __init__(self, urls: list[str], counts: np.ndarray, labels: torch.Tensor, classes: list[str],
-                 keep: np.ndarray | None = None) -> None:
+                 places: np.ndarray | None = None) -> None:
         self.urls, self.counts = urls, counts
         self.starts = np.concatenate([[0], np.cumsum(counts)])  # sample numbers of each shard's first sample
-        self.keep = np.arange(self.starts[-1]) if keep is None else keep
+        self.places = places  # (offset, size) of each sample's image in its tar, where the index gives them
+        self.keep = np.arange(self.starts[-1])
         self.all_labels = labels
         super().__init__(labels[torch.as_tensor(self.keep)], classes)
 
@@ -217,9 +226,11 @@ class ShardImages(ImageSource):
     def read(self, shard: int, first: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes | None]]:
         """(source index, encoded image) of the kept samples of `shard`, from its `first` kept
         sample to before `stop`."""
-        kept = self.kept_in(shard)
-        kept = kept[first:stop]
+        kept = self.kept_in(shard)[first:stop]
         if not len(kept):
+            return
+        if self.places is not None and _local(self.urls[shard]):
+            yield from self._read_places(shard, kept)
             return
         wanted = {int(self.keep[i]) - int(self.starts[shard]): int(i) for i in kept}
         last = max(wanted)
@@ -228,6 +239,23 @@ class ShardImages(ImageSource):
                 yield wanted[position], encoded
             if position >= last:
                 return
+
+    def _read_places(self, shard: int, kept: np.ndarray) -> Iterator[tuple[int, bytes]]:
+        """The kept samples' images read at their places in a local shard, nothing else read."""
+        url = self.urls[shard]
+        try:
+            with open(url, "rb") as file:
+                for done, index in enumerate(kept.tolist()):
+                    offset, size = self.places[self.keep[index]].tolist()
+                    file.seek(offset)
+                    encoded = file.read(size)
+                    if len(encoded) < size:
+                        raise ByolError(f"shard {url} cannot be read after its {done} samples (it ends before byte "
+                                        f"{offset + size}): it is truncated or not a tar file; write it again "
+                                        "(byol shard)")
+                    yield index, encoded
+        except OSError as err:
+            raise ByolError(f"shard {url} cannot be read ({err.strerror}): check that it exists and is readable") from None
 
     def squares(self, size: int, batch_size: int, workers: int) -> Iterator[Squares]:
         loader = torch.utils.data.DataLoader(ShardSquares(self, size), batch_size=batch_size, num_workers=workers,
