@@ -16,8 +16,10 @@ A source gives two kinds of batch:
 from __future__ import annotations
 
 import signal
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
 from typing import ClassVar
 
 import torch
@@ -97,8 +99,19 @@ class ImageSource(ABC):
 def ignore_ctrl_c(*_: object) -> None:
     """Every loader worker's and decoder's start: Ctrl-C (SIGINT to the terminal's process group)
     is the main process's to handle, and it stops its workers; a worker that died of it first
-    would turn it into "DataLoader worker exited unexpectedly" and a traceback."""
+    would turn it into "DataLoader worker exited unexpectedly" and a traceback. Nor does the
+    worker print one when the main process goes in the middle of taking a batch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.excepthook = _quiet_when_the_main_process_went
+
+
+def _quiet_when_the_main_process_went(kind: type[BaseException], error: BaseException,
+                                      trace: TracebackType | None) -> None:
+    """multiprocessing's resource sharer, which hands a batch's file descriptors to the main
+    process, reports a connection that the main process dropped (Ctrl-C) through sys.excepthook:
+    that is no news; anything else is printed as usual."""
+    if not issubclass(kind, (ConnectionError, EOFError)):
+        sys.__excepthook__(kind, error, trace)
 
 
 def none_decoded(count: int, what: str) -> ByolError:
