@@ -91,19 +91,20 @@ def command(argv: list[str]) -> dict:
     return dict(seconds=round(time.perf_counter() - started, 1), peak_mib=peak_mib())
 
 
-def fresh_command(argv: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--command", *argv], capture_output=True, text=True)
+def in_fresh_process(*args: str) -> dict:
+    """This script run again with `args` (a child's --measure or --command): the JSON it prints."""
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(done.stderr)
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def fresh_command(argv: list[str]) -> dict:
+    return in_fresh_process("--command", *argv)
 
 
 def fresh(spec: str, size: int) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--measure", spec, "--size", str(size)], capture_output=True,
-                          text=True)
-    if done.returncode:
-        raise SystemExit(done.stderr)
-    return json.loads(done.stdout.splitlines()[-1])
+    return in_fresh_process("--measure", spec, "--size", str(size))
 
 
 def file_list(folder: Path) -> Path:

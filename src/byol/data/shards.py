@@ -147,9 +147,8 @@ def open_shards(spec: str) -> ShardImages:
             labels = torch.as_tensor([label for url in urls for label in entries[url]["labels"]], dtype=torch.long)
             places = None
             if all("offsets" in entries[url] for url in urls):
-                places = np.asarray([(offset, size) for url in urls
-                                     for offset, size in zip(entries[url]["offsets"], entries[url]["sizes"])],
-                                    dtype=np.int64).reshape(-1, 2)
+                places = np.stack([np.concatenate([np.asarray(entries[url][column], dtype=np.int64) for url in urls])
+                                   for column in ("offsets", "sizes")], axis=1)
             return ShardImages(urls, counts, labels, index["classes"], places)
     note(f"counting the samples of {len(urls)} shard{'s' * (len(urls) > 1)} (they have no {INDEX}, which "
          "byol shard writes)")
