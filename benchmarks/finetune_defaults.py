@@ -24,7 +24,7 @@ from byol.data.views import ViewSpec
 from byol.eval.features import decode_in_order
 from byol.eval.finetune import FinetuneSettings, FinetuneJob, random_encoder, score, train_classifier, train_spec, with_head
 from byol.eval.labels import choose_labelled
-from byol.export import load_encoder_and_card
+from byol.eval.pretrained import load_encoder_and_card
 
 
 def validation_split(listing, labelled: list[int], per_class: int) -> list[int]:

@@ -16,7 +16,8 @@ from byol.classifier import CARD, save_classifier
 from byol.cli import main
 from byol.core.errors import ByolError
 from byol.eval.finetune import with_head
-from byol.export import CARD_FORMAT, CLASSIFIER_FIELDS, write_weights_and_card
+from byol.eval.cards import CARD_FORMAT, CLASSIFIER_FIELDS
+from byol.export import write_weights_and_card
 
 CARD_VALUES = dict(architecture="resnet18", width=0.125, cifar_stem=True, input_size=16, feature_dim=64,
                    mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], method="byol")

@@ -16,7 +16,8 @@ from byol.cli import main
 from byol.core import files
 from byol.core.errors import ByolError
 from byol.eval.finetune import FinetuneSettings
-from byol.export import CARD_FORMAT, write_weights_and_card
+from byol.eval.cards import CARD_FORMAT
+from byol.export import write_weights_and_card
 
 CARD = dict(format=CARD_FORMAT, architecture="resnet18", width=0.125, cifar_stem=True, input_size=32,
             feature_dim=64, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], method="byol")

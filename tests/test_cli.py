@@ -404,3 +404,34 @@ def test_each_flag_has_one_spelling_and_its_default_in_the_help(capsys):
         with pytest.raises(SystemExit):
             main([*command, "--help"])
         assert "cuda:N (default: auto)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_eval_scores_an_export_as_it_scores_its_run_and_a_source_without_a_folder_needs_out(
+        run, small_folders, tmp_path, capsys):
+    import hashlib
+
+    train, test = small_folders
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "e.safetensors")]) == 0
+    for source, out in ((run, "run.json"), (tmp_path / "e.safetensors", "export.json")):
+        assert main(["eval", "knn", "--checkpoint", str(source), "--train", str(train), "--test", str(test),
+                     "--out", str(tmp_path / out)]) == 0
+    of_run, of_export = (json.loads((tmp_path / name).read_text()) for name in ("run.json", "export.json"))
+    assert of_export["pretrained"] == of_run["pretrained"]
+    assert of_export["sha256"] == hashlib.sha256((tmp_path / "e.safetensors").read_bytes()).hexdigest()
+    assert of_run["sha256"] == hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert "has no folder to write the result in: say where it goes with --out FILE.json" in error_of(
+        capsys, ["eval", "knn", "--checkpoint", "torchvision:resnet18.IMAGENET1K_V1", "--train", str(train),
+                 "--test", str(test)])
+
+
+def test_a_weights_file_without_a_card_embeds_as_its_run_does(run, small_folders, tmp_path, capsys):
+    import numpy as np
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(run / "encoder.safetensors")), tmp_path / "bare.pth")  # the keys alone, no card
+    for source, out in ((run, "run.npy"), (tmp_path / "bare.pth", "bare.npy")):
+        assert main(["embed", "--checkpoint", str(source), "--data", str(small_folders[1]), "--out",
+                     str(tmp_path / out), "--workers", "0"]) == 0
+    assert "read as resnet18 x0.0625 with the cifar stem from its keys, fed 32 px" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "bare.npy"), np.load(tmp_path / "run.npy"))

@@ -129,7 +129,7 @@ def test_the_export_and_embed_commands(small_folders, tmp_path, capsys):
     assert np.load(tmp_path / "e.npy").shape == (64, 64)
     assert main(["embed", "--checkpoint", str(tmp_path / "nothing.safetensors"), "--data", str(small_folders[1]),
                  "--out", str(tmp_path / "x.npy")]) == 2
-    assert "neither a run folder nor an exported encoder" in capsys.readouterr().err
+    assert "nothing.safetensors does not exist: pass a byol run folder or checkpoint" in capsys.readouterr().err
 
 
 def test_embed_writes_the_same_rows_as_a_parquet_table(small_folders, tmp_path):

@@ -17,7 +17,8 @@ import byol
 from byol.classifier import save_classifier
 from byol.config import resolve
 from byol.eval.finetune import with_head
-from byol.export import CARD_FORMAT, write_weights_and_card
+from byol.eval.cards import CARD_FORMAT
+from byol.export import write_weights_and_card
 from byol.train.trainer import open_run
 
 CARD = dict(format=CARD_FORMAT, architecture="resnet18", width=0.125, cifar_stem=False, input_size=72,

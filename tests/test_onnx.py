@@ -16,7 +16,7 @@ from byol.classifier import save_classifier
 from byol.cli import main
 from byol.core.errors import ByolError
 from byol.eval.finetune import with_head
-from byol.export import CARD_FORMAT
+from byol.eval.cards import CARD_FORMAT
 from tests.conftest import trained_looking
 
 CARD = dict(format=CARD_FORMAT, architecture="resnet18", width=0.125, cifar_stem=True, input_size=32,

@@ -12,7 +12,8 @@ import byol
 from byol import export
 from byol.cli import main
 from byol.config import Config
-from byol.export import _card, read_safetensors, write_weights_and_card
+from byol.eval.cards import read_safetensors, run_card
+from byol.export import write_weights_and_card
 from tests.conftest import trained_looking
 
 timm = pytest.importorskip("timm")
@@ -34,7 +35,7 @@ def exported(tmp_path, architecture: str, name: str = "encoder.safetensors") -> 
     torch.manual_seed(0)
     encoder = trained_looking(byol.build_encoder(architecture, 1.0, cifar_stem=False), 0.02, seed=1)
     config = Config(encoder=architecture, width=1.0, cifar_stem=False, image_size=64, augment="imagenet")
-    write_weights_and_card(encoder, _card(encoder, config), tmp_path / name)
+    write_weights_and_card(encoder, run_card(encoder, config), tmp_path / name)
     return encoder.eval(), read_safetensors(tmp_path / name)
 
 
@@ -73,7 +74,7 @@ def test_timm_loads_a_timm_encoders_export(tmp_path):
     torch.manual_seed(0)
     encoder = byol.build_encoder("timm:mobilenetv3_small_050").eval()
     config = Config(encoder="timm:mobilenetv3_small_050", image_size=64, augment="imagenet", cifar_stem=False)
-    write_weights_and_card(encoder, _card(encoder, config), tmp_path / "timm.safetensors")
+    write_weights_and_card(encoder, run_card(encoder, config), tmp_path / "timm.safetensors")
     model = timm.create_model("mobilenetv3_small_050", pretrained=True, num_classes=0,
                               pretrained_cfg_overlay=dict(file=str(tmp_path / "timm.safetensors"))).eval()
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))

@@ -13,7 +13,7 @@ _WHERE = {  # public name -> the module that defines it
     "Config": "byol.config", "RunSettings": "byol.config",
     "FolderBatches": "byol.data.folders",
     "Views": "byol.data.views", "ViewSpec": "byol.data.views", "view_specs": "byol.data.views",
-    "load_encoder": "byol.export",
+    "load_encoder": "byol.eval.pretrained",
     "Classifier": "byol.classifier", "load_classifier": "byol.classifier",
     "byol_loss": "byol.losses", "nt_xent": "byol.losses", "regression_loss": "byol.losses",
     "Method": "byol.methods.base", "EncoderProjector": "byol.methods.base",
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name load
     from byol.core.schedules import lr_at, scaled_lr, tau_at
     from byol.data.folders import FolderBatches
     from byol.data.views import Views, ViewSpec, view_specs
-    from byol.export import load_encoder
+    from byol.eval.pretrained import load_encoder
     from byol.losses import byol_loss, nt_xent, regression_loss
     from byol.methods.base import EncoderProjector, Method
     from byol.methods.byol import BYOL, ema_update

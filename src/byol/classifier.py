@@ -29,9 +29,10 @@ from byol.eval.checkpoints import load_weights
 from byol.eval.features import labelled_pair
 from byol.eval.finetune import FinetuneSettings, check_labelled, finetune, with_head
 from byol.eval.labels import choose_labelled, labels_text, parse_label_spec
-from byol.export import (CLASSIFIER_FORMAT, card_format, check_batching, check_export_place,
-                         check_feature_dim, encoder_of_card, export_encoder, load_encoder_and_card, read_card, read_safetensors,
-                         torchvision_recipe, weights_and_card, write_weights_and_card)
+from byol.eval.cards import (CLASSIFIER_FORMAT, card_format, check_feature_dim, encoder_of_card, read_card,
+                             read_safetensors, torchvision_recipe)
+from byol.eval.pretrained import load_encoder_and_card
+from byol.export import check_batching, check_export_place, export_encoder, weights_and_card, write_weights_and_card
 from byol.onnx_model import OnnxModel, write_onnx
 
 MODEL, CARD, LABELS, RESULT = "model.safetensors", "model.json", "labels.txt", "finetune.json"
@@ -50,7 +51,7 @@ def labelled_subset(train: str, test: str, labels: str | None, seed: int,
     return listing, test_listing, chosen
 
 
-def finetune_folder(checkpoint: Path, train: str, test: str, out: Path, labels: str | None,
+def finetune_folder(checkpoint: str | Path, train: str, test: str, out: Path, labels: str | None,
                     settings: FinetuneSettings, device: torch.device, seed: int, baseline: bool) -> dict:
     """Fine-tune the encoder of `checkpoint` (a run or an export) on the labelled images of
     `train` and write the classifier folder `out` as a whole once it is trained (a crash or

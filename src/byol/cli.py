@@ -29,6 +29,9 @@ FLAGS = {  # flag -> (config key, type, help); each help ends with the default (
                   "and with --epochs the run ends at whichever comes first"),
     "--batch-size": ("batch_size", int, "images per step over all processes (with --set accumulate=N, per "
                      "micro-batch: a step is N of them)"),
+    "--init": ("init", str, "start from these weights (continued pretraining): a byol run or checkpoint, a byol "
+               "export, a weights file (.safetensors, .pt, .pth), torchvision:NAME.WEIGHTS or timm:NAME; "
+               "none: random init"),
     "--encoder": ("encoder", str, "resnet18, resnet34, resnet50, or timm:MODEL for any timm model"),
     "--width": ("width", float, "channel width multiplier of the encoder"),
     "--optimizer": ("optimizer", str, "lars, sgd or adamw"),
@@ -41,6 +44,8 @@ FLAGS = {  # flag -> (config key, type, help); each help ends with the default (
     "--precision": ("precision", str, "auto (bf16 where the hardware has it), fp32, bf16 or fp16"),
 }
 DEVICE_HELP = f"{DEVICES} (default: auto)"
+ENCODER_HELP = ("the pretrained encoder: a run folder or checkpoint.pt, an exported encoder, a weights file (.safetensors, "
+                ".pt, .pth), torchvision:NAME.WEIGHTS or timm:NAME")
 
 
 def _add_config_args(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
@@ -99,7 +104,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     for name, text in (("knn", "weighted k-NN on frozen features"),
                        ("linear", "logistic regression on frozen features, L2 penalty chosen on a validation split")):
         q = protocols.add_parser(name, help=text)
-        q.add_argument("--checkpoint", required=True, type=Path, help="run folder or checkpoint.pt")
+        q.add_argument("--checkpoint", required=True, help=ENCODER_HELP)
         q.add_argument("--train", required=True, help="labelled folder or dataset name (cifar10, stl10:train, ...): "
                        "the k-NN bank or the classifier's data; unlabelled images are left out")
         q.add_argument("--test", required=True, help="labelled folder or dataset name (cifar10:test, stl10:test, ...) "
@@ -114,7 +119,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a pretrained encoder and a new head on a few labels (a classifier)")
-    p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt or exported encoder")
+    p.add_argument("--checkpoint", required=True, help=ENCODER_HELP)
     p.add_argument("--train", required=True, help="labelled folder (one sub-folder of images per class), file list "
                    "with a class column, or labelled shards")
     p.add_argument("--test", required=True, help="labelled images with the same classes, scored once at the end")
@@ -173,7 +178,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="one embedding per image of a folder, as .npy rows or a Parquet table")
-    p.add_argument("--checkpoint", required=True, type=Path, help="run folder, checkpoint.pt or exported encoder")
+    p.add_argument("--checkpoint", required=True, help=ENCODER_HELP)
     p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("--out", required=True, type=Path, help="FILE.npy (file list: FILE.npy.files.txt) or FILE.parquet (columns file, embedding; needs pyarrow)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
@@ -239,6 +244,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from byol.train.trainer import pretrain
 
     if args.resume:
+        if args.init:
+            raise ByolError("--init starts a new run from weights and --resume continues a run from its checkpoint "
+                            "(with the weights it started from): use one of them")
         if args.out or args.no_resume or args.config or args.preset:
             raise ByolError("--resume RUN_DIR takes the run's own config and folder: drop --out, --config, "
                             "--preset and --no-resume")
@@ -292,9 +300,13 @@ def _is_eval_result(path: Path) -> bool:
 
 def run_eval(args: argparse.Namespace) -> int:
     from byol.core.runtime import pick_device
+    from byol.eval.pretrained import TIMM, TORCHVISION
     from byol.eval.protocols import evaluate
 
     encoders = ("pretrained", "random_init") if args.baseline else ("pretrained",)
+    if args.out is None and args.checkpoint.startswith((TORCHVISION, TIMM)):
+        raise ByolError(f"--checkpoint {args.checkpoint} has no folder to write the result in: say where it goes "
+                        "with --out FILE.json")
     if args.out is not None:  # before the evaluation, not after it
         refuse_foreign_file(args.out, _is_eval_result, "evaluation result")
         check_writable(args.out)

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -34,6 +35,9 @@ class Config:
     small_crops: int = 0  # multi-crop: small crops of each image besides the two views, seen by the online network only
     small_crop_side: float = 0.5  # their side as a fraction of image_size (their areas shrink by its square)
     start_size: int = 0  # progressive resizing: the views' side at the start, grown to image_size (0: off)
+    # starting weights: a run, an export, a weights file, torchvision:NAME.WEIGHTS or timm:NAME (None: random)
+    init: str | None = None
+    init_sha256: str | None = None  # of init's file: recorded when the run starts; where given, the file must match
     # method
     method: str = "byol"  # byol, simclr, byol+simclr, or an ablation (byol.methods.METHODS)
     temperature: float = 0.5  # NT-Xent's (simclr, byol+simclr): 0.5 for CIFAR, 0.1 for ImageNet (SimCLR paper)
@@ -201,6 +205,9 @@ NAME = Allowed(lambda value: value is None or value.strip() != "", "give a name,
 LARGE = 10**12
 ALLOWED: dict[str, Allowed] = {
     "data": NAME, "test": NAME, "encoder": NAME, "device": NAME, "method": NAME,  # named things: checked where built
+    "init": NAME,
+    "init_sha256": Allowed(lambda value: value is None or re.fullmatch(r"[0-9a-f]{64}", str(value)) is not None,
+                           "give the 64 lower-case hex digits of a sha256, or null (recorded when the run starts)"),
     "image_size": number(8, 4096, "use 8 to 4096 pixels"),
     "strict_data": ANY, "decode_once": ANY,
     "augment": choice("cifar", "imagenet", "simclr-cifar", "simclr-imagenet"),

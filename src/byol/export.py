@@ -14,74 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from byol import config as cfg
-from byol.config import Config, Field
 from byol.core.errors import ByolError
-from byol.core.files import (finish_writing, json_text, marker_kind, names_text, refuse_foreign_file, replacing,
-                             safe_load, torch_writer, write_text, write_together)
+from byol.core.files import (json_text, marker_kind, names_text, refuse_foreign_file, replacing, safe_load,
+                             torch_writer, write_text, write_together)
 from byol.core.progress import progress
-from byol.core.runtime import own_random_stream
 from byol.data.source import ImageSource
 from byol.data.sources import list_source
-from byol.data.views import ViewSpec, eval_transform, view_specs
-from byol.checkpoint import FORMAT
-from byol.eval.checkpoints import load_run_encoder, load_weights
-from byol.nets.encoders import build_encoder
+from byol.data.views import ViewSpec, eval_transform
+from byol.eval.cards import CARD_FORMAT, CLASSIFIER_FORMAT, card_format, card_path, run_card
+from byol.eval.checkpoints import load_run_encoder
+from byol.eval.pretrained import load_encoder_and_card
 
-CARD_FORMAT = "byol-encoder-1"
-CLASSIFIER_FORMAT = "byol-classifier-1"  # a fine-tuned encoder with its head (byol.classifier)
-WEIGHT_SUFFIXES = (".safetensors", ".pt")  # what byol reads back; it writes .pkl for detectron2 too, never reads it
+WEIGHT_SUFFIXES = (".safetensors", ".pt")  # what byol writes as weights (it reads .pth too); .pkl for detectron2
 DETECTRON2 = ".pkl"
-CARD_FIELDS = {  # what a card must hold for the encoder to be rebuilt and fed; checked on every read
-    "architecture": Field((str,), cfg.NAME),
-    "width": Field((int, float), cfg.ALLOWED["width"]),
-    "cifar_stem": Field((bool,)),
-    "input_size": Field((int,), cfg.ALLOWED["image_size"]),
-    "feature_dim": Field((int,), cfg.number(1, 2**20, "use 1 to 2^20 features")),
-    "mean": Field((list,), cfg.numbers(3, 0, 1, "three channel means in [0, 1]")),
-    "std": Field((list,), cfg.numbers(3, 0, 10, "three channel deviations in (0, 10]", above=True)),
-}
-CLASSIFIER_FIELDS = dict(CARD_FIELDS, classes=Field((list,), cfg.names("a list of distinct class names")))
-
-
-def card_path(weights: Path) -> Path:
-    return weights.with_suffix(".json")
-
-
-def torchvision_recipe(card: dict) -> str:
-    """How the weights load into torchvision's model: its `fc` removed for an encoder, sized to
-    the classes for a classifier."""
-    loader = "byol.load_classifier" if "classes" in card else "byol.load_encoder"
-    if card["width"] != 1.0:
-        return f"width {card['width']} has no torchvision counterpart: load it with {loader}"
-    if "classes" in card:
-        recipe = f"model = torchvision.models.{card['architecture']}(num_classes={len(card['classes'])})"
-    else:
-        recipe = f"model = torchvision.models.{card['architecture']}(); model.fc = torch.nn.Identity()"
-    if card["cifar_stem"]:
-        recipe += ("; model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False); "
-                   "model.maxpool = torch.nn.Identity()")
-    return recipe + "; model.load_state_dict(weights, strict=True)"
-
-
-def _card(encoder: nn.Module, config: Config) -> dict:
-    spec = view_specs(config.augment, config.image_size)[0]
-    card = dict(format=CARD_FORMAT, architecture=config.encoder, width=config.width, cifar_stem=config.cifar_stem,
-                input_size=config.image_size, feature_dim=encoder.feature_dim, mean=list(spec.mean),
-                std=list(spec.std), method=config.method)
-    return dict(card, torchvision=torchvision_recipe(card))
-
-
-def card_format(path: Path) -> str | None:
-    """The `format` a byol card at `path` names; None when there is no readable card there."""
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return card.get("format") if isinstance(card, dict) else None
 
 
 def check_export_place(out: Path, format: str) -> None:
@@ -147,84 +95,9 @@ def export_encoder(checkpoint: Path, out: Path) -> dict:
         stem = " with the cifar stem" if config.cifar_stem else ""
         raise ByolError(f"--out {out}: detectron2 takes ResNets of width 1 with the standard stem; this run's "
                         f"encoder is {config.encoder} x{config.width:g}{stem}")
-    card = dict(_card(encoder, config), source=str(source), step=safe_load(source).get("step"))
+    card = dict(run_card(encoder, config), source=str(source), step=safe_load(source).get("step"))
     write_weights_and_card(encoder, card, out)
     return card
-
-
-def read_card(path: Path, format: str, fix: str) -> dict:
-    """The card at `path`, of `format`, every field checked (CARD_FIELDS, CLASSIFIER_FIELDS): a
-    damaged one is one line naming the file, the field and `fix`."""
-    if card_format(path) != format:
-        kind = "classifier" if format == CLASSIFIER_FORMAT else "encoder"
-        raise ByolError(f"{path} is not a byol {kind} card: {fix}")
-    return cfg.read_record(path, CLASSIFIER_FIELDS if format == CLASSIFIER_FORMAT else CARD_FIELDS, fix)
-
-
-def _read_card(weights: Path) -> dict:
-    path = card_path(weights)
-    if not path.is_file():
-        raise ByolError(f"{weights} has no card beside it ({path.name}): export it with `byol export`, "
-                        "or pass a run folder")
-    return read_card(path, CARD_FORMAT, "export the encoder again with `byol export`")
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except Exception as err:  # safetensors raises its own error type for a damaged file
-        raise ByolError(f"{path} is not a readable safetensors file ({str(err)[:120]}): write it again with the "
-                        "byol command that made it") from None
-
-
-def _is_run(path: Path) -> bool:
-    if path.is_dir():
-        return True
-    if path.suffix != ".pt" or not path.is_file():
-        return False
-    content = safe_load(path)
-    return isinstance(content, dict) and content.get("format") == FORMAT
-
-
-def load_encoder_and_card(path: str | Path) -> tuple[nn.Module, dict]:
-    """An encoder in eval mode, from a run folder, a checkpoint.pt, or an exported file, and
-    the card that says its input size and normalisation."""
-    path = Path(path)
-    if _is_run(path):
-        encoder, config, _ = load_run_encoder(path)
-        return encoder, _card(encoder, config)
-    if path.suffix not in WEIGHT_SUFFIXES or not path.is_file():
-        raise ByolError(f"{path} is neither a run folder nor an exported encoder (.safetensors or .pt)")
-    finish_writing(path.parent)  # an export a crash left half renamed
-    card = _read_card(path)
-    encoder = encoder_of_card(card, card_path(path))
-    weights = read_safetensors(path) if path.suffix == ".safetensors" else safe_load(path)
-    load_weights(encoder, weights, path)
-    check_feature_dim(encoder, card, card_path(path))
-    return encoder.eval(), card
-
-
-def encoder_of_card(card: dict, path: Path) -> nn.Module:
-    """The encoder a card describes, freshly built (drawing nothing from the caller's random
-    stream); an architecture that cannot be built is a damage of the card at `path`."""
-    try:
-        with own_random_stream():
-            return build_encoder(card["architecture"], card["width"], card["cifar_stem"])
-    except ByolError as err:
-        raise ByolError(f"{path} is damaged: architecture is {card['architecture']!r} ({err})") from None
-
-
-def check_feature_dim(encoder: nn.Module, card: dict, path: Path) -> None:
-    """The card's feature_dim is what the rebuilt encoder gives (embeddings are sized by it)."""
-    if card["feature_dim"] != encoder.feature_dim:
-        raise ByolError(f"{path} is damaged: feature_dim is {card['feature_dim']}, but its encoder gives "
-                        f"{encoder.feature_dim} features; export it again with `byol export`")
-
-
-def load_encoder(path: str | Path) -> nn.Module:
-    """The pretrained encoder, ready to use: `byol.load_encoder("runs/r18")(images)` gives
-    one feature vector per image (inputs normalised as its card says, in eval mode)."""
-    return load_encoder_and_card(path)[0]
 
 
 class _NpyRows:
@@ -290,7 +163,7 @@ def check_batching(batch_size: int, workers: int) -> None:
 
 
 @torch.no_grad()
-def embed_folder(checkpoint: Path, data: str | Path, out: Path, batch_size: int = 256, workers: int = 2,
+def embed_folder(checkpoint: str | Path, data: str | Path, out: Path, batch_size: int = 256, workers: int = 2,
                  device: torch.device | str = "cpu") -> dict:
     """One embedding per image of `data` (a folder, file list or shards), written to `out` batch by batch as they are
     computed, so memory stays flat whatever the folder's size: `.npy` rows (row i is the i-th

@@ -21,7 +21,7 @@ from byol.config import Field, check_record
 from byol.core.errors import ByolError
 from byol.core.files import refuse_foreign_file, replacing
 from byol.core.files import marker_kind
-from byol.export import CARD_FIELDS, CLASSIFIER_FIELDS, CLASSIFIER_FORMAT
+from byol.eval.cards import CARD_FIELDS, CLASSIFIER_FIELDS, CLASSIFIER_FORMAT
 
 TOLERANCE = 1e-4  # the largest difference from torch (fp32) that a written model may have
 EXTRA = "ONNX needs onnx, onnxscript and onnxruntime: pip install 'byol[onnx]'"

@@ -6,13 +6,19 @@ from pathlib import Path
 
 import torch
 
+from torch import nn
+
 from byol import config as cfg
-from byol.config import Field
+from byol.config import Config, Field
 from byol.core.errors import ByolError
+from byol.core.progress import note
 from byol.core.runtime import autocast, autocast_dtype
 from byol.data.sources import open_images
+from byol.data.views import ViewSpec, eval_transform
 from byol.eval.checkpoints import load_run_encoder
-from byol.eval.features import features_and_labels, labelled_pair, run_transform
+from byol.eval.features import features_and_labels, labelled_pair
+from byol.eval.finetune import random_encoder
+from byol.eval.pretrained import Pretrained, read_pretrained
 from byol.eval.knn import knn_accuracy, with_gain
 from byol.eval.linear import check_probe_labels, linear_probe
 
@@ -30,13 +36,13 @@ def read_result(path: Path) -> dict:
 
 
 def evaluate(
-    protocol: str, checkpoint: Path, train: str, test: str, *,
+    protocol: str, checkpoint: str | Path, train: str, test: str, *,
     encoders: tuple[str, ...] = ("pretrained",), device: torch.device = torch.device("cpu"),
     k: int | None = None, temperature: float | None = None,
 ) -> dict:
-    """Scores on `test` of the run's encoder ("pretrained") and/or of the same architecture at
-    the run's random initialisation ("random_init"), with `train` as the k-NN bank or the
-    classifier's data.
+    """Scores on `test` of a pretrained encoder ("pretrained": a run, an export, a weights file,
+    torchvision's or timm's weights) and/or of the same architecture at random initialisation
+    ("random_init": a run's own), with `train` as the k-NN bank or the classifier's data.
 
     Images are resized to the encoder's input size and converted to RGB, so any labelled
     folder serves: the pretraining data's own test split or another dataset (transfer).
@@ -45,27 +51,30 @@ def evaluate(
         raise ByolError(f"k is {k}: use 1 or more neighbours")
     if protocol == "knn" and temperature is not None and temperature <= 0:
         raise ByolError(f"temperature is {temperature}: it must be positive")
-    encoder, config, checkpoint = load_run_encoder(checkpoint)  # also checks the weights fit
-    train_data, test_data = labelled_pair(open_images(train, config.image_size),
-                                          open_images(test, config.image_size),
-                                          train, test)
+    pretrained = read_pretrained(checkpoint)
+    encoder, card = pretrained.encoder(), pretrained.card  # also checks the weights fit
+    for line in pretrained.notes:
+        note(line)
+    config = pretrained.config or Config()  # a run's settings, or the defaults for other sources
+    size = card["input_size"]
+    train_data, test_data = labelled_pair(open_images(train, size), open_images(test, size), train, test)
     if protocol == "linear":
         check_probe_labels(train_data.labels)  # before any image is encoded
-    transform = run_transform(config)
-    networks = {name: encoder if name == "pretrained" else load_run_encoder(checkpoint, random_init=True)[0]
-                for name in encoders}
+    spec = ViewSpec.of_card(card)
+    networks = {name: encoder if name == "pretrained" else _random_init(pretrained) for name in encoders}
     k = config.knn_k if k is None else k
     temperature = config.knn_temperature if temperature is None else temperature
-    result: dict = dict(protocol=protocol, checkpoint=str(checkpoint), train=str(train), test=str(test),
-                        classes=len(train_data.classes), train_images=len(train_data.labels),
-                        test_images=len(test_data.labels))
+    result: dict = dict(protocol=protocol, checkpoint=str(pretrained.file if pretrained.config else checkpoint),
+                        sha256=pretrained.sha256, train=str(train), test=str(test), classes=len(train_data.classes),
+                        train_images=len(train_data.labels), test_images=len(test_data.labels))
     if protocol == "knn":
         result.update(k=k, temperature=temperature)
     for name, net in networks.items():
         net = net.to(device)
         with autocast(device, autocast_dtype(config.precision, device)):
             (train_x, train_y), (test_x, test_y) = (
-                features_and_labels(net, data, transform, config.image_size, device, desc=f"{name} {split}")
+                features_and_labels(net, data, lambda images: eval_transform(images, spec), size, device,
+                                    desc=f"{name} {split}")
                 for data, split in ((train_data, "train"), (test_data, "test")))
         if protocol == "knn":
             result[name] = knn_accuracy(train_x, train_y, test_x, test_y, len(train_data.classes), k, temperature)
@@ -73,3 +82,10 @@ def evaluate(
             result[name] = linear_probe(train_x, train_y, test_x, test_y, len(train_data.classes), device=device,
                                         seed=config.seed, desc=f"{name} linear probe")
     return with_gain(result)
+
+
+def _random_init(pretrained: Pretrained) -> nn.Module:
+    """The baseline: a run's own initial encoder, or the source's architecture freshly built."""
+    if pretrained.config is not None:
+        return load_run_encoder(pretrained.file, random_init=True)[0]
+    return random_encoder(pretrained.card, seed=0).eval()

@@ -38,6 +38,7 @@ from byol.core.runtime import (autocast, autocast_dtype, caller_state_kept, chan
                                refuse_compile_without_a_compiler, rng_state, seed_everything, set_rng_state)
 from byol.core.schedules import lr_at, scaled_lr, size_at, tau_at
 from byol.data.source import ImageSource
+from byol.eval.pretrained import Pretrained
 from byol.methods import Method, build_learner
 from byol.train.batches import load_train_data
 from byol.train.budget import Budget, length_estimate
@@ -47,6 +48,7 @@ from byol.train.logbook import Logbook
 from byol.train.monitors import CollapseAlarm, collapse_probe, knn_monitor
 from byol.train.optim import build_optimizer, param_groups, set_lr
 from byol.train.signals import StopRequests
+from byol.train.start import INIT_DIGEST, start_from, starting_weights
 from byol.train.summary import SUMMARY
 from byol.train.settings import resolve_settings
 from byol.train.threads import ThreadTuner
@@ -107,7 +109,8 @@ def open_run(config: Config, out: Path, resume: bool) -> Checkpoint | None:
         raise ByolError(f"{latest} cannot be resumed (not a byol checkpoint, or one written by an older "
                         "byol): choose a new --out folder") from None
     saved = checkpoint.run_config(latest).to_dict()
-    changed = [f"{k} (run: {saved[k]!r}, now: {v!r})" for k, v in config.to_dict().items()
+    asked = config.to_dict() | ({"init_sha256": saved["init_sha256"]} if config.init_sha256 is None else {})
+    changed = [f"{k} (run: {saved[k]!r}, now: {v!r})" for k, v in asked.items()
                if k not in RUNTIME_KEYS and saved[k] != v]
     if changed:
         raise ByolError(f"cannot resume {out}: the config differs from the run's in {', '.join(changed)}; "
@@ -146,7 +149,10 @@ def pretrain(config: Config | RunSettings, out: str | Path, resume: bool = True,
             refuse_compile_without_a_compiler(device)
         with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
             checkpoint = open_run(config, out, resume)
-            return Trainer(config, out, device, checkpoint, notices, data_changed_ok, sources, listing).run()
+            start, config = starting_weights(config, checkpoint)
+            if start and sources and sources["init_sha256"] == cfg.DEFAULT:
+                sources = sources | {"init_sha256": INIT_DIGEST}
+            return Trainer(config, out, device, checkpoint, notices, data_changed_ok, sources, listing, start).run()
     finally:
         distributed.teardown()
 
@@ -156,7 +162,8 @@ class Trainer:
 
     def __init__(self, config: Config, out: Path, device: torch.device, checkpoint: Checkpoint | None = None,
                  notices: Sequence[str] = (), data_changed_ok: bool = False,
-                 sources: dict[str, str] | None = None, listing: ImageSource | None = None) -> None:
+                 sources: dict[str, str] | None = None, listing: ImageSource | None = None,
+                 start: Pretrained | None = None) -> None:
         self.config, self.out, self.device = config, out, device
         self.sources = sources  # where each setting came from, for config.yaml (None: the config as given)
         self.rank, self.world = distributed.rank(), distributed.world_size()
@@ -170,7 +177,7 @@ class Trainer:
         if config.deterministic:
             make_deterministic()
         self.dtype = autocast_dtype(config.precision, device)
-        self.learner, self.memory_format = self._build_networks()
+        self.learner, self.memory_format = self._build_networks(start)
         self.data = load_train_data(config, self.learner.views, device, self.rank, self.world, listing)
         self.notices.append(f"data: {self.data.source.describe()}")
         self.steps_per_epoch = self._steps_per_epoch()
@@ -191,11 +198,15 @@ class Trainer:
         self.bar: tqdm | None = None  # shown while `run` trains
         self.pace = Pace(self.progress.step, self.progress.train_seconds)  # training time and throughput
 
-    def _build_networks(self) -> tuple[Method, torch.memory_format]:
-        """The learner, in the memory format that trains safely here (its notice, if any, added to the notices)."""
+    def _build_networks(self, start: Pretrained | None) -> tuple[Method, torch.memory_format]:
+        """The learner, from random init or `start`'s weights, in the memory format that trains
+        safely here (its notices added to the notices)."""
         config = self.config
         seed_everything(config.seed)  # the same initial networks in every process
-        learner = build_learner(config).to(self.device)
+        learner = build_learner(config)
+        if start is not None:
+            self.notices.append(start_from(learner, start))
+        learner = learner.to(self.device)
         seed_everything(config.seed + self.rank)  # and different augmentations
         channels_last, notice = self._channels_last(learner)
         if notice:
@@ -582,6 +593,8 @@ class Trainer:
             result["knn_error"] = self.knn_error
         if self.progress.data_changes:
             result["data_changes"] = self.progress.data_changes
+        if self.config.init:
+            result["init"] = dict(source=self.config.init, sha256=self.config.init_sha256)
         self.logbook.close(result)
         write_json(self.out / SUMMARY, result)
         return result
