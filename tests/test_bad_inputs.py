@@ -48,6 +48,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 NOT_A_CHECKPOINT = "is not a PyTorch checkpoint (not a torch.save archive)"
+NOT_A_SOURCE = "is not a byol run folder or checkpoint, a byol export, a weights file"  # what eval and embed take
 CASES = [  # (argv with {name} for the files above and {out} for a fresh path, what the line says)
     ([], "the following arguments are required: command"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -92,9 +93,9 @@ CASES = [  # (argv with {name} for the files above and {out} for a fresh path, w
         ("batchsize=8,16", [], "did you mean 'batch_size'?"),
         ("batch_size", [], "write it as KEY=V1,V2,..."),
         ("augment=cifar,sepia", [], "augment is 'sepia': choose cifar"))],
-    (["eval", "knn", "--checkpoint", "{notes}", "--train", "{images}", "--test", "{images}"], NOT_A_CHECKPOINT),
+    (["eval", "knn", "--checkpoint", "{notes}", "--train", "{images}", "--test", "{images}"], NOT_A_SOURCE),
     (["eval", "knn", "--checkpoint", "{random}", "--train", "{images}", "--test", "{images}"], NOT_A_CHECKPOINT),
-    (["eval", "linear", "--checkpoint", "{json}", "--train", "{images}", "--test", "{images}"], NOT_A_CHECKPOINT),
+    (["eval", "linear", "--checkpoint", "{json}", "--train", "{images}", "--test", "{images}"], NOT_A_SOURCE),
     (["eval", "linear", "--checkpoint", "{photo}", "--train", "{images}", "--test", "{images}"], NOT_A_CHECKPOINT),
     (["eval", "knn", "--checkpoint", "{empty}", "--train", "{images}", "--test", "{images}"], "is empty, not a checkpoint"),
     (["eval", "knn", "--checkpoint", "{code}", "--train", "{images}", "--test", "{images}"],
@@ -116,7 +117,7 @@ CASES = [  # (argv with {name} for the files above and {out} for a fresh path, w
     (["export", "--checkpoint", "{json}", "--out", "{out}.safetensors"], NOT_A_CHECKPOINT),
     (["export", "--checkpoint", "{notes}", "--out", "{out}.txt"], "name the file .safetensors"),
     (["embed", "--checkpoint", "{notes}", "--data", "{images}", "--out", "{out}.npy"],
-     "is neither a run folder nor an exported encoder"),
+     NOT_A_SOURCE),
     (["embed", "--checkpoint", "{card}", "--data", "{images}", "--out", "{out}.npy"], "is not a byol encoder card"),
     (["embed", "--checkpoint", "{notes}", "--data", "{images}", "--out", "{out}.npy", "--batch-size", "0"],
      "--batch-size is 0"),

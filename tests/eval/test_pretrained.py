@@ -165,3 +165,25 @@ def test_a_state_dict_wrapped_by_a_training_script_is_unwrapped(tmp_path):
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(read_pretrained(file).encoder()(images), features_of(model, images))
+
+
+def test_timm_weights_by_name_are_read_from_a_filled_hugging_face_cache(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # nothing may be fetched
+    model = trained_looking(timm.create_model("resnet18", pretrained=False), scale=0.05, seed=6)
+    repo = tmp_path / "hub" / ("models--" + model.pretrained_cfg["hf_hub_id"].replace("/", "--"))
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    file = repo / "snapshots" / commit / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(file))
+    pretrained = read_pretrained("timm:resnet18")
+    assert pretrained.file == file and pretrained.sha256 == hashlib.sha256(file.read_bytes()).hexdigest()
+    assert pretrained.card["architecture"] == "timm:resnet18" and pretrained.card["input_size"] == 224
+    images = torch.randn(2, 3, 64, 64)
+    model.reset_classifier(0)
+    with torch.no_grad():
+        torch.testing.assert_close(pretrained.encoder()(images), model.eval()(images))

@@ -51,7 +51,7 @@ def test_init_from_a_run_starts_online_and_target_at_its_online_network_with_a_n
     assert states_equal(learner.target.state_dict(), source.online.state_dict())  # the run's online, not its target
     assert not states_equal(source.target.state_dict(), source.online.state_dict())
     assert trainer.optimizer.state_dict()["state"] == {} and trainer.progress.step == 0
-    assert trainer.notices[0].startswith(f"init: encoder and projector and predictor from {first} (sha256 ")
+    assert trainer.notices[0].startswith(f"init: encoder, projector and predictor from {first} (sha256 ")
 
 
 def test_heads_of_other_shapes_start_new_and_the_line_says_which(first, small_folders, tmp_path):

@@ -10,6 +10,7 @@ a card: the architecture and how to feed it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,10 +80,21 @@ def read_pretrained(source: str | Path) -> Pretrained:
         return _run(path, text)
     if path.suffix in WEIGHT_SUFFIXES and path.is_file():
         finish_writing(path.parent)  # an export a crash left half renamed
-        if card_format(card_path(path)) is not None:
+        if _has_card(path):
             return _export(path, text)
         return _weights_file(path, text)
     raise ByolError(f"{text} is not {FORMS}")
+
+
+def _has_card(weights: Path) -> bool:
+    """A byol card beside the weights, or a damaged one (read_card says how); another tool's JSON is not one."""
+    try:
+        content = json.loads(card_path(weights).read_text())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True
+    return isinstance(content, dict) and "format" in content
 
 
 def is_run(path: Path) -> bool:

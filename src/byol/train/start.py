@@ -54,9 +54,13 @@ def start_from(learner: Method, start: Pretrained) -> str:
         target.load_state_dict(learner.online.state_dict())
     new = [prefix.split(".")[-2] for prefix in HEAD_PREFIXES
            if prefix.split(".")[-2] not in loaded and any(k.startswith(prefix) for k in state)]
-    line = (f"init: {' and '.join(['encoder', *loaded])} from {start.source} (sha256 {start.sha256[:12]}...)"
-            + (f", {' and '.join(new)} new" if new else ""))
+    line = (f"init: {_listed(['encoder', *loaded])} from {start.source} (sha256 {start.sha256[:12]}...)"
+            + (f"; {_listed(new)} new" if new else ""))
     return "; ".join([line, *start.notes])
+
+
+def _listed(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _architecture_hint(start: Pretrained) -> str:
