@@ -435,3 +435,10 @@ def test_a_weights_file_without_a_card_embeds_as_its_run_does(run, small_folders
                      str(tmp_path / out), "--workers", "0"]) == 0
     assert "read as resnet18 x0.0625 with the cifar stem from its keys, fed 32 px" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(tmp_path / "bare.npy"), np.load(tmp_path / "run.npy"))
+
+
+def test_a_sweep_that_names_one_value_twice_is_refused_before_training(small_folders, tmp_path, capsys):
+    err = error_of(capsys, ["compare", "--data", str(small_folders[0]), "--test", str(small_folders[1]), "--out",
+                            str(tmp_path / "c"), "--methods", "byol", "--sweep", "lr=1,1.0", *TINY])
+    assert "--sweep lr: give two or more different values" in err
+    assert not (tmp_path / "c").exists()

@@ -228,3 +228,20 @@ def test_a_run_whose_test_images_do_not_decode_ends_finished_with_the_reason(sma
     assert summary["steps"] == 2 and "none of the 4 image files" in summary["knn_error"]
     assert (out / "encoder.safetensors").exists() and not (out / "knn.json").exists()
     assert "holds a finished run" in refused(["pretrain", "--resume", str(out)], capsys)
+
+
+def test_files_byol_writes_take_the_users_umask_not_0600(tmp_path):
+    import stat
+
+    from byol.core.files import save_torch, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "shared.txt", "x")
+        save_torch({"a": 1}, tmp_path / "shared.pt")
+        os.umask(0o077)
+        write_text(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("shared.txt", "shared.pt", "private.txt")}
+    assert modes == {"shared.txt": 0o644, "shared.pt": 0o644, "private.txt": 0o600}

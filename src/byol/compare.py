@@ -70,10 +70,12 @@ def sweep_settings(config: Config, sweep: tuple[str, list] | None) -> dict[str, 
                         "(--minutes 0) and give --epochs")
     if config.steps and key in ("batch_size", "accumulate"):
         raise ByolError(f"--sweep {key} with steps: the runs would see different numbers of images; give --epochs")
-    if len(set(map(str, values))) < len(values) or len(values) < 2:
+    swept = {f"{key}={value}": cfg.apply(dataclasses.replace(config), {key: value}, "--sweep").checked()
+             for value in values}
+    settings = [repr(getattr(one, key)) for one in swept.values()]  # as the runs take them: 1 and 1.0 are one rate
+    if len(set(settings)) < len(values) or len(values) < 2:
         raise ByolError(f"--sweep {key}: give two or more different values, e.g. {key}=A,B")
-    return {f"{key}={value}": cfg.apply(dataclasses.replace(config), {key: value}, "--sweep").checked()
-            for value in values}
+    return swept
 
 
 def compare(config: Config, methods: list[str], seeds: list[int], out: Path, linear: bool = False,

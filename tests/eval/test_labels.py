@@ -73,3 +73,9 @@ def test_a_bad_share_count_or_list_is_refused_in_one_line(text, says):
 def test_more_images_a_class_than_a_class_has_names_the_class_and_the_most_possible():
     with pytest.raises(ByolError, match=r"class 'class1' has only 4 images; ask for at most 4"):
         choose_labelled(listing_of([9, 4, 12]), 5, seed=0)
+
+
+@pytest.mark.parametrize("text", ["²", "¹⁰", "½"])
+def test_labels_in_digits_that_int_refuses_are_one_line(text):
+    with pytest.raises(ByolError, match=f"--labels {text}: not a share"):
+        parse_label_spec(text)

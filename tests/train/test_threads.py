@@ -64,3 +64,15 @@ def test_a_run_with_threads_0_times_each_count_and_logs_it(small_folders, tmp_pa
     pretrain(Config(**dict(vars(config), threads=1)), tmp_path / "pinned")
     pinned = (tmp_path / "pinned" / "metrics.jsonl").read_text()
     assert "threads" not in pinned and torch.get_num_threads() == 2
+
+
+def test_more_threads_than_cores_are_cut_to_the_cores_and_said(small_folders, tmp_path, capsys):
+    import yaml
+
+    from byol.train.recipe import usable_cores
+
+    config = Config(data=str(small_folders[0]), steps=1, batch_size=16, width=1 / 16, projector_hidden=16,
+                    predictor_hidden=16, projection_dim=8, collapse_every=0, knn_every=0, threads=999).checked()
+    pretrain(config, tmp_path / "run")
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["threads"] == usable_cores()
+    assert f"threads 999 is more than the {usable_cores()} cores this process may use" in capsys.readouterr().err

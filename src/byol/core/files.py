@@ -70,9 +70,21 @@ def make_folder(folder: Path) -> None:
 
 
 def temporary_beside(path: Path) -> Path:
+    """An empty file beside `path`, with the mode a new file gets under the user's umask (not
+    mkstemp's 0600): what byol writes is shared as the user's other files are."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMPORARY_TAG}", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(name)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, so briefly 022: never a looser one)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:

@@ -38,7 +38,7 @@ def parse_label_spec(text: str | None) -> LabelSpec:
         if not 0 < share <= 1:
             raise ByolError(f"--labels {text}: give a share of each class above 0% and at most 100%, e.g. 1% or 10%")
         return share
-    if text.isdigit():
+    if text.isdecimal():  # not isdigit: "²" is a digit that int() refuses
         if int(text) < 1:
             raise ByolError(f"--labels {text}: use 1 or more images a class")
         return int(text)

@@ -12,6 +12,10 @@ or after a while (the other load may have ended). `--threads N` pins N.
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
+
+from byol.config import Config
+from byol.train.recipe import usable_cores
 
 STEPS_EACH = 6  # steps timed at each count (after one step to settle in)
 SLOWDOWN = 1.3  # a pace this much slower than the chosen count's starts a new trial
@@ -69,3 +73,13 @@ class ThreadTuner:
         medians = {count: statistics.median(paces[1:]) for count, paces in self.paces.items() if len(paces) > 1}
         timed = ", ".join(f"{seconds:.3f} s at {count}" for count, seconds in sorted(medians.items(), reverse=True))
         return f"{self.chosen} thread{'s' if self.chosen > 1 else ''} is fastest now (a step takes {timed})"
+
+
+def within_cores(config: Config) -> tuple[Config, list[str]]:
+    """`--threads N` above the cores this process may use would only make threads wait on each
+    other (999 on 2 cores stalled a run for minutes): N is cut to the cores, and a line says so."""
+    cores = usable_cores()
+    if config.threads <= cores:
+        return config, []
+    return replace(config, threads=cores), [f"threads {config.threads} is more than the {cores} cores this process "
+                                            f"may use: {cores} threads instead"]

@@ -51,7 +51,7 @@ from byol.train.signals import StopRequests
 from byol.train.start import INIT_DIGEST, start_from, starting_weights
 from byol.train.summary import SUMMARY
 from byol.train.settings import resolve_settings
-from byol.train.threads import ThreadTuner
+from byol.train.threads import ThreadTuner, within_cores
 from byol.train.pace import Pace
 from byol.train.trackers import Tracker
 
@@ -109,6 +109,7 @@ def open_run(config: Config, out: Path, resume: bool) -> Checkpoint | None:
         raise ByolError(f"{latest} cannot be resumed (not a byol checkpoint, or one written by an older "
                         "byol): choose a new --out folder") from None
     saved = checkpoint.run_config(latest).to_dict()
+    # a config that names no init digest (`--init X` again) takes the one the run recorded at its start
     asked = config.to_dict() | ({"init_sha256": saved["init_sha256"]} if config.init_sha256 is None else {})
     changed = [f"{k} (run: {saved[k]!r}, now: {v!r})" for k, v in asked.items()
                if k not in RUNTIME_KEYS and saved[k] != v]
@@ -145,6 +146,8 @@ def pretrain(config: Config | RunSettings, out: str | Path, resume: bool = True,
         if not config.data:
             raise ByolError("no training data: pass --data a folder of images (or cifar10, cifar100, stl10)")
         refuse_out_inside_inputs(config, out)
+        config, capped = within_cores(config)
+        notices = [*notices, *capped]
         if config.compile:
             refuse_compile_without_a_compiler(device)
         with caller_state_kept(), run_folder_lock(out, lead=distributed.rank() == 0):
