@@ -122,8 +122,13 @@ def _run(path: Path, text: str) -> Pretrained:
 
 def _export(path: Path, text: str) -> Pretrained:
     card = read_card(card_path(path), CARD_FORMAT, "export the encoder again with `byol export`")
-    weights = read_safetensors(path) if path.suffix == ".safetensors" else _state_dict(path)
+    weights = _tensors_of(path)
     return Pretrained(text, weights, path, sha256_of(path), card)
+
+
+def _tensors_of(path: Path) -> dict[str, torch.Tensor]:
+    """A weights file's tensors: safetensors, or a torch file read as `_state_dict` reads it."""
+    return read_safetensors(path) if path.suffix == ".safetensors" else _state_dict(path)
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -140,7 +145,7 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _weights_file(path: Path, text: str) -> Pretrained:
     """A state_dict file without a card: byol's run encoder, torchvision's or timm's names."""
-    weights = read_safetensors(path) if path.suffix == ".safetensors" else _state_dict(path)
+    weights = _tensors_of(path)
     weights = {k.removeprefix(ENCODER_PREFIX): v for k, v in weights.items()}
     weights, notes = _without_classifier(weights, text)
     resnet = resnet_of(weights)
@@ -242,8 +247,9 @@ def _timm_file(config: dict) -> Path:
     """The file timm read the weights from: the Hugging Face cache's, or timm's own download."""
     from huggingface_hub import try_to_load_from_cache
 
-    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        found = try_to_load_from_cache(config.get("hf_hub_id") or "", filename) if config.get("hf_hub_id") else None
+    repo = config.get("hf_hub_id")
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin") if repo else ():
+        found = try_to_load_from_cache(repo, filename)
         if isinstance(found, str):
             return Path(found)
     downloaded = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(config.get("url") or "").path)
